@@ -1,0 +1,3 @@
+from hahrobust.cli import main
+
+main()

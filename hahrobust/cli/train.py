@@ -1,0 +1,97 @@
+"""hahrobust train: train a registered model from a preset, with any setting overridden by a flag."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
+from hahrobust.devices import resolve_device
+from hahrobust.errors import HahrobustError
+from hahrobust.models import model_names
+from hahrobust.training import TrainConfig, preset, run_paths, train
+
+NAME = "train"
+HELP = "Train a model (presets: paper, authors, small) and write a safetensors checkpoint."
+
+
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise HahrobustError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise HahrobustError(f"{what} is empty")
+    return values
+
+
+@handle_errors
+def command(
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.safetensors); a .state.safetensors and .log.csv go beside it."),
+    model: str = typer.Option("hah-vgg16", help=f"Architecture: {', '.join(model_names())}."),
+    preset_name: str = typer.Option("small", "--preset", help="paper | authors | small (see the README for what each sets)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (lr milestones stay at 60 % and 80 % of them)."),
+    batch_size: Optional[int] = typer.Option(None, help="Training batch size."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate."),
+    weight_decay: Optional[float] = typer.Option(None, help="Adam weight decay."),
+    seed: Optional[int] = typer.Option(None, help="Seed for initialisation, data order and augmentation."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random crop (pad 4) + horizontal flip."),
+    train_subset: Optional[int] = typer.Option(None, help="Train on a class-balanced subset of N images."),
+    test_subset: Optional[int] = typer.Option(None, help="Score each epoch on a class-balanced subset of N test images."),
+    width: Optional[float] = typer.Option(None, help="Channel-width multiplier (0.25: 16…128 channels)."),
+    hah_blocks: Optional[int] = typer.Option(None, help="Number of leading conv blocks that are HaH blocks."),
+    lam: Optional[float] = typer.Option(None, help="Anti-Hebbian weight λ in the HaH cost (paper 0.1, authors' code 1.0)."),
+    alpha: Optional[str] = typer.Option(None, help="HaH cost weights per HaH block, comma-separated."),
+    k_ratio: Optional[float] = typer.Option(None, help="Fraction of filters counted as winners in the HaH cost."),
+    sigma: Optional[float] = typer.Option(None, help="Divisive normalization σ."),
+    dn_pool: Optional[int] = typer.Option(None, help="Divisive-norm suppression field: 1 = paper Eq. 2, 3 = authors' 3×3 max-pool."),
+    keep: Optional[float] = typer.Option(None, help="Fraction of locations the threshold keeps."),
+    threshold: Optional[str] = typer.Option(None, help="fraction | mean | none."),
+    norm: Optional[str] = typer.Option(None, help="Normalization in HaH blocks: divisive | batch."),
+    hah_loss: Optional[bool] = typer.Option(None, "--hah-loss/--no-hah-loss", help="Add the HaH cost to the loss."),
+    data: Optional[str] = typer.Option(None, help=DATA_HELP),
+    download: bool = typer.Option(False, help="Let torchvision download CIFAR-10 into --data."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last finished epoch."),
+    overwrite: bool = typer.Option(False, help="Replace an existing checkpoint at --out."),
+) -> None:
+    chosen = preset(preset_name)
+    model_flags = dict(
+        width=width, hah_blocks=hah_blocks, lam=lam, k_ratio=k_ratio, sigma=sigma, dn_pool=dn_pool, keep=keep,
+        threshold=threshold, norm=norm, hah_loss=hah_loss, alpha=parse_floats(alpha, "--alpha") if alpha else None,
+    )
+    train_flags = dict(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, augment=augment,
+        train_subset=train_subset, test_subset=test_subset,
+    )
+    model_overrides = {**chosen.model, **_given(model_flags)}
+    config = TrainConfig(**{**chosen.train, **_given(train_flags)})
+    torch_device = resolve_device(device)
+    if out.suffix != ".safetensors":
+        raise HahrobustError(f"{out}: the checkpoint must end in .safetensors")
+    path = data_path(data)
+    with make_progress() as progress:
+        train_images = load_split(path, "train", download=download, progress=progress)
+        test_images = load_split(path, "test", download=download, progress=progress)
+        result = train(
+            model, train_images, test_images, out, config=config, model_overrides=model_overrides,
+            dataset={"source": train_images.source, "train_n": len(train_images), "test_n": len(test_images)},
+            device=torch_device, resume=resume, overwrite=overwrite, progress=progress,
+        )
+    metrics = result.metadata["metrics"]
+    table = Table(title=f"{model} ({preset_name} preset) → {out}")
+    for column in ("epochs", "train acc", "test acc", "test images", "log"):
+        table.add_column(column)
+    table.add_row(
+        str(config.epochs), f"{100 * metrics['train_acc']:.2f}%", f"{100 * metrics['test_acc']:.2f}%",
+        str(metrics["test_n"]), str(run_paths(out)[1]),
+    )
+    console.print(table)
+
+
+def _given(flags: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flags.items() if v is not None}

@@ -1,0 +1,192 @@
+"""HaH building blocks (Cekic, Bakiskan & Madhow, ICIP 2022, Sec. 2.1).
+
+Every layer here takes and returns [B, C, H, W] tensors and is scale-equivariant (thresholds, the
+suppression field) or scale-invariant (divisive normalization), which is what makes a HaH block's
+output invariant to scaling its input by c > 0 (tested in tests/test_nn.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hahrobust.nn.cost import hah_cost
+from hahrobust.nn.local import local_conv2d
+
+#: Added to each filter's weight norm, as the authors do, so a zero filter does not divide by zero.
+WEIGHT_NORM_EPS = 1e-6
+#: Added to the divisive-normalization denominator; the authors use 1e-7.
+DIVISIVE_EPS = 1e-7
+
+ThresholdKind = Literal["fraction", "mean", "none"]
+
+
+class ImplicitNormConv2d(nn.Conv2d):
+    """Conv2d whose output is divided by each filter's ℓ2 weight norm (Eq. 1): y = <w, x> / (‖w‖₂ + 1e-6).
+
+    Dividing the output rather than the weight costs one [C_out] vector op instead of a weight copy,
+    and gives the same value: <w/‖w‖, x> = <w, x>/‖w‖ (the bias, if any, is divided too).
+
+    With ``local_cost_grad=True`` the forward pass also returns a second tensor equal to the output
+    through which gradients reach this layer's weights but never its input; the HaH cost is computed
+    on that tensor so the cost trains only its own block (see :func:`hahrobust.nn.local.local_conv2d`).
+    """
+
+    def weight_norms(self) -> torch.Tensor:
+        return self.weight.flatten(1).norm(dim=1) + WEIGHT_NORM_EPS
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x) / self.weight_norms().view(1, -1, 1, 1)
+
+    def forward_with_local_branch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output, local copy of the output): the copy's gradient updates weights only."""
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            raise ValueError("layer-local HaH gradients need numeric zero padding")
+        out, local = local_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        norms = self.weight_norms().view(1, -1, 1, 1)
+        return out / norms, local / norms
+
+
+class DivisiveNorm2d(nn.Module):
+    """Divisive normalization (Eq. 2): z = y / (σ·M_max + (1−σ)·M(loc) + ε).
+
+    M(loc) is the channel mean of a suppression field F at each location and M_max its maximum over
+    locations, per image. ``pool=1``: F = y, the paper's equation. ``pool=3``: F = 3×3 stride-1
+    max-pool of |y|, what the authors' released code (and hahtorch) does: each location is then
+    suppressed by the strongest response in its neighbourhood, which gives more suppression.
+
+    Default ``pool=1`` because it is the published equation; the ``authors`` training preset
+    selects ``pool=3``. Both are exactly scale-invariant up to ε: F scales with y.
+    """
+
+    def __init__(self, sigma: float = 0.1, pool: int = 1, eps: float = DIVISIVE_EPS) -> None:
+        super().__init__()
+        if not 0.0 <= sigma <= 1.0:
+            raise ValueError(f"sigma must be in [0, 1], got {sigma}")
+        if pool < 1 or pool % 2 == 0:
+            raise ValueError(f"pool must be an odd size >= 1, got {pool}")
+        self.sigma, self.pool, self.eps = sigma, pool, eps
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        field = y if self.pool == 1 else F.max_pool2d(y.abs(), self.pool, stride=1, padding=self.pool // 2)
+        # fp32 denominators: under bf16 autocast a small mean would otherwise lose most of its digits.
+        local_mean = field.float().mean(dim=1, keepdim=True)
+        global_max = local_mean.amax(dim=(2, 3), keepdim=True)
+        denominator = self.sigma * global_max + (1.0 - self.sigma) * local_mean + self.eps
+        return (y.float() / denominator).to(y.dtype)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, pool={self.pool}"
+
+
+def kept_count(keep: float, locations: int) -> int:
+    """How many of ``locations`` values a FractionalThreshold keeps: ceil(keep·locations), at least 1."""
+    return max(1, min(locations, math.ceil(keep * locations - 1e-9)))
+
+
+class FractionalThreshold(nn.Module):
+    """Adaptive threshold (Eq. 3) with τ at a percentile: per image and channel keep the top ``keep``
+    fraction of spatial locations and zero the rest.
+
+    Definition: k = ceil(keep·H·W) (at least 1); τ = the k-th largest value of the channel; values
+    ≥ τ are kept. Ties at τ are all kept, so a channel keeps at least k values and more only when
+    values tie at τ. H·W = 1 keeps everything; an all-zero channel stays zero. τ is a selection
+    (``torch.topk`` of k values, no full sort), and is detached: the mask is piecewise constant.
+    """
+
+    def __init__(self, keep: float = 0.2) -> None:
+        super().__init__()
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"keep must be in (0, 1], got {keep}")
+        self.keep = keep
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.detach().flatten(2)
+        k = kept_count(self.keep, flat.shape[-1])
+        if k == flat.shape[-1]:
+            return z
+        tau = _kth_largest(flat, k)[..., None, None]
+        return z * (z >= tau)
+
+    def extra_repr(self) -> str:
+        return f"keep={self.keep}"
+
+
+def _kth_largest(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest value along the last axis, by the cheaper of two partial selections."""
+    n = flat.shape[-1]
+    if flat.is_cuda or k <= n // 2:
+        return flat.topk(k, dim=-1, sorted=False).values.amin(dim=-1)
+    return flat.kthvalue(n - k + 1, dim=-1).values
+
+
+class MeanThreshold(nn.Module):
+    """Adaptive threshold (Eq. 3) with τ = the per-image, per-channel spatial mean: keep values ≥ τ.
+
+    H·W = 1 keeps the value (it equals its mean); an all-zero channel stays zero.
+    """
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        tau = z.detach().mean(dim=(2, 3), keepdim=True)
+        return z * (z >= tau)
+
+
+def make_threshold(kind: ThresholdKind, keep: float) -> nn.Module:
+    if kind == "fraction":
+        return FractionalThreshold(keep)
+    if kind == "mean":
+        return MeanThreshold()
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown threshold kind {kind!r} (expected fraction, mean or none)")
+
+
+class HaHBlock(nn.Module):
+    """ImplicitNormConv2d → ReLU → DivisiveNorm2d (or BatchNorm2d, for ablation) → threshold.
+
+    The conv has no bias: a bias would break the block's invariance to input scale.
+    When ``record_cost`` is set (the trainer sets it when the block's α > 0), forward stores the
+    block's HaH cost (Eq. 4) of ReLU(conv), before divisive normalization as the authors compute it,
+    in ``self.cost``; its gradient reaches only this block's conv weights.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        sigma: float = 0.1,
+        pool: int = 1,
+        threshold: ThresholdKind = "fraction",
+        keep: float = 0.2,
+        norm: Literal["divisive", "batch"] = "divisive",
+        k_ratio: float = 0.1,
+        lam: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.conv = ImplicitNormConv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        if norm == "divisive":
+            self.norm: nn.Module = DivisiveNorm2d(sigma=sigma, pool=pool)
+        elif norm == "batch":
+            self.norm = nn.BatchNorm2d(out_channels)
+        else:
+            raise ValueError(f"unknown norm {norm!r} (expected divisive or batch)")
+        self.threshold = make_threshold(threshold, keep)
+        self.k_ratio, self.lam = k_ratio, lam
+        self.record_cost = False
+        self.cost: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.record_cost and torch.is_grad_enabled():
+            y, y_local = self.conv.forward_with_local_branch(x)
+            self.cost = hah_cost(F.relu(y_local), self.k_ratio, self.lam)
+        else:
+            y = self.conv(x)
+            if self.record_cost:  # evaluation of the loss without gradients
+                self.cost = hah_cost(F.relu(y), self.k_ratio, self.lam)
+        return self.threshold(self.norm(self.relu(y)))
