@@ -58,10 +58,11 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         # Cheap invariant checks: every consumer relies on this exact dtype/shape contract.
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 [N, 3, H, W], got {self.images.dtype} {list(self.images.shape)}")
-        if self.labels.dtype != torch.int64 or self.labels.shape != (len(self.images),):
-            raise ValueError(f"labels must be int64 [{len(self.images)}], got {self.labels.dtype} {list(self.labels.shape)}")
+        images, labels = self.images, self.labels
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be uint8 [N, 3, H, W], got {images.dtype} {list(images.shape)}")
+        if labels.dtype != torch.int64 or labels.shape != (len(images),):
+            raise ValueError(f"labels must be int64 [{len(images)}], got {labels.dtype} {list(labels.shape)}")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,7 +76,7 @@ def load_cifar10(
     split: Split,
     *,
     download: bool = False,
-    cache_dir: Path | None = None,
+    cache_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> ImageSet:
     """Load one CIFAR-10 split from an image-folder directory, a tar archive of one, or a torchvision root.
@@ -87,6 +88,8 @@ def load_cifar10(
     if split not in ("train", "test"):
         raise HahrobustError(f"unknown split {split!r} for {path}: expected 'train' or 'test'")
     path = Path(path).expanduser()
+    if path.name == _TORCHVISION_FOLDER and path.is_dir():
+        path = path.parent  # a common slip: torchvision wants the folder that holds cifar-10-batches-py
     if not path.exists():
         if download:
             return _load_torchvision(path, split, download=True)
@@ -96,10 +99,7 @@ def load_cifar10(
         if (path / _TORCHVISION_FOLDER).is_dir() or (download and not relpaths):
             return _load_torchvision(path, split, download=download)
         entries = _split_entries(relpaths, split, path)
-        # Paths + sizes + mtimes detect edits without reading every file, which keeps cached loads fast.
-        fingerprint = "dir:" + _sha256_lines(
-            f"{rel}\t{st.st_size}\t{st.st_mtime_ns}" for rel, _ in entries for st in [(path / rel).stat()]
-        )
+        fingerprint = "dir:" + _fingerprint_files(path, [rel for rel, _ in entries])
     elif path.is_file():
         entries = None  # listing a compressed archive means reading all of it: only done on a cache miss
         fingerprint = "archive:" + _sha256_file(path)
@@ -115,7 +115,7 @@ def load_cifar10(
         entries = _split_entries(blobs, split, path)
         read: Callable[[str], bytes] = blobs.__getitem__
     else:
-        read = (lambda rel: (path / rel).read_bytes())
+        read = lambda rel: (path / rel).read_bytes()  # noqa: E731
     images, labels = _decode_all(entries, read, path, progress)
     _write_cache(cache_file, images, labels)
     return ImageSet(images, labels, source=str(path))
@@ -128,9 +128,14 @@ def _load_torchvision(root: Path, split: Split, download: bool) -> ImageSet:
     try:
         dataset = CIFAR10(str(root), train=split == "train", download=download)
     except Exception as e:  # missing/corrupt batch files (RuntimeError, pickle errors) or a failed download (OSError)
-        raise HahrobustError(f"{root}: cannot load torchvision CIFAR-10 ({e})".replace("\n", " ")) from e
+        raise HahrobustError(f"{root}: cannot load torchvision CIFAR-10 ({_one_line(e)})") from e
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.tensor(dataset.targets, dtype=torch.int64), source=f"torchvision:{root}")
+
+
+def _one_line(error: BaseException) -> str:
+    # Library messages can span lines (tarfile lists every method it tried); HahrobustError must be one line.
+    return " ".join(str(error).split())
 
 
 def _is_image(name: str) -> bool:
@@ -158,7 +163,8 @@ def _read_archive(path: Path) -> dict[str, bytes]:
                 if member.isfile() and _is_image(rel):
                     blobs[rel] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise HahrobustError(f"{path}: unreadable or corrupt archive ({e}); {_LAYOUT}") from e
+        reason = _one_line(e)
+        raise HahrobustError(f"{path}: unreadable or corrupt archive, expected a .tar/.tar.gz/.tgz ({reason})") from e
     return blobs
 
 
@@ -198,7 +204,7 @@ def _decode(data: bytes, rel: str, where: Path) -> np.ndarray:
     except UnidentifiedImageError as e:
         raise HahrobustError(f"{where}: cannot decode image {rel} (not a recognised image format)") from e
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise HahrobustError(f"{where}: cannot decode image {rel} ({e})") from e
+        raise HahrobustError(f"{where}: cannot decode image {rel} ({_one_line(e)})") from e
     raise HahrobustError(f"{where}: image {rel} is {width}x{height} pixels; CIFAR-10 images must be 32x32")
 
 
@@ -213,7 +219,7 @@ def _decode_all(
         try:
             data = read(rel)
         except OSError as e:
-            raise HahrobustError(f"{where}: cannot read image {rel} ({e})") from e
+            raise HahrobustError(f"{where}: cannot read image {rel} ({_one_line(e)})") from e
         images[i] = _decode(data, rel, where)
         if progress is not None and ((i + 1) % _PROGRESS_EVERY == 0 or i + 1 == total):
             progress(i + 1, total)
@@ -231,6 +237,15 @@ def _sha256_lines(lines: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
+def _fingerprint_files(root: Path, relpaths: list[str]) -> str:
+    # Paths + sizes + mtimes detect edits without reading every file, which keeps cached loads fast.
+    try:
+        stats = [(rel, (root / rel).stat()) for rel in relpaths]
+    except OSError as e:  # e.g. a dangling symlink
+        raise HahrobustError(f"{root}: cannot read image files ({_one_line(e)})") from e
+    return _sha256_lines(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}" for rel, st in stats)
+
+
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     try:
@@ -238,11 +253,11 @@ def _sha256_file(path: Path) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     except OSError as e:
-        raise HahrobustError(f"{path}: cannot read file ({e})") from e
+        raise HahrobustError(f"{path}: cannot read file ({_one_line(e)})") from e
     return digest.hexdigest()
 
 
-def _cache_file(cache_dir: Path | None, fingerprint: str, split: Split) -> Path:
+def _cache_file(cache_dir: str | Path | None, fingerprint: str, split: Split) -> Path:
     if cache_dir is None:
         cache_dir = Path(os.environ.get("HAHROBUST_CACHE") or Path.home() / ".cache" / "hahrobust")
     key = _sha256_lines([f"v{_CACHE_VERSION}", fingerprint, split])[:32]

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny synthetic CIFAR-10-layout datasets and tiny checkpoints (seconds, no downloads)."""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hahrobust.checkpoint import checkpoint_metadata, save_checkpoint
+from hahrobust.data import CIFAR10_CLASSES
+from hahrobust.models import build, resolve_config
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+#: Small enough for seconds on 2 cores, deep enough to have HaH blocks and regular blocks.
+TINY = {"width": 0.125}
+
+
+@pytest.fixture(scope="session")
+def shared_cifar() -> Path:
+    """The real CIFAR-10 archive in ../shared; tests that need it skip cleanly when it is absent."""
+    if not SHARED_CIFAR.is_file():
+        pytest.skip(f"real CIFAR-10 not available at {SHARED_CIFAR}")
+    return SHARED_CIFAR
+
+
+def write_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    """CIFAR-10 layout with learnable synthetic images: each class a colour plus a class-placed bright square."""
+    rng = np.random.default_rng(seed)
+    for split, n in per_class.items():
+        for label, name in enumerate(CIFAR10_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            base = np.array([(label * 37) % 256, (label * 91) % 256, (label * 151) % 256], dtype=np.float64)
+            for i in range(n):
+                img = base + rng.normal(0, 40, size=(32, 32, 3))
+                r, c = 4 + 2 * (label % 5), 4 + 10 * (label // 5)
+                img[r : r + 8, c : c + 8] = 255
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A .tar.gz in the CIFAR-10 image-folder layout: 20 train and 10 test images per class."""
+    root = write_image_folder(tmp_path_factory.mktemp("tiny-cifar"), {"train": 20, "test": 10})
+    archive = root.parent / "tiny-cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root / "train", arcname="train")
+        tar.add(root / "test", arcname="test")
+    return archive
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep decode caches out of the user's home directory."""
+    monkeypatch.setenv("HAHROBUST_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """make_checkpoint("hah-vgg11", seed=0, **overrides) -> path of an untrained tiny checkpoint."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+
+    def make(name: str = "hah-vgg11", seed: int = 0, **overrides: object) -> Path:
+        fields = {**TINY, **overrides}
+        torch.manual_seed(seed)
+        model = build(name, **fields)
+        family, _ = resolve_config(name, **fields)
+        path = folder / f"{name}-{seed}-{abs(hash(tuple(sorted(fields.items()))))}.safetensors"
+        save_checkpoint(path, model, checkpoint_metadata(model, name, family, seed=seed))
+        return path
+
+    return make
