@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
 from hahrobust.checkpoint import checkpoint_metadata, save_checkpoint
 from hahrobust.data import ImageSet, balanced_subset, batches, num_batches
@@ -87,8 +87,10 @@ def train(
         if state.settings != settings:
             raise HahrobustError(f"{state_path}: --resume with different settings than the interrupted run")
 
+    # One bar, reset every epoch: a 100-epoch run should not print 100 finished bars.
+    task = progress.add_task("training", total=None) if progress else None
     for epoch in range(state.epochs_done, config.epochs):
-        row = _train_epoch(model, optimizer, train_data, config, epoch, device, progress)
+        row = _train_epoch(model, optimizer, train_data, config, epoch, device, progress, task)
         row["test_acc"] = accuracy(model, test_data, device=device, progress=progress, description="test accuracy")
         state.history.append(row)
         state.epochs_done = epoch + 1
@@ -116,6 +118,7 @@ def _train_epoch(
     epoch: int,
     device: torch.device | str,
     progress: Progress | None,
+    task: TaskID | None,
 ) -> dict[str, Any]:
     lr = config.lr_at(epoch)
     for group in optimizer.param_groups:
@@ -123,7 +126,8 @@ def _train_epoch(
     model.train()
     model.record_hah_costs(True)
     n_batches = num_batches(len(data), config.batch_size, drop_last=False)
-    task = progress.add_task(f"epoch {epoch + 1}/{config.epochs}", total=n_batches) if progress else None
+    if progress is not None and task is not None:
+        progress.reset(task, total=n_batches, description=f"epoch {epoch + 1}/{config.epochs}")
     loss_sum = hah_sum = 0.0
     correct = seen = 0
     start = time.perf_counter()
