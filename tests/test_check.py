@@ -1,0 +1,157 @@
+"""`hahrobust check`: exit 0 within tolerance, 1 on a regression, 2 on unusable input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hahrobust.cli import app
+from hahrobust.regression import ResultsFile, Status, compare
+
+runner = CliRunner()
+
+EXPECTED = pd.DataFrame({
+    "model": ["hah", "hah", "base", "base"],
+    "sigma": [0.0, 0.1, 0.0, 0.1],
+    "accuracy": [0.80, 0.60, 0.90, 0.30],
+    "accuracy_std": [0.0, 0.01, 0.0, 0.02],
+})
+
+
+def frame(*changes: tuple[str, float, float]) -> pd.DataFrame:
+    """EXPECTED with (model, sigma, new accuracy) changes."""
+    rows = EXPECTED.copy()
+    for model, sigma, value in changes:
+        rows.loc[(rows["model"] == model) & (rows["sigma"] == sigma), "accuracy"] = value
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("actual", "kwargs", "status", "verdicts"),
+    [
+        (frame(), {}, Status.OK, {"ok": 4}),
+        (frame(("hah", 0.1, 0.605)), {}, Status.OK, {"ok": 4}),  # +0.5 points, within 1.0
+        (frame(("hah", 0.1, 0.585)), {}, Status.REGRESSION, {"ok": 3, "regression": 1}),  # −1.5 points
+        (frame(("hah", 0.1, 0.585)), {"tol": 2.0}, Status.OK, {"ok": 4}),
+        (frame(("hah", 0.1, 0.585)), {"tol_metric": {"accuracy": 2.0}}, Status.OK, {"ok": 4}),
+        (frame(("hah", 0.1, 0.65)), {}, Status.OK, {"ok": 3, "improved": 1}),  # better: reported, passes
+        (frame(("hah", 0.1, 0.65)), {"strict": True}, Status.REGRESSION, {"ok": 3, "improved": 1}),
+    ],
+)
+def test_compare_table(actual: pd.DataFrame, kwargs: dict, status: Status, verdicts: dict) -> None:
+    comparison = compare(ResultsFile("noise-sweep", actual, None), ResultsFile("noise-sweep", EXPECTED, None), **kwargs)
+    assert comparison.status == status
+    assert comparison.table["verdict"].value_counts().to_dict() == verdicts
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected", "actual", "verdict"),
+    [
+        ("hoyer", 0.40, 0.405, "ok"),  # 0.01 absolute default
+        ("hoyer", 0.40, 0.45, "regression"),  # less sparse
+        ("hoyer", 0.40, 0.30, "improved"),
+        ("snr_db", 10.0, 9.0, "regression"),  # 0.5 dB default
+        ("snr_db", math.inf, math.inf, "ok"),  # a noise-free pass stays infinite
+        ("snr_db", math.inf, 30.0, "regression"),
+        ("success_rate", 0.5, 0.6, "regression"),  # attacks succeed more often
+        ("mean_distance", 1.0, 1.04, "ok"),  # 5 % relative default
+        ("mean_distance", 1.0, 0.9, "regression"),
+        ("zero_locations", 0.1, 0.2, "changed"),  # no direction: any change beyond tolerance fails
+    ],
+)
+def test_metric_directions_and_units(metric: str, expected: float, actual: float, verdict: str) -> None:
+    rows = lambda v: pd.DataFrame({"model": ["m"], "block": [1], metric: [v]})  # noqa: E731
+    comparison = compare(ResultsFile("x", rows(actual), None), ResultsFile("x", rows(expected), None))
+    assert comparison.table["verdict"].tolist() == [verdict]
+
+
+@pytest.mark.parametrize(
+    ("actual", "problem"),
+    [
+        (EXPECTED.iloc[:3], "missing"),
+        (pd.concat([EXPECTED, EXPECTED.iloc[:1].assign(sigma=0.2)]), "not in the expectation"),
+        (EXPECTED.assign(extra_key="x"), "different columns"),
+    ],
+)
+def test_unusable_comparisons(actual: pd.DataFrame, problem: str) -> None:
+    comparison = compare(ResultsFile("noise-sweep", actual, None), ResultsFile("noise-sweep", EXPECTED, None))
+    assert comparison.status == Status.UNUSABLE
+    assert any(problem in p for p in comparison.problems)
+
+
+def _json(path: Path, rows: pd.DataFrame, settings: dict, command: str = "noise-sweep") -> Path:
+    document = {"command": command, "settings": settings, "columns": list(rows.columns),
+                "rows": json.loads(rows.to_json(orient="records"))}
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    expected = tmp_path / "expected.csv"
+    EXPECTED.to_csv(expected, index=False)
+    same, worse = tmp_path / "noise-sweep.csv", tmp_path / "worse" / "noise-sweep.csv"
+    EXPECTED.to_csv(same, index=False)
+    worse.parent.mkdir()
+    frame(("base", 0.1, 0.2)).to_csv(worse, index=False)
+    expected_named = tmp_path / "exp" / "noise-sweep.csv"
+    expected_named.parent.mkdir()
+    EXPECTED.to_csv(expected_named, index=False)
+
+    ok = runner.invoke(app, ["check", str(same), "--expected", str(expected_named)])
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(app, ["check", str(worse), "--expected", str(expected_named)])
+    assert bad.exit_code == 1 and "regression" in bad.output and "-10" in bad.output
+    loose = runner.invoke(app, ["check", str(worse), "--expected", str(expected_named), "--tol-metric", "accuracy=15"])
+    assert loose.exit_code == 0
+    # a CSV's command is its file name: comparing noise-sweep.csv with expected.csv is comparing different commands
+    mismatch = runner.invoke(app, ["check", str(same), "--expected", str(expected)])
+    assert mismatch.exit_code == 2 and "different commands" in mismatch.output
+
+
+def test_cli_settings_must_match_but_volatile_ones_may_differ(tmp_path: Path) -> None:
+    expected = _json(tmp_path / "expected.json", EXPECTED, {"seed": 0, "n": 100, "device": "cuda", "batch_size": 500})
+    same = _json(tmp_path / "same.json", EXPECTED, {"seed": 0, "n": 100, "device": "cpu", "batch_size": 64})
+    other_seed = _json(tmp_path / "other.json", EXPECTED, {"seed": 1, "n": 100})
+    assert runner.invoke(app, ["check", str(same), "-e", str(expected)]).exit_code == 0
+    result = runner.invoke(app, ["check", str(other_seed), "-e", str(expected)])
+    assert result.exit_code == 2 and "seed" in result.output
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (lambda p: p / "none.csv", [], "not found"),
+        (lambda p: (p / "r.txt").write_text("x") and p / "r.txt", [], ".csv or .json"),
+        (lambda p: (p / "r.json").write_text("{not json") and p / "r.json", [], "unreadable"),
+        (lambda p: EXPECTED.to_csv(p / "r.csv", index=False) or p / "r.csv", ["--tol-metric", "speed=1"], "unknown metric"),
+        (lambda p: EXPECTED.to_csv(p / "r.csv", index=False) or p / "r.csv", ["--tol-metric", "accuracy"], "METRIC=VALUE"),
+    ],
+)
+def test_cli_unusable_input(tmp_path: Path, make, args: list[str], message: str) -> None:
+    expected = tmp_path / "expected.csv"
+    EXPECTED.to_csv(expected, index=False)
+    result = runner.invoke(app, ["check", str(make(tmp_path)), "--expected", str(expected), *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_check_real_noise_sweep_output(make_checkpoint, tiny_data: Path, tmp_path: Path) -> None:
+    """End to end: a results file written by the toolkit passes against itself and fails against a better one."""
+    checkpoint = make_checkpoint("hah-vgg11")
+    out = tmp_path / "run"
+    args = ["noise-sweep", str(checkpoint), "--data", str(tiny_data), "--sigmas", "0,0.1", "--repeats", "2",
+            "--out", str(out), "--device", "cpu"]
+    assert runner.invoke(app, args).exit_code == 0
+    produced = out / "noise-sweep.json"
+    assert runner.invoke(app, ["check", str(produced), "-e", str(produced)]).exit_code == 0
+    document = json.loads(produced.read_text())
+    for row in document["rows"]:
+        row["accuracy"] = min(1.0, row["accuracy"] + 0.2)
+    better = tmp_path / "better.json"
+    better.write_text(json.dumps(document))
+    result = runner.invoke(app, ["check", str(produced), "-e", str(better)])
+    assert result.exit_code == 1 and "regression" in result.output
