@@ -48,6 +48,9 @@ METRICS: dict[str, MetricSpec] = {
 }
 #: Columns that describe how long something took: they vary run to run and are never compared.
 TIMINGS = {"seconds", "wall_time", "wall_s", "images_per_s", "time_s"}
+#: Numeric columns that identify a row (σ, ε, block number, sample size, …). Text columns always do;
+#: any other numeric column that is not a metric (a count such as ``unfound``) is reported, not compared.
+NUMERIC_KEYS = {"block", "sigma", "eps", "n", "seed", "repeats", "channels", "epoch", "width", "hah_blocks", "row"}
 #: Settings that may differ between the run and the expectation without changing any number.
 VOLATILE_SETTINGS = {"out", "device", "batch_size", "data", "checkpoints", "resume", "labels", "label", "progress"}
 
@@ -101,7 +104,11 @@ def _numeric(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def key_columns(rows: pd.DataFrame) -> list[str]:
-    return [c for c in rows.columns if c not in METRICS and c not in TIMINGS and not c.endswith("_std")]
+    return [
+        c for c in rows.columns
+        if c not in METRICS and c not in TIMINGS and not c.endswith("_std")
+        and (c in NUMERIC_KEYS or not pd.api.types.is_numeric_dtype(rows[c]) or pd.api.types.is_bool_dtype(rows[c]))
+    ]
 
 
 def compare(

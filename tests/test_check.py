@@ -76,6 +76,7 @@ def test_metric_directions_and_units(metric: str, expected: float, actual: float
         (EXPECTED.iloc[:3], "missing"),
         (pd.concat([EXPECTED, EXPECTED.iloc[:1].assign(sigma=0.2)]), "not in the expectation"),
         (EXPECTED.assign(extra_key="x"), "different columns"),
+        (EXPECTED.assign(sigma=EXPECTED["sigma"] + 0.05), "missing"),
     ],
 )
 def test_unusable_comparisons(actual: pd.DataFrame, problem: str) -> None:
@@ -89,6 +90,12 @@ def _json(path: Path, rows: pd.DataFrame, settings: dict, command: str = "noise-
                 "rows": json.loads(rows.to_json(orient="records"))}
     path.write_text(json.dumps(document))
     return path
+
+
+def test_numeric_columns_that_are_not_metrics_do_not_become_keys() -> None:
+    expected = EXPECTED.assign(unfound=[0, 1, 2, 3])
+    comparison = compare(ResultsFile("x", expected.assign(unfound=[3, 2, 1, 0]), None), ResultsFile("x", expected, None))
+    assert comparison.status == Status.OK
 
 
 def test_cli_exit_codes(tmp_path: Path) -> None:
