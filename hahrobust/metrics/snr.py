@@ -1,0 +1,107 @@
+"""Block-wise signal-to-noise ratio under input noise (the paper's Eq. 6 and Fig. 3).
+
+    SNR_n = 10·log10( E_{x, w}[ ‖f_n(x)‖² / ‖f_n(x + w) − f_n(x)‖² ] ) dB
+
+- ``f_n(x)`` is the **input** of conv block ``n`` (every block in ``model.block_names()``), captured with
+  :class:`~hahrobust.nn.ActivationExtractor` as the block receives it. Block 1's input is therefore the image
+  after the model's input normalization (``model.normalize``), as the issue asks; deeper blocks see the
+  previous block's output after any pooling.
+- ``w`` is drawn per image and repeat exactly as in :mod:`hahrobust.metrics.noise` (seeded by
+  ``(seed, repeat, image index)``), added to the [0, 1] image and clipped: ``x + w := clip(x + σ·z, 0, 1)``.
+- ``‖·‖²`` is the squared ℓ2 norm of one image's whole block input (channels × height × width).
+- The expectation is of the **linear** ratio, over images and the ``repeats`` noise draws, taken before the
+  conversion to dB (as the authors compute it). A zero noise power (σ = 0, or noise that never reaches the
+  block) makes that image's ratio +∞, so the SNR is reported as ``inf`` — never a division error.
+- ``snr_db_std`` is the sample standard deviation over repeats of each repeat's own SNR in dB (NaN for one
+  repeat or when a repeat's SNR is infinite).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.progress import Progress
+
+from hahrobust.data import ImageSet, batches, num_batches
+from hahrobust.metrics._progress import progress_task
+from hahrobust.metrics.noise import NoiseKind, add_noise, check_noise, check_repeats, check_sigmas, unit_noise
+from hahrobust.models import HahrobustModel
+from hahrobust.nn import ActivationExtractor
+
+
+def power_ratio(clean: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+    """Per-sample ‖clean‖² / ‖noisy − clean‖² in float64 over all but the first axis; +∞ where they are equal."""
+    clean64, noisy64 = clean.flatten(1).double(), noisy.flatten(1).double()
+    signal = clean64.square().sum(dim=1)
+    noise = (noisy64 - clean64).square().sum(dim=1)
+    # Zero noise power is an infinite SNR, whatever the signal (also for an all-zero input: nothing was corrupted).
+    return torch.where(noise > 0, signal / noise.clamp_min(torch.finfo(torch.float64).tiny), torch.inf)
+
+
+def to_db(ratio: np.ndarray | float) -> np.ndarray:
+    """10·log10(ratio), with 10·log10(∞) = ∞ and 10·log10(0) = −∞ and no warnings."""
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(np.asarray(ratio, dtype=np.float64))
+
+
+@torch.no_grad()
+def snr(
+    model: HahrobustModel,
+    data: ImageSet,
+    sigma: float = 0.1,
+    *,
+    noise: NoiseKind = "gaussian",
+    repeats: int = 3,
+    seed: int = 0,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    description: str = "SNR",
+) -> pd.DataFrame:
+    """SNR (Eq. 6) at the input of every conv block of ``model`` on ``data``; one row per block.
+
+    Columns: ``block`` (1-based), ``block_name``, ``block_type`` (the block's class, e.g. ``HaHBlock``,
+    ``ConvBlock``), ``sigma``, ``noise``, ``repeats``, ``snr_db``, ``snr_db_std``. Streams ``data`` in batches:
+    memory holds one batch's clean block inputs and one noisy forward pass at a time.
+    """
+    (sigma,) = check_sigmas([sigma])
+    noise = check_noise(noise)
+    repeats = check_repeats(repeats)
+    model.eval()
+    names = model.block_names()
+    modules = dict(model.named_modules())
+    ratio_sum = torch.zeros(len(names), repeats, dtype=torch.float64)  # Σ over images of the linear ratio
+    steps = num_batches(len(data), batch_size, False) * (1 + repeats)
+    with ActivationExtractor(model, names) as acts, progress_task(progress, description, steps) as advance:
+        for x, _, idx in batches(data, batch_size, device=device):
+            model(x)
+            clean = {name: acts.inputs[name] for name in names}
+            advance()
+            for r in range(repeats):
+                if sigma > 0:
+                    z = unit_noise(idx, x.shape[1:], kind=noise, seed=seed, repeat=r, device=x.device)
+                    model(add_noise(x, z, sigma))
+                    noisy = acts.inputs
+                else:  # the noise is identically zero: f(x + w) is f(x), bit for bit
+                    noisy = clean
+                for b, name in enumerate(names):
+                    ratio_sum[b, r] += power_ratio(clean[name], noisy[name]).sum().cpu()
+                advance()
+    per_repeat = ratio_sum.numpy() / len(data)  # [blocks, repeats]: E_x of the ratio for each draw
+    per_repeat_db = to_db(per_repeat)
+    with np.errstate(invalid="ignore"):  # inf − inf inside std → NaN, which is what we report
+        std = per_repeat_db.std(axis=1, ddof=1) if repeats > 1 else np.full(len(names), np.nan)
+    return pd.DataFrame(
+        {
+            "block": np.arange(1, len(names) + 1),
+            "block_name": names,
+            "block_type": [type(modules[name]).__name__ for name in names],
+            "sigma": sigma,
+            "noise": noise,
+            "repeats": repeats,
+            "snr_db": to_db(per_repeat.mean(axis=1)),
+            "snr_db_std": std,
+        }
+    )
+
