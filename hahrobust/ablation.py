@@ -1,0 +1,134 @@
+"""The paper's ablation (Table 2): train each variant from one preset and seed, then measure Table 1's columns.
+
+The variants are data (:data:`VARIANTS`, config overrides of one model), not code. The run is
+resumable at two levels: a variant whose checkpoint exists is never retrained (an interrupted one
+resumes from its last finished epoch), and a variant whose evaluation is recorded is not re-evaluated
+unless the evaluation settings changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from rich.progress import Progress
+
+from hahrobust.checkpoint import load_checkpoint
+from hahrobust.data import ImageSet, balanced_subset
+from hahrobust.errors import HahrobustError
+from hahrobust.provenance import atomic_path, sha256_file
+from hahrobust.robustness import check_paper_attack, paper_table
+from hahrobust.training import TrainConfig, preset, run_paths, train
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str  # the paper's row name
+    model: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+#: Table 2's rows, plus the baseline for reference. Order is the table's order.
+VARIANTS: dict[str, Variant] = {
+    "all": Variant("All included", "hah-vgg16"),
+    "no-hah-loss": Variant("No HaH loss", "hah-vgg16", {"hah_loss": False}),
+    "batchnorm": Variant("Batch norm instead of divisive norm", "hah-vgg16", {"norm": "batch"}),
+    "no-threshold": Variant("No thresholding", "hah-vgg16", {"threshold": "none"}),
+    "baseline": Variant("Baseline (VGG-16)", "vgg16"),
+}
+
+
+def check_variants(names: list[str] | None) -> list[str]:
+    names = list(VARIANTS) if not names else names
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise HahrobustError(f"unknown variant(s) {', '.join(unknown)}; choose from: {', '.join(VARIANTS)}")
+    if len(set(names)) != len(names):
+        raise HahrobustError("each variant may be named once")
+    return names
+
+
+@dataclass
+class AblationRun:
+    rows: pd.DataFrame  # model (variant label), variant, condition, accuracy
+    checkpoints: dict[str, Path]  # variant label -> checkpoint
+
+
+def run_ablation(
+    out_dir: Path,
+    train_data: ImageSet,
+    test_data: ImageSet,
+    *,
+    preset_name: str = "small",
+    variants: list[str] | None = None,
+    seed: int | None = None,
+    epochs: int | None = None,
+    from_dir: Path | None = None,
+    n_eval: int | None = None,
+    attack: str = "autoattack",
+    aa_version: str = "standard",
+    batch_size: int = 100,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> AblationRun:
+    """Train (or reuse) every variant into ``out_dir/checkpoints`` and evaluate it on Table 1's columns.
+
+    ``from_dir``: a directory of ``<variant>.safetensors`` from an earlier run to reuse instead of training.
+    ``n_eval``: evaluate on a class-balanced subset of the test set (chosen by the seed).
+    """
+    names = check_variants(variants)
+    check_paper_attack(attack, aa_version)
+    chosen = preset(preset_name)
+    train_fields = {**chosen.train, **({"seed": seed} if seed is not None else {}),
+                    **({"epochs": epochs} if epochs is not None else {})}
+    config = TrainConfig(**train_fields)
+    if n_eval is not None:
+        test_data = balanced_subset(test_data, n_eval, config.seed)
+    folder = out_dir / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    evaluation = {"n": len(test_data), "seed": config.seed, "attack": attack, "aa_version": aa_version,
+                  "data": test_data.source}
+
+    frames, checkpoints = [], {}
+    for name in names:
+        variant = VARIANTS[name]
+        checkpoint = folder / f"{name}.safetensors"
+        if not checkpoint.exists() and from_dir is not None and (from_dir / checkpoint.name).is_file():
+            checkpoint = from_dir / checkpoint.name
+        if not checkpoint.exists():
+            if progress is not None:
+                progress.console.print(f"training variant {name}: {variant.label}", highlight=False)
+            train(variant.model, train_data, test_data, checkpoint, config=config,
+                  model_overrides={**chosen.model, **variant.overrides},
+                  dataset={"source": train_data.source, "train_n": len(train_data)}, device=device,
+                  resume=run_paths(checkpoint)[0].exists(), progress=progress)
+        table = _evaluate(name, checkpoint, test_data, evaluation, attack=attack, aa_version=aa_version,
+                          batch_size=batch_size, device=device, progress=progress, cache_dir=folder)
+        frames.append(table.assign(model=variant.label, variant=name))
+        checkpoints[variant.label] = checkpoint
+    rows = pd.concat(frames, ignore_index=True)[["model", "variant", "condition", "accuracy"]]
+    return AblationRun(rows, checkpoints)
+
+
+def _evaluate(
+    name: str, checkpoint: Path, data: ImageSet, evaluation: dict[str, Any], *, cache_dir: Path, **kwargs: Any
+) -> pd.DataFrame:
+    """Table 1's columns for one checkpoint, cached beside it keyed by the checkpoint hash and the settings."""
+    key = {**evaluation, "checkpoint_sha256": sha256_file(checkpoint)}
+    cache = cache_dir / f"{name}.eval.json"
+    if cache.is_file():
+        try:
+            recorded = json.loads(cache.read_text(encoding="utf-8"))
+            if recorded.get("key") == key:
+                return pd.DataFrame(recorded["rows"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # a damaged cache is recomputed
+    model, _ = load_checkpoint(checkpoint, kwargs["device"])
+    table = paper_table(model, data, seed=evaluation["seed"], **kwargs)
+    with atomic_path(cache) as tmp:
+        tmp.write_text(json.dumps({"key": key, "rows": table.to_dict(orient="records")}, indent=1), encoding="utf-8")
+    return table

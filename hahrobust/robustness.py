@@ -1,0 +1,102 @@
+"""The paper's robustness summary (Tables 1 and 2): clean, noisy (σ = 0.1), AutoAttack ℓ∞ 2/255 and ℓ2 0.25.
+
+One function, :func:`paper_table`, computes the four accuracies of one model with the toolkit's own
+metrics (``accuracy``, ``noise_accuracy``, ``run_attack``), so Table 1 (``hahrobust attack --table paper``)
+and Table 2 (``hahrobust ablate``) are the same measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from hahrobust.data import ImageSet
+from hahrobust.metrics.accuracy import accuracy
+from hahrobust.metrics.noise import noise_accuracy
+from hahrobust.results import Figure, Layout
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str  # short name (for options and file names)
+    title: str  # the paper's column header, and the value in the ``condition`` column
+    norm: str | None = None  # adversarial conditions: the norm and ε attacked
+    eps: float | None = None
+    sigma: float | None = None  # noisy condition: Gaussian noise standard deviation
+
+
+#: The paper's Table 1 / Table 2 columns, in order.
+PAPER_CONDITIONS: tuple[Condition, ...] = (
+    Condition("clean", "Clean"),
+    Condition("noisy", "Noisy (σ = 0.1)", sigma=0.1),
+    Condition("adv-linf", "Adv ℓ∞ (ε = 2/255)", norm="linf", eps=2 / 255),
+    Condition("adv-l2", "Adv ℓ2 (ε = 0.25)", norm="l2", eps=0.25),
+)
+
+
+def check_paper_attack(attack: str, aa_version: str = "standard") -> None:
+    """Fail fast (before any training or evaluation) on an attack that cannot fill the adversarial columns."""
+    from hahrobust.attacks import check_attack
+    from hahrobust.attacks.autoattack import check_aa_version, load_autoattack
+
+    for condition in PAPER_CONDITIONS:
+        if condition.norm is not None:
+            check_attack(attack, condition.norm)
+    if attack == "autoattack":
+        check_aa_version(aa_version)
+        load_autoattack()
+
+
+def paper_table(
+    model: nn.Module,
+    data: ImageSet,
+    *,
+    attack: str = "autoattack",
+    aa_version: str = "standard",
+    noise_repeats: int = 1,
+    seed: int = 0,
+    batch_size: int = 100,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """One row per paper condition: ``condition`` (its title), ``accuracy`` (a fraction), on all of ``data``.
+
+    The noisy column is the mean over ``noise_repeats`` draws (the paper reports one); the adversarial
+    columns are verified robust accuracies from :func:`hahrobust.attacks.run_attack`.
+    """
+    from hahrobust.attacks import run_attack  # imported here: AutoAttack is only needed for these columns
+
+    rows = []
+    for condition in PAPER_CONDITIONS:
+        if condition.sigma is not None:
+            frame = noise_accuracy(model, data, [condition.sigma], repeats=noise_repeats, seed=seed,
+                                   batch_size=batch_size, device=device, progress=progress)
+            value = float(frame["accuracy"].iloc[0])
+        elif condition.norm is not None:
+            frame = run_attack(model, data, attack=attack, norm=condition.norm, eps=[condition.eps],
+                               batch_size=batch_size, seed=seed, device=device, aa_version=aa_version,
+                               progress=progress)
+            value = float(frame["robust_acc"].iloc[0])
+        else:
+            value = accuracy(model, data, batch_size=batch_size, device=device, progress=progress)
+        rows.append({"condition": condition.title, "accuracy": value})
+    return pd.DataFrame(rows)
+
+
+def paper_layout(title: str, notes: tuple[str, ...] = ()) -> Layout:
+    """Models down, the paper's four columns across, as in Tables 1 and 2; a grouped bar chart."""
+    return Layout(
+        title=title,
+        index=("model",),
+        columns=("condition",),
+        values=("accuracy",),
+        formats={"accuracy": "{:.1%}"},
+        header="{condition}",
+        notes=notes,
+        figure=Figure(kind="bar", x="condition", y=("accuracy",), percent=("accuracy",), xlabel="",
+                      ylabels={"accuracy": "accuracy"}, ylim=(0.0, 1.0)),
+    )

@@ -1,0 +1,97 @@
+"""`hahrobust ablate`: Table 2 from one preset and seed, resumable per variant, reusing checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hahrobust import load_checkpoint
+from hahrobust import ablation as ablation_module
+from hahrobust.ablation import VARIANTS, check_variants
+from hahrobust.cli import app
+from hahrobust.errors import HahrobustError
+from hahrobust.robustness import PAPER_CONDITIONS
+
+runner = CliRunner()
+
+
+def ablate_args(tiny_data: Path, out: Path, *extra: str) -> list[str]:
+    # pgd keeps the adversarial columns fast; a tiny test set keeps evaluation to seconds
+    return ["ablate", "--preset", "small", "--epochs", "1", "--variants", "all,no-threshold,baseline",
+            "--attack", "pgd", "--n", "20", "--data", str(tiny_data), "--device", "cpu", "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def small_width():
+    # the small preset trains 10,000 images at width ¼; tiny data has 200, so shrink the subset and width
+    original = ablation_module.preset
+
+    def tiny_preset(name: str):
+        chosen = original(name)
+        return type(chosen)(chosen.description, {**chosen.model, "width": 0.0625}, {**chosen.train, "train_subset": None})
+
+    ablation_module.preset = tiny_preset
+    yield
+    ablation_module.preset = original
+
+
+def test_ablate_trains_evaluates_and_resumes(small_width, tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "ablation"
+    result = runner.invoke(app, ablate_args(tiny_data, out))
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "ablate.csv")
+    assert list(table["variant"].unique()) == ["all", "no-threshold", "baseline"]
+    assert list(table["condition"].unique()) == [c.title for c in PAPER_CONDITIONS]
+    assert table["accuracy"].between(0, 1).all()
+    for variant in ("all", "no-threshold", "baseline"):
+        clean = table[(table.variant == variant) & (table.condition == "Clean")]["accuracy"].item()
+        for condition in PAPER_CONDITIONS[2:]:
+            robust = table[(table.variant == variant) & (table.condition == condition.title)]["accuracy"].item()
+            assert robust <= clean
+    _, metadata = load_checkpoint(out / "checkpoints" / "no-threshold.safetensors")
+    assert metadata["model"]["config"]["threshold"] == "none" and metadata["model"]["config"]["width"] == 0.0625
+    for name in ("ablate.md", "ablate.json", "ablate.png"):
+        assert (out / name).is_file()
+
+    # a second run retrains nothing and re-evaluates nothing: same table
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished variant was redone")
+
+    monkeypatch.setattr(ablation_module, "train", fail)
+    monkeypatch.setattr(ablation_module, "paper_table", fail)
+    again = runner.invoke(app, ablate_args(tiny_data, out))
+    assert again.exit_code == 0, again.output
+    assert (out / "ablate.csv").read_text() == table.to_csv(index=False, lineterminator="\n")
+
+
+def test_from_reuses_checkpoints(small_width, tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    first = tmp_path / "first"
+    assert runner.invoke(app, ablate_args(tiny_data, first, "--variants", "baseline")).exit_code == 0
+    monkeypatch.setattr(ablation_module, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    second = tmp_path / "second"
+    result = runner.invoke(app, ablate_args(tiny_data, second, "--variants", "baseline", "--from", str(first / "checkpoints")))
+    assert result.exit_code == 0, result.output
+    document = json.loads((second / "ablate.json").read_text())
+    assert document["checkpoints"]["Baseline (VGG-16)"]["path"].startswith(str(first.resolve()))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--variants", "all,nope"], "unknown variant"), (["--attack", "ddn"], "ddn"),
+     (["--aa-version", "weird", "--attack", "autoattack"], "AutoAttack version"), (["--preset", "huge"], "unknown preset")],
+)
+def test_ablate_bad_input(extra: list[str], message: str, tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bad"
+    result = runner.invoke(app, [*ablate_args(tiny_data, out), *extra])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+
+
+def test_variant_table_is_data() -> None:
+    assert check_variants(None) == list(VARIANTS)
+    with pytest.raises(HahrobustError):
+        check_variants(["all", "all"])
