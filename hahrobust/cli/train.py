@@ -9,10 +9,11 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
+from hahrobust.cli import hebbian_sweep
 from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
 from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
-from hahrobust.models import model_names
+from hahrobust.models import model_names, resolve_config
 from hahrobust.training import TrainConfig, preset, run_paths, train
 
 NAME = "train"
@@ -53,6 +54,14 @@ def command(
     threshold: Optional[str] = typer.Option(None, help="fraction | mean | none."),
     norm: Optional[str] = typer.Option(None, help="Normalization in HaH blocks: divisive | batch."),
     hah_loss: Optional[bool] = typer.Option(None, "--hah-loss/--no-hah-loss", help="Add the HaH cost to the loss."),
+    layers: Optional[str] = typer.Option(None, help="hebb-net: rule per layer conv1-4, fc5, classifier: H Hebbian, G gradient, R random (e.g. HHGGGG)."),
+    rule: Optional[str] = typer.Option(None, help="hebb-net: sgd (GGGGGG) or hebbian (H at --hebbian-layers, default all)."),
+    hebbian_layers: Optional[str] = typer.Option(None, help="hebb-net with --rule hebbian: Hebbian layers 1-6, e.g. 1,2."),
+    hebbian_epochs: Optional[int] = typer.Option(None, help="hebb-net: Hebbian epochs per Hebbian layer (paper 2)."),
+    hebbian_lr: Optional[float] = typer.Option(None, help="hebb-net: Hebbian learning rate (paper 0.1)."),
+    val_size: Optional[int] = typer.Option(None, help="hebb-net: training images held out to keep the best epoch (paper 10,000)."),
+    zca: Optional[bool] = typer.Option(None, "--zca/--no-zca", help="hebb-net: ZCA-whiten inputs (default: when conv1 is Hebbian)."),
+    base: Optional[Path] = typer.Option(None, help="hebb-net: trained GGGGGG checkpoint supplying gradient layers below Hebbian ones."),
     data: Optional[str] = typer.Option(None, help=DATA_HELP),
     download: bool = typer.Option(False, help="Let torchvision download CIFAR-10 into --data."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
@@ -68,6 +77,15 @@ def command(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, augment=augment,
         train_subset=train_subset, test_subset=test_subset,
     )
+    hebbian = dict(layers=layers, rule=rule, hebbian_layers=hebbian_layers, zca=zca, base=base)
+    hebbian_train = dict(hebbian_epochs=hebbian_epochs, hebbian_lr=hebbian_lr, val_size=val_size)
+    if resolve_config(model)[0] == "hebbnet":  # Amato et al. 2019: its own trainer (hahrobust/training/hebbian.py)
+        return hebbian_sweep.train_command(
+            out, preset_name, model_flags, {**train_flags, **hebbian_train}, **hebbian, data=data,
+            download=download, device=device, resume=resume, overwrite=overwrite,
+        )
+    if stray := _given({**hebbian, **hebbian_train}):
+        raise HahrobustError(f"--{next(iter(stray)).replace('_', '-')} applies only to hebb-net")
     model_overrides = {**chosen.model, **_given(model_flags)}
     config = TrainConfig(**{**chosen.train, **_given(train_flags)})
     torch_device = resolve_device(device)

@@ -12,9 +12,10 @@ from typing import Any
 
 from hahrobust.errors import HahrobustError
 from hahrobust.models.base import HahrobustModel, InputNormalization
+from hahrobust.models.hebbnet import HebbNet, HebbNetConfig
 from hahrobust.models.vgg import PAPER_ALPHA, VGG, VGGConfig
 
-FAMILIES: dict[str, tuple[type, type[HahrobustModel]]] = {"vgg": (VGGConfig, VGG)}
+FAMILIES: dict[str, tuple[type, type[HahrobustModel]]] = {"vgg": (VGGConfig, VGG), "hebbnet": (HebbNetConfig, HebbNet)}
 
 
 class ModelName(str, Enum):
@@ -26,6 +27,7 @@ class ModelName(str, Enum):
     HAH_VGG13 = "hah-vgg13"
     HAH_VGG16 = "hah-vgg16"
     HAH_VGG19 = "hah-vgg19"
+    HEBB_NET = "hebb-net"  # Amato et al. 2019: per-layer Hebbian / gradient / random (``layers="HHGGGG"``)
 
 
 # Baselines have no HaH block (implicit weight norm everywhere). HaH variants follow the paper: the
@@ -39,6 +41,7 @@ REGISTRY: dict[ModelName, tuple[str, dict[str, Any]]] = {
     ModelName.HAH_VGG13: ("vgg", {"arch": "vgg13", "hah_blocks": 6}),
     ModelName.HAH_VGG16: ("vgg", {"arch": "vgg16", "hah_blocks": 6}),
     ModelName.HAH_VGG19: ("vgg", {"arch": "vgg19", "hah_blocks": 6}),
+    ModelName.HEBB_NET: ("hebbnet", {}),
 }
 
 
@@ -82,6 +85,7 @@ def build(name: str, **overrides: Any) -> HahrobustModel:
 
 
 __all__ = [
-    "FAMILIES", "REGISTRY", "PAPER_ALPHA", "HahrobustModel", "InputNormalization", "ModelName", "VGG",
+    "FAMILIES", "REGISTRY", "PAPER_ALPHA", "HahrobustModel", "HebbNet", "HebbNetConfig", "InputNormalization",
+    "ModelName", "VGG",
     "VGGConfig", "build", "from_config", "make_config", "model_names", "resolve_config",
 ]
