@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hahrobust.nn.cost import hah_cost
+from hahrobust.nn.cost import kth_largest, relu_hah_cost
 from hahrobust.nn.local import local_conv2d
 
 #: Added to each filter's weight norm, as the authors do, so a zero filter does not divide by zero.
@@ -28,27 +28,33 @@ ThresholdKind = Literal["fraction", "mean", "none"]
 class ImplicitNormConv2d(nn.Conv2d):
     """Conv2d whose output is divided by each filter's ℓ2 weight norm (Eq. 1): y = <w, x> / (‖w‖₂ + 1e-6).
 
-    Dividing the output rather than the weight costs one [C_out] vector op instead of a weight copy,
-    and gives the same value: <w/‖w‖, x> = <w, x>/‖w‖ (the bias, if any, is divided too).
+    The division is applied to the weights, <w/(‖w‖+1e-6), x>, which has the same value (the bias,
+    if any, is divided too): a weight-sized op and its weight-sized backward are far cheaper than
+    dividing the [B, C_out, H, W] output, whose backward alone takes several passes over it.
 
-    With ``local_cost_grad=True`` the forward pass also returns a second tensor equal to the output
-    through which gradients reach this layer's weights but never its input; the HaH cost is computed
-    on that tensor so the cost trains only its own block (see :func:`hahrobust.nn.local.local_conv2d`).
+    :meth:`forward_with_local_branch` also returns a second tensor equal to the output through
+    which gradients reach this layer's weights but never its input; the HaH cost is computed on
+    that tensor so the cost trains only its own block (see :func:`hahrobust.nn.local.local_conv2d`).
     """
 
     def weight_norms(self) -> torch.Tensor:
         return self.weight.flatten(1).norm(dim=1) + WEIGHT_NORM_EPS
 
+    def _normalized(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) divided by the filter norms: the parameters the convolution actually uses."""
+        norms = self.weight_norms()
+        weight = self.weight / norms.view(-1, *([1] * (self.weight.dim() - 1)))
+        return weight, None if self.bias is None else self.bias / norms
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(x) / self.weight_norms().view(1, -1, 1, 1)
+        return self._conv_forward(x, *self._normalized())
 
     def forward_with_local_branch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(output, local copy of the output): the copy's gradient updates weights only."""
+        """(output, the same values again): the second one's gradient updates weights only."""
         if self.padding_mode != "zeros" or isinstance(self.padding, str):
             raise ValueError("layer-local HaH gradients need numeric zero padding")
-        out, local = local_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        norms = self.weight_norms().view(1, -1, 1, 1)
-        return out / norms, local / norms
+        weight, bias = self._normalized()
+        return local_conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class DivisiveNorm2d(nn.Module):
@@ -77,7 +83,9 @@ class DivisiveNorm2d(nn.Module):
         local_mean = field.float().mean(dim=1, keepdim=True)
         global_max = local_mean.amax(dim=(2, 3), keepdim=True)
         denominator = self.sigma * global_max + (1.0 - self.sigma) * local_mean + self.eps
-        return (y.float() / denominator).to(y.dtype)
+        # Multiply by the [B,1,H,W] reciprocal: autograd's backward of a broadcast product takes two
+        # passes over [B,C,H,W] (grad·1/d, and Σ_c grad·y); that of a quotient takes five.
+        return (y.float() * denominator.reciprocal()).to(y.dtype)
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, pool={self.pool}"
@@ -94,8 +102,9 @@ class FractionalThreshold(nn.Module):
 
     Definition: k = ceil(keep·H·W) (at least 1); τ = the k-th largest value of the channel; values
     ≥ τ are kept. Ties at τ are all kept, so a channel keeps at least k values and more only when
-    values tie at τ. H·W = 1 keeps everything; an all-zero channel stays zero. τ is a selection
-    (``torch.topk`` of k values, no full sort), and is detached: the mask is piecewise constant.
+    values tie at τ. H·W = 1 keeps everything; an all-zero channel stays zero. τ is an exact
+    selection (:func:`hahrobust.nn.cost.kth_largest`: no full sort of a 32×32 map), and is
+    detached: the mask is piecewise constant.
     """
 
     def __init__(self, keep: float = 0.2) -> None:
@@ -109,19 +118,13 @@ class FractionalThreshold(nn.Module):
         k = kept_count(self.keep, flat.shape[-1])
         if k == flat.shape[-1]:
             return z
-        tau = _kth_largest(flat, k)[..., None, None]
-        return z * (z >= tau)
+        tau = kth_largest(flat, k, dim=-1).unsqueeze(-1)
+        # A float mask straight from the comparison (out=): a bool mask would be cast to float by
+        # the product, forward and backward, and that cast costs more than the comparison.
+        return z * torch.ge(z.detach(), tau, out=torch.empty_like(z))
 
     def extra_repr(self) -> str:
         return f"keep={self.keep}"
-
-
-def _kth_largest(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th largest value along the last axis, by the cheaper of two partial selections."""
-    n = flat.shape[-1]
-    if flat.is_cuda or k <= n // 2:
-        return flat.topk(k, dim=-1, sorted=False).values.amin(dim=-1)
-    return flat.kthvalue(n - k + 1, dim=-1).values
 
 
 class MeanThreshold(nn.Module):
@@ -184,9 +187,9 @@ class HaHBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.record_cost and torch.is_grad_enabled():
             y, y_local = self.conv.forward_with_local_branch(x)
-            self.cost = hah_cost(F.relu(y_local), self.k_ratio, self.lam)
+            self.cost = relu_hah_cost(y_local, self.k_ratio, self.lam)
         else:
             y = self.conv(x)
             if self.record_cost:  # evaluation of the loss without gradients
-                self.cost = hah_cost(F.relu(y), self.k_ratio, self.lam)
+                self.cost = relu_hah_cost(y, self.k_ratio, self.lam)
         return self.threshold(self.norm(self.relu(y)))

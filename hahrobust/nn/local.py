@@ -5,8 +5,9 @@ of it reaches earlier layers. :func:`local_conv2d` runs the convolution once and
 with the same value: ``out`` (the network's path: gradients flow to input and weights as usual) and
 ``local`` (for the cost: its gradient flows to the weights and bias only). The backward pass computes
 the input gradient from ``out``'s gradient alone and the weight gradient from the sum of both, which
-is exactly what a detached-input second convolution would give, at the cost of one extra [B,C,H,W]
-buffer instead of one extra convolution.
+is exactly what a detached-input second convolution would give, without a second convolution and
+without a copy: ``local`` is a view of ``out`` (autograd still gives each its own gradient, and
+refuses an in-place change to either).
 """
 
 from __future__ import annotations
@@ -22,26 +23,38 @@ class _LocalConv2d(torch.autograd.Function):
     def forward(ctx: Any, x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
         ctx.save_for_backward(x, weight)
         ctx.conf = (stride, padding, dilation, groups, bias is not None)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros
         out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-        return out, out.clone()
+        # A view, not a copy: two distinct outputs with their own gradients, one buffer.
+        return out, out.view_as(out)
 
     @staticmethod
     def backward(ctx: Any, grad_out, grad_local):  # type: ignore[override]
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups, has_bias = ctx.conf
+        if grad_out is None and grad_local is None:
+            return None, None, None, None, None, None, None
         if grad_out is None:
-            grad_out = torch.zeros_like(grad_local)
-        grad_for_weight = grad_out if grad_local is None else grad_out + grad_local
+            grad_for_weight = grad_local
+        else:
+            grad_for_weight = grad_out if grad_local is None else grad_out + grad_local
+        # Under autocast the forward convolution ran in a lower precision than the saved inputs:
+        # differentiate in that precision, and return each gradient in its input's dtype.
+        compute = grad_for_weight.dtype
+        xc, wc = x.to(compute), weight.to(compute)
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and grad_out is not None:
             grad_x = torch.ops.aten.convolution_backward(
-                grad_out, x, weight, None, stride, padding, dilation, False, [0, 0], groups, [True, False, False]
-            )[0]
+                grad_out, xc, wc, None, stride, padding, dilation, False, [0, 0], groups, [True, False, False]
+            )[0].to(x.dtype)
         if ctx.needs_input_grad[1] or (has_bias and ctx.needs_input_grad[2]):
             _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad_for_weight, x, weight, [weight.shape[0]] if has_bias else None,
+                grad_for_weight, xc, wc, [weight.shape[0]] if has_bias else None,
                 stride, padding, dilation, False, [0, 0], groups, [False, True, has_bias],
             )
+            grad_w = grad_w.to(weight.dtype)
+            grad_b = None if grad_b is None else grad_b.to(ctx.bias_dtype)
         return grad_x, grad_w, grad_b, None, None, None, None
 
 

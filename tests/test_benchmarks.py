@@ -1,0 +1,51 @@
+"""Smoke test of benchmarks/train_step.py: it runs and reports (timings themselves are never tested)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "train_step.py"
+HAVE_HAHTORCH = importlib.util.find_spec("hahtorch") is not None
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_train_step_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    models = ["vgg16", "hah-vgg16"] + (["hahtorch"] if HAVE_HAHTORCH else [])
+    out = tmp_path / "bench.json"
+    proc = run("--width", "0.0625", "--batch-size", "4", "--rounds", "1", "--warmup", "0", "--threads", "1",
+               "--models", *models, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    for name in models:
+        assert name in proc.stdout
+    record = json.loads(out.read_text())
+    assert record["threads"] == 1 and record["settings"]["batch_size"] == 4
+    (result,) = record["results"]
+    assert result["width"] == 0.0625
+    assert set(result["seconds"]) == set(models)
+    assert all(len(times) == 1 and times[0] > 0 for times in result["seconds"].values())
+    assert all(rate > 0 for rate in result["images_per_s"].values())
+    assert result["ratio_to_baseline"]["vgg16"] == pytest.approx(1.0)
+    assert result["ratio_to_baseline"]["hah-vgg16"] == pytest.approx(
+        result["seconds"]["hah-vgg16"][0] / result["seconds"]["vgg16"][0]
+    )
+
+
+@pytest.mark.parametrize("args", [["--rounds", "0"], ["--width", "-1"], ["--models", "resnet"]])
+def test_train_step_benchmark_rejects_bad_options(args: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = run(*args, "--json", str(out))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
