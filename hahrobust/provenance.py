@@ -27,7 +27,8 @@ def versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the hahrobust source tree in use, or None outside a git checkout."""
+    """The commit of the hahrobust source tree in use (``-dirty`` when tracked files differ from it), or None
+    outside a git checkout."""
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
@@ -37,7 +38,17 @@ def git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    commit = out.stdout.strip()
+    if not commit:
+        return None
+    try:
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return commit
+    return f"{commit}-dirty" if status.stdout.strip() else commit
 
 
 def sha256_file(path: str | Path) -> str:

@@ -1,0 +1,30 @@
+"""CI's robustness regression check: re-evaluate the reference checkpoints on the real CIFAR-10 and compare
+with checkpoints/expected/ through `hahrobust check` (any change that silently moves a number fails here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hahrobust.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = ROOT / "checkpoints" / "expected"
+COMMANDS = json.loads((EXPECTED / "manifest.json").read_text(encoding="utf-8"))["commands"]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_reference_results_have_not_moved(name: str, shared_cifar: Path, tmp_path: Path, monkeypatch) -> None:
+    expected = EXPECTED / f"{name}.json"
+    if not expected.is_file():
+        pytest.fail(f"{expected} is missing: run checkpoints/make_expected.py")
+    monkeypatch.chdir(ROOT)  # the manifest's checkpoint paths are relative to the repository root
+    args = [a.format(data=shared_cifar, out=tmp_path) for a in COMMANDS[name]]
+    runner = CliRunner()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    check = runner.invoke(app, ["check", str(tmp_path / f"{name}.json"), "--expected", str(expected), "--all"])
+    assert check.exit_code == 0, check.output
