@@ -1,0 +1,123 @@
+"""AutoAttack (Croce & Hein, ICML 2020) through the authors' reference implementation.
+
+The original module ``autoattack`` (installed from github.com/fra31/auto-attack) is used when present; otherwise
+the registry distribution ``pyautoattack`` (import name ``pyautoattack``, a packaged copy with a keyword-only
+API). Both are driven through the same few calls, adapted to each signature.
+
+Versions:
+
+- ``standard``: the authors' standard ensemble (APGD-CE, APGD-T, FAB-T, Square) with their settings per norm.
+- ``paper``: what the HaH paper's authors ran: ``version='custom'`` with APGD-CE and APGD-T, one restart each.
+
+Randomness: the implementation reseeds torch's global generators on every call; we pass an explicit seed and
+restore every global RNG state afterwards (:func:`~hahrobust.attacks._common.isolated_global_rng`), so the
+caller's random streams are unchanged. Its random draws cover a whole batch, so — unlike PGD's per-image
+starts — AutoAttack's numbers can depend on the batch size (not on anything else). Its own resumable
+``state_path`` is not used (it is broken in pyautoattack); :mod:`hahrobust.attacks.journal` resumes per batch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import warnings
+from types import ModuleType
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from hahrobust.attacks._common import isolated_global_rng
+from hahrobust.attacks.norms import check_norm
+from hahrobust.errors import HahrobustError
+
+AAVersion = Literal["standard", "paper"]
+AA_VERSIONS: tuple[str, ...] = ("standard", "paper")
+AA_NORMS: dict[str, str] = {"linf": "Linf", "l2": "L2", "l1": "L1"}
+PAPER_ATTACKS = ("apgd-ce", "apgd-t")
+
+
+def load_autoattack() -> tuple[type, ModuleType]:
+    """The ``AutoAttack`` class and its module: the original ``autoattack`` first, then ``pyautoattack``."""
+    for name in ("autoattack", "pyautoattack"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "AutoAttack"):
+            return module.AutoAttack, module
+    raise HahrobustError(
+        "AutoAttack needs the reference implementation: pip install pyautoattack "
+        "(or the original: pip install git+https://github.com/fra31/auto-attack)"
+    )
+
+
+def check_aa_version(version: str) -> AAVersion:
+    if version not in AA_VERSIONS:
+        raise HahrobustError(f"unknown AutoAttack version {version!r}; choose one of: {', '.join(AA_VERSIONS)}")
+    return version  # type: ignore[return-value]
+
+
+def autoattack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str,
+    eps: float,
+    seed: int = 0,
+    version: str = "standard",
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """AutoAttack's adversarial examples for one batch (clean images where it found none).
+
+    ``model`` must be in eval mode and map [0, 1] images to logits. The global RNG state is restored on exit.
+    """
+    norm = check_norm(norm)
+    version = check_aa_version(version)
+    if norm not in AA_NORMS:
+        raise HahrobustError(
+            f"AutoAttack has no {norm} version (it supports {', '.join(AA_NORMS)}); use --attack pgd or fmn for {norm}"
+        )
+    if eps == 0:
+        return x.detach().clone()
+    cls, _ = load_autoattack()
+    device = x.device
+    params = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {"norm": AA_NORMS[norm], "eps": eps, "seed": seed, "device": device}
+    if "verbose" in params:
+        kwargs["verbose"] = False
+    custom = version == "paper"
+    if custom:
+        kwargs["version"] = "custom"
+        kwargs["attacks_to_run" if "attacks_to_run" in params else "attacks"] = list(PAPER_ATTACKS)
+    else:
+        kwargs["version"] = "standard"
+    run_params = inspect.signature(cls.run_standard_evaluation).parameters
+    bs = batch_size or len(x)
+    run_kwargs = {"bs" if "bs" in run_params else "batch_size": bs}
+    with isolated_global_rng(device), _quiet():
+        adversary = cls(model, **kwargs)
+        if custom:
+            adversary.apgd.n_restarts = 1
+            adversary.apgd_targeted.n_restarts = 1
+        out = adversary.run_standard_evaluation(x.detach(), y.detach(), **run_kwargs)
+    x_adv = out[0] if isinstance(out, tuple) else out
+    return x_adv.detach().to(x.dtype)
+
+
+class _quiet:
+    """Silence the implementation's logger and sanity-check warnings (they go to the terminal otherwise)."""
+
+    def __enter__(self) -> None:
+        self._logger = logging.getLogger("auto-attack")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc: object) -> None:
+        self._warnings.__exit__(*exc)
+        self._logger.setLevel(self._level)

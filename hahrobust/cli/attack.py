@@ -1,0 +1,250 @@
+"""hahrobust attack: verified robust accuracy under AutoAttack, PGD, FMN or DDN, and the paper's Table 1."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import typer
+
+from hahrobust.attacks import (
+    ATTACKS, DEFAULT_EPS, MINIMUM_NORM, NORMS, SYMBOLS, DDNConfig, FMNConfig, PGDConfig, check_attack, check_norm,
+    format_eps, parse_eps, run_attack,
+)
+from hahrobust.attacks.autoattack import check_aa_version, load_autoattack
+from hahrobust.attacks.norms import COORD_TOLERANCE
+from hahrobust.cli._common import handle_errors, make_progress
+from hahrobust.cli._eval import (
+    CHECKPOINTS, DATA, DEVICE, LABEL, OUT, SEED, EvalOptions, LoadedModel, N, Session, common_settings, finish,
+    load_test_set, open_session, per_model,
+)
+from hahrobust.data import ImageSet
+from hahrobust.errors import HahrobustError
+from hahrobust.metrics.noise import noise_accuracy
+from hahrobust.results import Figure, Layout, Result
+
+NAME = "attack"
+HELP = "Robust accuracy under AutoAttack, PGD or FMN (ℓ∞/ℓ2/ℓ1/ℓ0), every example verified; --table paper: Table 1."
+
+#: Batch sizes when --batch-size is not given: attacks keep a graph per batch, so CPU batches stay small.
+DEFAULT_BATCH = {"cpu": 100, "cuda": 500}
+#: Table 1's columns: the clean test set, Gaussian noise σ = 0.1, and AutoAttack at the paper's ε.
+TABLE_SIGMA = 0.1
+TABLE_ATTACKS = (("linf", 2 / 255), ("l2", 0.25))
+
+NOTES = (
+    "Every adversarial example is verified before it counts: finite, inside [0, 1], within ε of its clean "
+    f"image in the stated norm up to float tolerance (per value {COORD_TOLERANCE:.2g}: ℓ∞ that, ℓ2 ×√d, ℓ1 ×d, "
+    "ℓ0 exact), and re-predicted by the model in eval mode; a violation stops the run.",
+    "Robust = classified correctly clean and on the verified example. Images misclassified clean are not "
+    "attacked and count as non-robust at distance 0; success rate = fooled / correctly classified.",
+    "ℓ0 counts changed values (a pixel changed in 3 channels counts 3), as FMN's reference implementation does.",
+)
+MIN_NORM_NOTE = (
+    "Minimum-norm attacks: robust at ε = the smallest verified adversarial distance found is > ε. Median over "
+    "all n images (0 for misclassified, ∞ where none was found: 'unfound'); mean over the images with one."
+)
+
+
+def _values(attack: str) -> tuple[str, ...]:
+    values = ("clean_acc", "robust_acc", "success_rate")
+    return values + (("median_distance", "mean_distance", "unfound") if attack in MINIMUM_NORM else ())
+
+
+def attack_layout(attack: str, norms: list[str]) -> Layout:
+    title = {"autoattack": "AutoAttack", "pgd": "PGD", "fmn": "FMN", "ddn": "DDN"}[attack]
+    minimum_norm = attack in MINIMUM_NORM
+    return Layout(
+        title=f"Robust accuracy under {title} ({', '.join(SYMBOLS[n] for n in norms)})",
+        index=("model", "norm_label", "eps_label"),
+        values=_values(attack),
+        formats={
+            "clean_acc": "{:.1%}", "robust_acc": "{:.1%}", "success_rate": "{:.1%}",
+            "median_distance": "{:.4g}", "mean_distance": "{:.4g}", "unfound": "{:.0f}",
+        },
+        labels={
+            "norm_label": "norm", "eps_label": "ε", "clean_acc": "clean", "robust_acc": "robust",
+            "success_rate": "success", "median_distance": "median dist.", "mean_distance": "mean dist.",
+        },
+        notes=NOTES + ((MIN_NORM_NOTE,) if minimum_norm else ()),
+        figure=Figure(
+            kind="bar", x="eps_label", y=("robust_acc",), facet="norm_label" if len(norms) > 1 else None,
+            percent=("robust_acc",), xlabel="ε", ylabels={"robust_acc": "robust accuracy"}, ylim=(0.0, 1.0),
+        ),
+    )
+
+
+TABLE_LAYOUT = Layout(
+    title="Accuracy on clean, noisy and adversarial inputs (Table 1)",
+    index=("model",),
+    columns=("column",),
+    values=("accuracy",),
+    formats={"accuracy": "{:.1%}"},
+    header="{column}",
+    notes=NOTES[:2] + (
+        f"Noisy: Gaussian noise σ = {TABLE_SIGMA} added to the [0, 1] image and clipped (the noise-sweep metric; "
+        "mean over its repeats). Adversarial columns: AutoAttack at the paper's ε.",
+    ),
+    figure=Figure(kind="bar", x="short", y=("accuracy",), percent=("accuracy",), xlabel=" ", ylim=(0.0, 1.0)),
+)
+
+
+@handle_errors
+def command(
+    checkpoints: list[Path] = CHECKPOINTS,
+    label: Optional[list[str]] = LABEL,
+    attack: Optional[str] = typer.Option(None, "--attack", "-a", help=f"{' | '.join(ATTACKS)} (default autoattack)."),
+    norm: Optional[str] = typer.Option(
+        None, "--norm", help="linf | l2 | l1 | l0, or a comma-separated list of them (default linf)."
+    ),
+    eps: Optional[str] = typer.Option(
+        None, "--eps",
+        help="Comma-separated ε, fractions allowed (2/255,8/255). Default per norm: "
+        + ", ".join(f"{n} {format_eps(DEFAULT_EPS[n][0], n)}" for n in NORMS) + " (ℓ0 counts changed values).",
+    ),
+    aa_version: str = typer.Option(
+        "standard", "--aa-version",
+        help="AutoAttack: standard (APGD-CE, APGD-T, FAB-T, Square) or paper (APGD-CE + APGD-T, one restart).",
+    ),
+    steps: Optional[int] = typer.Option(None, "--steps", help="PGD/FMN/DDN iterations (default 100)."),
+    restarts: Optional[int] = typer.Option(None, "--restarts", help="PGD restarts (default 5)."),
+    table: Optional[str] = typer.Option(
+        None, "--table", help="paper: Table 1 (clean, noisy σ = 0.1, AutoAttack ℓ∞ 2/255 and ℓ2 0.25)."
+    ),
+    n: Optional[int] = N,
+    data: Optional[str] = DATA,
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="Images attacked together (default 100 on CPU, 500 on CUDA)."
+    ),
+    device: str = DEVICE,
+    seed: int = SEED,
+    out: Optional[Path] = OUT,
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue a killed run from the journal in --out, without redoing finished batches."
+    ),
+    save_adv: bool = typer.Option(
+        False, "--save-adv", help="Write the verified adversarial examples to --out as adv-<model>-<attack>-<norm>.safetensors."
+    ),
+) -> None:
+    # Every option is checked before any checkpoint or image is loaded.
+    check_aa_version(aa_version)
+    if table is not None:
+        if table != "paper":
+            raise HahrobustError(f"unknown --table {table!r}; the only table is 'paper'")
+        if attack is not None or norm is not None or eps is not None:
+            raise HahrobustError("--table paper fixes the attacks (AutoAttack ℓ∞ 2/255 and ℓ2 0.25): drop --attack/--norm/--eps")
+        plan = [("autoattack", n_, [e]) for n_, e in TABLE_ATTACKS]
+    else:
+        attack = attack or "autoattack"
+        norms = [check_norm(p) for p in (norm or "linf").split(",") if p.strip()]
+        if not norms or len(set(norms)) != len(norms):
+            raise HahrobustError(f"--norm {norm!r}: give distinct norms from {', '.join(NORMS)}")
+        if eps is not None and len(norms) > 1:
+            raise HahrobustError("--eps needs a single --norm (ε values mean different things per norm)")
+        plan = []
+        for p in norms:
+            check_attack(attack, p)
+            plan.append((attack, p, parse_eps(eps, p) if eps is not None else list(DEFAULT_EPS[p])))
+    attacks = {a for a, _, _ in plan}
+    if restarts is not None and attacks != {"pgd"}:
+        raise HahrobustError("--restarts applies to --attack pgd only")
+    if steps is not None and (steps < 1 or attacks == {"autoattack"}):
+        raise HahrobustError("--steps must be ≥ 1 and applies to pgd, fmn and ddn" if steps < 1 else "--steps does not apply to AutoAttack")
+    if restarts is not None and restarts < 1:
+        raise HahrobustError(f"--restarts must be ≥ 1, got {restarts}")
+    if (resume or save_adv) and out is None:
+        raise HahrobustError(f"{'--resume' if resume else '--save-adv'} needs --out DIR (journals and examples live there)")
+    if batch_size is not None and batch_size < 1:
+        raise HahrobustError(f"--batch-size must be at least 1, got {batch_size}")
+    if "autoattack" in attacks:
+        load_autoattack()  # a missing implementation is reported before any loading
+    pgd_config = PGDConfig(**{k: v for k, v in {"steps": steps, "restarts": restarts}.items() if v is not None})
+    fmn_config = FMNConfig(**({"steps": steps} if steps is not None else {}))
+    ddn_config = DDNConfig(**({"steps": steps} if steps is not None else {}))
+
+    options = EvalOptions(checkpoints, label, n, data, batch_size or 1, device, seed, out)
+    session = open_session(options)
+    size = batch_size or DEFAULT_BATCH.get(session.device.type, DEFAULT_BATCH["cpu"])
+    stems = {(m.label, name, p): f"{_slug(m.label)}-{name}-{p}" for m in session.models for name, p, _ in plan}
+    journals = [session.out_dir / "journal" / f"{s}.jsonl" for s in stems.values()] if session.out_dir else []
+    if not resume and any(j.exists() for j in journals):
+        found = next(j for j in journals if j.exists())
+        raise HahrobustError(f"{found}: a journal from an earlier run exists; pass --resume to continue it, or remove it")
+
+    def attack_model(m: LoadedModel, test: ImageSet, progress: Any) -> pd.DataFrame:
+        frames = []
+        for name, p, eps_list in plan:
+            stem = stems[(m.label, name, p)]
+            journal = session.out_dir / "journal" / f"{stem}.jsonl" if session.out_dir is not None else None
+            frames.append(run_attack(
+                m.model, test, attack=name, norm=p, eps=eps_list, batch_size=size, seed=seed, device=session.device,
+                progress=progress, journal_path=journal, resume=resume,
+                save_adv=session.out_dir / f"adv-{stem}.safetensors" if save_adv and session.out_dir else None,
+                aa_version=aa_version, pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config,
+                description=f"{m.label} {name} {SYMBOLS[p]}",
+            ))
+        return pd.concat(frames, ignore_index=True)
+
+    with make_progress() as progress:
+        test = load_test_set(options, progress)
+        if table is None:
+            rows = per_model(session, lambda m: attack_model(m, test, progress))
+        else:
+            rows = per_model(session, lambda m: _table_rows(m, test, attack_model(m, test, progress), seed, size, session, progress))
+    settings = {
+        **common_settings(session, test), "batch_size": size,
+        "attacks": [{"attack": a, "norm": p, "eps": e} for a, p, e in plan],
+        **({"aa_version": aa_version} if "autoattack" in attacks else {}),
+        **({"pgd": pgd_config.__dict__} if "pgd" in attacks else {}),
+        **({"fmn": fmn_config.__dict__} if "fmn" in attacks else {}),
+        **({"ddn": ddn_config.__dict__} if "ddn" in attacks else {}),
+    }
+    if table is None:
+        rows.insert(2, "norm_label", rows["norm"].map(SYMBOLS))
+        rows.insert(4, "eps_label", [format_eps(e, p) for e, p in zip(rows["eps"], rows["norm"])])
+        result = Result(NAME, rows, settings, session.checkpoints, attack_layout(plan[0][0], [p for _, p, _ in plan]),
+                        started=session.started)
+    else:
+        settings["noise_sigma"] = TABLE_SIGMA
+        result = Result("attack-table1", rows, settings, session.checkpoints, TABLE_LAYOUT, started=session.started)
+    finish(result, session)
+    # The results are written: the journals (crash recovery only) have done their job.
+    for journal in journals:
+        journal.unlink(missing_ok=True)
+        shutil.rmtree(journal.with_name(journal.name.removesuffix(".jsonl") + ".adv"), ignore_errors=True)
+    if session.out_dir is not None and (session.out_dir / "journal").is_dir() and not any((session.out_dir / "journal").iterdir()):
+        (session.out_dir / "journal").rmdir()
+
+
+def _table_rows(
+    m: LoadedModel, test: ImageSet, attacked: pd.DataFrame, seed: int, batch_size: int, session: Session, progress: Any
+) -> pd.DataFrame:
+    """Table 1 for one model, long format: one row per column (Clean, Noisy, Adv ℓ∞, Adv ℓ2)."""
+    noisy = noise_accuracy(
+        m.model, test, [TABLE_SIGMA], seed=seed, batch_size=batch_size, device=session.device, progress=progress,
+        description=f"{m.label} noise σ={TABLE_SIGMA}",
+    )
+    clean = float(attacked["clean_acc"].iloc[0])
+    rows = [
+        {"column": "Clean", "short": "Clean", "accuracy": clean, "kind": "clean", "norm": None, "eps": None},
+        {"column": f"Noisy (σ = {TABLE_SIGMA:g})", "short": "Noisy", "accuracy": float(noisy["accuracy"].iloc[0]),
+         "kind": "noise", "norm": None, "eps": TABLE_SIGMA},
+    ]
+    for _, row in attacked.iterrows():
+        rows.append({
+            "column": f"Adv {SYMBOLS[row['norm']]} (ε = {format_eps(row['eps'], row['norm'])})",
+            "short": f"Adv {SYMBOLS[row['norm']]}",
+            "accuracy": float(row["robust_acc"]), "kind": "autoattack", "norm": row["norm"], "eps": float(row["eps"]),
+        })
+    return pd.DataFrame(rows).assign(n=len(test), seed=seed)
+
+
+def _slug(label: str) -> str:
+    """A model label as a file-name part."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "model"
+
+
+__all__ = ["HELP", "NAME", "command"]

@@ -1,0 +1,186 @@
+"""`hahrobust attack` driven as a user would: a small trained checkpoint, --out files, --save-adv, --resume after a
+kill, --table paper, and one-line errors for bad input with nothing written."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner, Result
+
+import hahrobust.cli.attack as attack_cli
+from hahrobust.attacks import recheck
+from hahrobust.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
+from hahrobust.data import balanced_subset, batches, load_cifar10
+from hahrobust.cli import app
+from hahrobust.metrics.noise import noise_accuracy
+from hahrobust.models import build, resolve_config
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine a contended OpenMP pool stalls small attack batches."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VGG-11 (width 0.125) trained 10 epochs on the tiny set, saved as a checkpoint (≈ 5 s)."""
+    train_set = load_cifar10(tiny_data, "train")
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    model = build("vgg11", width=0.125)
+    torch.random.set_rng_state(state)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(10):
+        model.train()
+        for x, y, _ in batches(train_set, 50, shuffle=True, seed=0, epoch=epoch):
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    path = tmp_path_factory.mktemp("attack-ckpt") / "vgg11-tiny.safetensors"
+    family, _ = resolve_config("vgg11", width=0.125)
+    save_checkpoint(path, model.eval(), checkpoint_metadata(model, "vgg11", family))
+    return path
+
+
+def invoke(ckpt: Path, data: Path, *args: str) -> Result:
+    return runner.invoke(app, ["attack", str(ckpt), "--data", str(data), "--device", "cpu", *args])
+
+
+FAST_PGD = ["--attack", "pgd", "--steps", "10", "--restarts", "2"]
+
+
+def test_pgd_run_writes_verified_results(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = invoke(checkpoint, tiny_data, *FAST_PGD, "--norm", "l2", "--eps", "0.5, 1", "--n", "20",
+                    "--batch-size", "10", "--out", str(out), "--save-adv")
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "attack.csv", dtype={"eps_label": str})
+    assert rows.columns[:5].tolist() == ["model", "attack", "norm_label", "norm", "eps_label"]
+    assert rows["eps"].tolist() == [0.5, 1.0] and rows["eps_label"].tolist() == ["0.5", "1"]
+    assert (rows["robust_acc"] <= rows["clean_acc"]).all() and (rows["n"] == 20).all()
+    assert rows["robust_acc"].iloc[1] <= rows["robust_acc"].iloc[0]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adv-vgg11-pgd-l2.safetensors", "attack.csv", "attack.json", "attack.md", "attack.png",
+    ]  # the journal is removed once the results are written
+    model, _ = load_checkpoint(checkpoint)
+    again = recheck(model, out / "adv-vgg11-pgd-l2.safetensors")
+    assert again["robust_acc"].tolist() == rows["robust_acc"].tolist()
+    assert "| vgg11   | ℓ2     | 0.5" in (out / "attack.md").read_text()
+
+
+def test_fmn_over_several_norms(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
+    result = invoke(checkpoint, tiny_data, "--attack", "fmn", "--norm", "l0,linf", "--steps", "20", "--n", "10",
+                    "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "attack.csv")
+    assert rows["norm"].tolist() == ["l0", "linf"]
+    assert rows["eps"].tolist() == pytest.approx([24.0, 2 / 255])  # the documented defaults
+    assert rows["median_distance"].notna().all() and (rows["median_distance"] > 0).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--attack", "cw"], "unknown attack 'cw'"),
+        (["--norm", "l3"], "unknown norm 'l3'"),
+        (["--norm", "l0"], "autoattack does not support l0 .*attacks that support l0: pgd, fmn"),
+        (["--attack", "pgd", "--norm", "l2", "--eps", "-0.5"], "≥ 0"),
+        (["--attack", "pgd", "--eps", "8"], "at most 1"),
+        (["--attack", "pgd", "--norm", "l0", "--eps", "2.5"], "whole number"),
+        (["--attack", "pgd", "--norm", "l2,linf", "--eps", "0.5"], "single --norm"),
+        (["--aa-version", "plus"], "unknown AutoAttack version"),
+        (["--table", "paper", "--norm", "l2"], "--table paper fixes the attacks"),
+        (["--table", "two"], "unknown --table"),
+        (["--attack", "fmn", "--restarts", "3"], "--restarts applies to --attack pgd only"),
+        (["--resume"], "--resume needs --out"),
+    ],
+)
+def test_bad_options_fail_in_one_line_before_any_work(
+    checkpoint: Path, tiny_data: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    full = [*args, "--out", str(out)] if "--resume" not in args else args
+    result = invoke(checkpoint, tiny_data, *full)
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert re.search(message, result.output), result.output
+    assert not out.exists()  # checked before anything was loaded or created
+
+
+def test_unreadable_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("not a checkpoint")
+    result = runner.invoke(app, ["attack", str(bad), "--data", str(tiny_data), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "not a hahrobust checkpoint" in result.output
+    assert not any((tmp_path / "out").glob("*"))
+
+
+def test_killed_run_resumes_with_the_same_numbers(
+    checkpoint: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = [*FAST_PGD, "--norm", "linf", "--eps", "4/255,8/255", "--n", "30", "--batch-size", "10"]
+    fresh = invoke(checkpoint, tiny_data, *args, "--out", str(tmp_path / "fresh"))
+    assert fresh.exit_code == 0, fresh.output
+
+    real = attack_cli.run_attack
+    finished: list[int] = []
+
+    def killed_after_two_batches(*a, **kw):
+        def on_batch(b: int) -> None:
+            finished.append(b)
+            if b == 1:
+                raise KeyboardInterrupt
+
+        return real(*a, **kw, on_batch=on_batch)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(attack_cli, "run_attack", killed_after_two_batches)
+    killed = invoke(checkpoint, tiny_data, *args, "--out", str(out))
+    assert killed.exit_code == 130 and "--resume" in killed.output
+    assert not (out / "attack.csv").exists()
+    journal = out / "journal" / "vgg11-pgd-linf.jsonl"
+    assert len(journal.read_text().splitlines()) == 3  # header + 2 batches
+
+    monkeypatch.setattr(attack_cli, "run_attack", real)
+    again = invoke(checkpoint, tiny_data, *args, "--out", str(out))
+    assert again.exit_code == 2 and "pass --resume" in again.output
+
+    calls: list[int] = []
+    import hahrobust.attacks as attacks
+
+    real_batch = attacks._attack_batch
+    monkeypatch.setattr(attacks, "_attack_batch", lambda *a, **kw: (calls.append(a[4]), real_batch(*a, **kw))[1])
+    resumed = invoke(checkpoint, tiny_data, *args, "--out", str(out), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert calls == [2]  # only the batch that had not finished
+    a, b = (pd.read_csv(p / "attack.csv").drop(columns="seconds") for p in (tmp_path / "fresh", out))
+    pd.testing.assert_frame_equal(a, b)
+    assert not journal.exists()
+
+
+def test_table_paper(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
+    result = invoke(checkpoint, tiny_data, "--table", "paper", "--aa-version", "paper", "--n", "10", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "attack-table1.csv")
+    assert rows["column"].tolist() == ["Clean", "Noisy (σ = 0.1)", "Adv ℓ∞ (ε = 2/255)", "Adv ℓ2 (ε = 0.25)"]
+    # The noisy column is the noise-sweep metric itself.
+    model, _ = load_checkpoint(checkpoint)
+    test = balanced_subset(load_cifar10(tiny_data, "test"), 10, 0)
+    noisy = noise_accuracy(model, test, [0.1], seed=0, batch_size=100)["accuracy"].item()
+    assert rows["accuracy"].iloc[1] == pytest.approx(noisy)
+    assert (rows["accuracy"].iloc[2:] <= rows["accuracy"].iloc[0]).all()
+    header = "| model   | Clean   | Noisy (σ = 0.1)   | Adv ℓ∞ (ε = 2/255)   | Adv ℓ2 (ε = 0.25)   |"
+    assert header in (tmp_path / "attack-table1.md").read_text()
