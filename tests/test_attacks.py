@@ -28,6 +28,10 @@ from hahrobust.data import ImageSet, balanced_subset, batches, load_cifar10
 from hahrobust.errors import HahrobustError
 from hahrobust.models import build
 
+#: "A few points" when one attack is compared with another on 50-100 images: 4 points (2 of 50 images), with
+#: a hair of float slack so 0.42 + 0.04 still admits 0.46.
+SLACK = 0.04 + 1e-9
+
 # ------------------------------------------------------------------------------------------------ fixtures
 
 
@@ -558,7 +562,7 @@ def test_pgd_is_at_least_as_strong_as_fmn_implies(
     eps = eps_at(fmn_distances[norm], norm)
     implied = fmn_implied(fmn_distances[norm], eps, norm)
     robust = run_attack(model, data, attack="pgd", norm=norm, eps=[eps], batch_size=50)["robust_acc"].item()
-    assert robust <= implied + 0.04, f"{norm}: PGD {robust:.2f} vs FMN-implied {implied:.2f} at ε={eps:.4g}"
+    assert robust <= implied + SLACK, f"{norm}: PGD {robust:.2f} vs FMN-implied {implied:.2f} at ε={eps:.4g}"
 
 
 def test_fmn_l2_distances_agree_with_ddn(trained: tuple[nn.Module, ImageSet], fmn_distances: dict[str, torch.Tensor]) -> None:
@@ -584,7 +588,7 @@ def test_autoattack_is_at_least_as_strong_as_pgd(
     eps = eps_at(fmn_distances[norm], norm)
     aa = run_attack(model, data, attack="autoattack", norm=norm, eps=[eps], batch_size=25, aa_version="paper")
     pg = run_attack(model, data, attack="pgd", norm=norm, eps=[eps], batch_size=25)
-    assert aa["robust_acc"].item() <= pg["robust_acc"].item() + 0.04
+    assert aa["robust_acc"].item() <= pg["robust_acc"].item() + SLACK
 
 
 @pytest.mark.slow
@@ -592,11 +596,13 @@ def test_autoattack_is_at_least_as_strong_as_pgd(
 def test_standard_autoattack_is_at_least_as_strong_as_default_pgd(
     trained: tuple[nn.Module, ImageSet], fmn_distances: dict[str, torch.Tensor], norm: str
 ) -> None:
+    """Standard AutoAttack vs default PGD on 50 images at FMN's median (≈ 10 min). Measured: ℓ1 is the tight
+    one — AutoAttack 46 % vs PGD 42 %, exactly the 2-image slack: our sparse ℓ1 PGD is a bit stronger there."""
     model, data = trained
     eps = eps_at(fmn_distances[norm], norm)
     aa = run_attack(model, data, attack="autoattack", norm=norm, eps=[eps], batch_size=50)
     pg = run_attack(model, data, attack="pgd", norm=norm, eps=[eps], batch_size=50)
-    assert aa["robust_acc"].item() <= pg["robust_acc"].item() + 0.04
+    assert aa["robust_acc"].item() <= pg["robust_acc"].item() + SLACK
 
 
 def test_throughput_benchmark_runs_and_reports(tmp_path: Path) -> None:
@@ -651,10 +657,10 @@ def test_attacks_agree_on_a_model_trained_on_real_cifar(shared_cifar: Path, tmp_
         eps = eps_at(d[correct], norm)
         implied = fmn_implied(d, eps, norm)
         robust = run_attack(model, test_set, attack="pgd", norm=norm, eps=[eps])["robust_acc"].item()
-        assert robust <= implied + 0.04, f"{norm}: PGD {robust:.2f} vs FMN-implied {implied:.2f}"
+        assert robust <= implied + SLACK, f"{norm}: PGD {robust:.2f} vs FMN-implied {implied:.2f}"
         if norm != "l0":
             aa = run_attack(model, test_set, attack="autoattack", norm=norm, eps=[eps], aa_version="paper")
-            assert aa["robust_acc"].item() <= robust + 0.04
+            assert aa["robust_acc"].item() <= robust + SLACK
         if norm == "l2":
             checked_ddn = verify(model, x, ddn(model, x, y), y, norm="l2", eps=None)
             d_ddn = torch.where(checked_ddn.adversarial, checked_ddn.distance, inf)
