@@ -10,16 +10,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from typer.testing import CliRunner, Result
 
 import hahrobust.cli.attack as attack_cli
+from conftest import train_tiny_vgg11
 from hahrobust.attacks import recheck
 from hahrobust.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
-from hahrobust.data import balanced_subset, batches, load_cifar10
+from hahrobust.data import balanced_subset, load_cifar10
 from hahrobust.cli import app
 from hahrobust.metrics.noise import noise_accuracy
-from hahrobust.models import build, resolve_config
+from hahrobust.models import resolve_config
 
 runner = CliRunner()
 
@@ -37,18 +37,7 @@ def _one_thread() -> Iterator[None]:
 def checkpoint(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A VGG-11 (width 0.125) trained 10 epochs on the tiny set, saved as a checkpoint (≈ 5 s)."""
     train_set = load_cifar10(tiny_data, "train")
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    model = build("vgg11", width=0.125)
-    torch.random.set_rng_state(state)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(10):
-        model.train()
-        for x, y, _ in batches(train_set, 50, shuffle=True, seed=0, epoch=epoch):
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    model = train_tiny_vgg11(train_set)
     path = tmp_path_factory.mktemp("attack-ckpt") / "vgg11-tiny.safetensors"
     family, _ = resolve_config("vgg11", width=0.125)
     save_checkpoint(path, model.eval(), checkpoint_metadata(model, "vgg11", family))

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 from torch import nn
 
+from conftest import train_tiny_vgg11
 from hahrobust.attacks import (
     ATTACK_NORMS, DDNConfig, FMNConfig, PGDConfig, AttackVerificationError, autoattack, check_attack,
     check_norm, ddn, distances, fmn, format_eps, load_adversarial, parse_eps, pgd, project, recheck, run_attack,
@@ -53,18 +54,7 @@ def trained(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     cache = tmp_path_factory.mktemp("attack-cache")
     train_set = load_cifar10(tiny_data, "train", cache_dir=cache)
     test_set = load_cifar10(tiny_data, "test", cache_dir=cache)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    model = build("vgg11", width=0.125)
-    torch.random.set_rng_state(state)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(10):
-        model.train()
-        for x, y, _ in batches(train_set, 50, shuffle=True, seed=0, epoch=epoch):
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    model = train_tiny_vgg11(train_set)
     model.eval()
     subset = balanced_subset(test_set, 50, seed=0)
     with torch.no_grad():
