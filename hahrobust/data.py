@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from hahrobust.distributed import SINGLE, Shard
 from hahrobust.errors import HahrobustError
 
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -42,6 +43,7 @@ _TORCHVISION_FOLDER = "cifar-10-batches-py"
 # Part of every cache key: bump it whenever decoding changes, so caches written by older code are not reused.
 _CACHE_VERSION = 1
 _PROGRESS_EVERY = 1000
+_PADDING = 4  # random-crop padding (pixels per side), as in the authors' code
 _LAYOUT = (
     "expected train/ and test/ folders each holding the 10 CIFAR-10 class folders of .jpg/.png images "
     "(optionally inside one top-level folder), a .tar/.tar.gz of that, or a torchvision CIFAR-10 root"
@@ -50,7 +52,8 @@ _LAYOUT = (
 
 @dataclass(frozen=True)
 class ImageSet:
-    """A labelled set of images: uint8 [N, 3, H, W] CPU images and int64 [N] labels."""
+    """A labelled set of images: uint8 [N, 3, H, W] images and int64 [N] labels (on the CPU unless moved
+    with :meth:`to`)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -66,6 +69,11 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        """The same set held on ``device``, still uint8: all 50,000 CIFAR-10 training images are 150 MB, and
+        :func:`batches` then indexes, augments and converts on the device with no host transfer per batch."""
+        return ImageSet(self.images.to(device), self.labels.to(device), self.source)
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -330,10 +338,20 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
     if images.dim() != 4 or padding < 0:
         raise HahrobustError(f"random_crop_flip needs a [B, C, H, W] batch and padding >= 0, "
                              f"got shape {list(images.shape)} and padding={padding}")
-    b, c, h, w = images.shape
+    return _apply_crop_flip(images, _draw_crop_flip(len(images), generator, padding), padding)
+
+
+def _draw_crop_flip(b: int, generator: torch.Generator, padding: int) -> tuple[torch.Tensor, ...]:
+    """Per-image (row offset, column offset, flip) for a batch of ``b`` images, in a fixed draw order."""
     dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator)
     flip = torch.rand(b, 1, generator=generator) < 0.5
+    return dy, dx, flip
+
+
+def _apply_crop_flip(images: torch.Tensor, draws: tuple[torch.Tensor, ...], padding: int) -> torch.Tensor:
+    dy, dx, flip = draws
+    b, c, h, w = images.shape
     rows = dy + torch.arange(h)
     cols = dx + torch.arange(w)
     cols = torch.where(flip, cols.flip(1), cols)  # reading the crop's columns backwards flips it
@@ -360,14 +378,24 @@ def batches(
     epoch: int = 0,
     device: torch.device | str = "cpu",
     drop_last: bool = False,
+    shard: Shard | None = None,
+    split_batches: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield (x, y, idx): float32 images in [0, 1] and int64 labels on `device`, and the CPU int64 indices.
 
     Order and augmentation depend only on (seed, epoch), never on what ran before, so a run resumed at
     epoch e sees exactly the batches it would have seen without the interruption.
+
+    With a ``shard`` of several processes (see :mod:`hahrobust.distributed`): by default this process gets
+    the whole batches it owns (evaluation); with ``split_batches`` it gets its slice of every batch
+    (training), augmented with the draws of the whole batch, so the union over ranks is exactly the
+    single-process batch. ``data.images`` may already live on ``device`` (uint8): then nothing is copied.
     """
     count = num_batches(len(data), batch_size, drop_last)  # validates eagerly, not at the first next()
-    return _iterate(data, batch_size, count, shuffle, augment, _epoch_generator(seed, epoch), torch.device(device))
+    return _iterate(
+        data, batch_size, count, shuffle, augment, _epoch_generator(seed, epoch), torch.device(device),
+        shard or SINGLE, split_batches,
+    )
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -378,13 +406,21 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 def _iterate(
     data: ImageSet, batch_size: int, count: int, shuffle: bool, augment: bool,
-    generator: torch.Generator, device: torch.device,
+    generator: torch.Generator, device: torch.device, shard: Shard, split_batches: bool,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     order = torch.randperm(len(data), generator=generator) if shuffle else torch.arange(len(data))
-    for start in range(0, count * batch_size, batch_size):
+    for number, start in enumerate(range(0, count * batch_size, batch_size)):
         idx = order[start : start + batch_size]
+        # Draw for the whole batch even when only a slice (or nothing) is ours: the stream stays the same.
+        draws = _draw_crop_flip(len(idx), generator, _PADDING) if augment else None
+        if split_batches:
+            part = shard.slice(len(idx))
+            idx = idx[part]
+            draws = tuple(d[part] for d in draws) if draws is not None else None
+        elif not shard.owns(number):
+            continue
         # Move uint8 (4x less traffic) and convert on the device, one batch at a time to bound memory.
-        x = data.images[idx].to(device)
-        if augment:
-            x = random_crop_flip(x, generator)
-        yield x.float().div_(255), data.labels[idx].to(device), idx
+        x = data.images[idx.to(data.images.device)].to(device)
+        if draws is not None:
+            x = _apply_crop_flip(x, draws, _PADDING)
+        yield x.float().div_(255), data.labels[idx.to(data.labels.device)].to(device), idx

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import torch
 
+from hahrobust import distributed
 from hahrobust.errors import HahrobustError
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` are checked."""
+    """``auto`` picks CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` are checked.
+
+    Under torchrun, ``cuda`` and ``auto`` mean this process's GPU, ``cuda:LOCAL_RANK``.
+    """
     spec = spec.strip().lower()
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda" and distributed.launched_by_torchrun():
+        spec = f"cuda:{distributed.local_rank()}"
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError):

@@ -43,14 +43,16 @@ from hahrobust.attacks._common import eval_mode
 from hahrobust.attacks.autoattack import AA_NORMS, AA_VERSIONS, autoattack, check_aa_version, load_autoattack
 from hahrobust.attacks.ddn import DDNConfig, ddn
 from hahrobust.attacks.fmn import FMNConfig, fmn
-from hahrobust.attacks.journal import Journal, data_fingerprint, model_fingerprint
+from hahrobust.attacks.journal import Journal, data_fingerprint, model_fingerprint, rank_journal
 from hahrobust.attacks.norms import (
     DEFAULT_EPS, NORMS, SYMBOLS, Norm, check_eps, check_norm, distances, format_eps, parse_eps, project, tolerance,
     within,
 )
 from hahrobust.attacks.pgd import PGDConfig, pgd
 from hahrobust.attacks.verify import AttackVerificationError, Verified, verify
+from hahrobust import distributed
 from hahrobust.data import ImageSet, balanced_subset, batches, num_batches
+from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.provenance import atomic_path
 
@@ -107,6 +109,7 @@ def run_attack(
     ddn_config: DDNConfig = DDNConfig(),
     description: str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    shard: Shard | None = None,
 ) -> pd.DataFrame:
     """Attack ``model`` on ``data`` (or its class-balanced subset of ``n`` images, chosen by ``seed``) and
     return one verified row per ε (columns :data:`COLUMNS`; accuracies and rates as fractions).
@@ -116,7 +119,13 @@ def run_attack(
     not redone. ``save_adv`` writes the verified adversarial examples to a safetensors file (see
     :func:`load_adversarial`). ``on_batch(b)`` is called after batch ``b`` is recorded. ``model`` is put in
     eval mode for the run and its previous mode restored afterwards.
+
+    Under torchrun (``shard``, default: the process group) batch ``b`` is attacked whole by rank
+    ``b mod world_size`` with the seeds one process would use, and the per-batch records are gathered:
+    the same table as one process. Each rank keeps its own journal (``<name>.rank<r>.jsonl``); a resume
+    with another number of processes redoes the batches whose owner changed, nothing else.
     """
+    shard = shard or distributed.current()
     attack, norm = check_attack(attack, norm)
     eps_list = check_eps(DEFAULT_EPS[norm] if eps is None else eps, norm)
     if attack == "autoattack":
@@ -137,21 +146,22 @@ def run_attack(
             **settings, "save_adv": save_adv is not None,
             "model": model_fingerprint(model), "data": data_fingerprint(data),
         }
-        journal = Journal(journal_path, header, resume=resume)
+        journal = Journal(rank_journal(journal_path, shard), header, resume=resume)
     minimum_norm = attack in MINIMUM_NORM
     steps_per_batch = 1 if minimum_norm else len(eps_list)
-    total = num_batches(len(data), batch_size, False)
+    total = shard.own_count(num_batches(len(data), batch_size, False))
     label = description or f"{attack} {SYMBOLS[norm]}"
     task = progress.add_task(label, total=total * steps_per_batch) if progress is not None else None
     records: list[dict[str, Any]] = []
-    adv_parts: list[dict[str, torch.Tensor]] = []
+    adv_parts: dict[int, dict[str, torch.Tensor]] = {}
 
     def advance(text: str | None = None) -> None:
         if progress is not None and task is not None:
             progress.update(task, advance=1, **({"description": text} if text else {}))
 
     with eval_mode(model):
-        for b, (x, y, idx) in enumerate(batches(data, batch_size, device=device)):
+        for x, y, idx in batches(data, batch_size, device=device, shard=shard):
+            b = int(idx[0]) // batch_size  # the global batch number (the data is not shuffled)
             record = journal.done(b) if journal is not None else None
             if record is None:
                 record, tensors = _attack_batch(
@@ -166,16 +176,19 @@ def run_attack(
                     advance()
             records.append(record)
             if save_adv is not None:
-                adv_parts.append({k: v.cpu() for k, v in tensors.items()})
+                adv_parts[b] = {k: v.cpu() for k, v in tensors.items()}
             if progress is not None and task is not None:
                 progress.update(task, description=f"{label} · {_running(records, eps_list, norm, minimum_norm)}")
             if on_batch is not None:
                 on_batch(b)
     if progress is not None and task is not None:
         progress.remove_task(task)
+    records = list(distributed.gather({r["batch"]: r for r in records}, shard).values())
     rows = _summarise(records, eps_list, attack, norm, seed, minimum_norm, dim=int(np.prod(data.images.shape[1:])))
     if save_adv is not None:
-        _write_adversarial(Path(save_adv), adv_parts, records, data, settings, model)
+        parts = list(distributed.gather(adv_parts, shard).values())
+        if shard.is_main:
+            _write_adversarial(Path(save_adv), parts, records, data, settings, model)
     return rows
 
 

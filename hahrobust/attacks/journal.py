@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hahrobust import distributed
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.provenance import atomic_path
@@ -46,6 +47,15 @@ def data_fingerprint(data: ImageSet) -> str:
     digest.update(data.images.contiguous().numpy().tobytes())
     digest.update(data.labels.contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def rank_journal(path: str | Path, shard: distributed.Shard | None = None) -> Path:
+    """``path`` itself in one process; ``<name>.rank<r>.jsonl`` for rank r under torchrun (each rank
+    journals the batches it attacks)."""
+    path, shard = Path(path), shard or distributed.current()
+    if not shard.distributed:
+        return path
+    return path.with_name(f"{path.name.removesuffix('.jsonl')}.rank{shard.rank}.jsonl")
 
 
 class Journal:

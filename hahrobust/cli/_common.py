@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from hahrobust import distributed
 from hahrobust.data import ImageSet, load_cifar10
 from hahrobust.errors import HahrobustError
 
@@ -27,18 +28,28 @@ DATA_HELP = (
 
 
 def handle_errors(fn: F) -> F:
-    """User errors become one line on stderr and exit status 2; Ctrl-C exits 130. No traceback."""
+    """User errors become one line on stderr and exit status 2; Ctrl-C exits 130. No traceback.
+
+    Under torchrun the process joins the group first; only rank 0 prints results and progress.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        clean = False
         try:
-            return fn(*args, **kwargs)
+            shard = distributed.init_from_env()
+            console.quiet = not shard.is_main
+            result = fn(*args, **kwargs)
+            clean = True
+            return result
         except HahrobustError as exc:
             error_console.print(f"error: {exc}", markup=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             error_console.print("interrupted: finished work is saved; rerun with --resume to continue", markup=False)
             raise typer.Exit(130) from None
+        finally:
+            distributed.shutdown(clean=clean)
 
     return wrapper  # type: ignore[return-value]
 
@@ -51,6 +62,7 @@ def make_progress() -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
+        disable=not distributed.current().is_main,
     )
 
 

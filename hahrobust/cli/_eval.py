@@ -33,6 +33,7 @@ import torch
 import typer
 from rich.progress import Progress
 
+from hahrobust import distributed
 from hahrobust.checkpoint import load_checkpoint
 from hahrobust.cli._common import console, load_split
 from hahrobust.data import ImageSet, balanced_subset
@@ -175,7 +176,7 @@ def common_settings(session: Session, test: ImageSet) -> dict[str, Any]:
 def finish(result: Result, session: Session) -> list[Path]:
     """Show the result on the terminal and, with ``--out``, write its files; returns the paths written."""
     show(result, console)
-    if session.out_dir is None:
+    if session.out_dir is None or not distributed.current().is_main:  # under torchrun rank 0 writes
         return []
     paths = write(result, session.out_dir)
     console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False, soft_wrap=True)

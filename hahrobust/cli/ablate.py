@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from hahrobust.distributed import require_single_process
+
 from hahrobust.ablation import VARIANTS, run_ablation
 from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
 from hahrobust.devices import resolve_device
@@ -33,6 +35,7 @@ def command(
     data: Optional[str] = typer.Option(None, help=DATA_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
 ) -> None:
+    require_single_process("ablate (run each variant's `hahrobust train` under torchrun instead)")
     started = datetime.now(timezone.utc)
     out_dir = prepare_out_dir(out)
     torch_device = resolve_device(device)

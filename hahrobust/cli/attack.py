@@ -14,7 +14,9 @@ from hahrobust.attacks import (
     ATTACKS, DEFAULT_EPS, MINIMUM_NORM, NORMS, SYMBOLS, DDNConfig, FMNConfig, PGDConfig, check_attack, check_norm,
     format_eps, parse_eps, run_attack,
 )
+from hahrobust import distributed
 from hahrobust.attacks.autoattack import check_aa_version, load_autoattack
+from hahrobust.attacks.journal import rank_journal
 from hahrobust.attacks.norms import COORD_TOLERANCE
 from hahrobust.cli._common import handle_errors, make_progress
 from hahrobust.cli._eval import (
@@ -169,7 +171,7 @@ def command(
     session = open_session(options)
     size = batch_size or DEFAULT_BATCH.get(session.device.type, DEFAULT_BATCH["cpu"])
     stems = {(m.label, name, p): f"{_slug(m.label)}-{name}-{p}" for m in session.models for name, p, _ in plan}
-    journals = [session.out_dir / "journal" / f"{s}.jsonl" for s in stems.values()] if session.out_dir else []
+    journals = [rank_journal(session.out_dir / "journal" / f"{s}.jsonl") for s in stems.values()] if session.out_dir else []
     if not resume and any(j.exists() for j in journals):
         found = next(j for j in journals if j.exists())
         raise HahrobustError(f"{found}: a journal from an earlier run exists; pass --resume to continue it, or remove it")
@@ -212,11 +214,13 @@ def command(
         result = Result("attack-table1", rows, settings, session.checkpoints, TABLE_LAYOUT, started=session.started)
     finish(result, session)
     # The results are written: the journals (crash recovery only) have done their job.
-    for journal in journals:
+    for journal in journals:  # under torchrun each rank removes its own
         journal.unlink(missing_ok=True)
         shutil.rmtree(journal.with_name(journal.name.removesuffix(".jsonl") + ".adv"), ignore_errors=True)
-    if session.out_dir is not None and (session.out_dir / "journal").is_dir() and not any((session.out_dir / "journal").iterdir()):
-        (session.out_dir / "journal").rmdir()
+    distributed.barrier()
+    folder = session.out_dir / "journal" if session.out_dir is not None else None
+    if folder is not None and distributed.current().is_main and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _table_rows(

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
+from hahrobust.distributed import require_single_process
 from rich.table import Table
 
 from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
@@ -92,6 +94,7 @@ def train_command(
     overwrite: bool,
 ) -> None:
     """``hahrobust train --model hebb-net …``: parse, train, print a one-row summary."""
+    require_single_process("hebb-net training")
     layer_string = resolve_layers(layers, rule, hebbian_layers)
     overrides, config = hebbnet_settings(preset_name, model_flags, train_flags)
     overrides = {**overrides, "layers": layer_string, "zca": default_zca(layer_string) if zca is None else zca}
@@ -144,6 +147,7 @@ def command(
     resume: bool = typer.Option(False, help="Reuse finished rows and continue an interrupted one."),
     overwrite: bool = typer.Option(False, help="Retrain every row, replacing existing checkpoints."),
 ) -> None:
+    require_single_process("hebbian-sweep")
     chosen_rows = sweep_rows(rows)
     overrides, config = hebbnet_settings(
         preset_name, {"width": width},

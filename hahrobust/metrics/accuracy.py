@@ -6,7 +6,10 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
+from hahrobust import distributed
 from hahrobust.data import ImageSet, batches, num_batches
+from hahrobust.distributed import Shard
+from hahrobust.metrics._progress import progress_task
 
 
 @torch.no_grad()
@@ -18,15 +21,17 @@ def accuracy(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     description: str = "accuracy",
+    shard: Shard | None = None,
 ) -> float:
-    """Fraction of ``data`` that ``model`` (switched to eval mode) classifies correctly."""
+    """Fraction of ``data`` that ``model`` (switched to eval mode) classifies correctly; under torchrun each
+    rank classifies its batches and the counts are summed."""
+    shard = shard or distributed.current()
     model.eval()
-    task = progress.add_task(description, total=num_batches(len(data), batch_size, False)) if progress else None
     correct = 0
-    for x, y, _ in batches(data, batch_size, device=device):
-        correct += int((model(x).argmax(dim=1) == y).sum())
-        if progress is not None and task is not None:
-            progress.advance(task)
-    if progress is not None and task is not None:
-        progress.remove_task(task)
+    with progress_task(progress, description, shard.own_count(num_batches(len(data), batch_size, False))) as advance:
+        for x, y, _ in batches(data, batch_size, device=device, shard=shard):
+            correct += int((model(x).argmax(dim=1) == y).sum())
+            advance()
+    (correct,) = distributed.all_sum([correct], shard)
     return correct / len(data)
+

@@ -28,7 +28,9 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
+from hahrobust import distributed
 from hahrobust.data import ImageSet, batches, num_batches
+from hahrobust.distributed import BatchSum, Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics._progress import progress_task
 
@@ -117,34 +119,40 @@ def noise_accuracy(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     description: str = "noise sweep",
+    shard: Shard | None = None,
 ) -> pd.DataFrame:
     """Accuracy of ``model`` on ``data`` under additive noise, one row per σ.
 
     Columns: ``noise``, ``sigma``, ``repeats``, ``accuracy`` (mean over repeats, a fraction in [0, 1]),
     ``accuracy_std`` (sample standard deviation over repeats; NaN for one repeat; 0 at σ = 0, where every
     repeat is the clean accuracy and is computed once). Streams ``data`` in batches; each batch's noise is
-    drawn once per repeat and reused for every σ.
+    drawn once per repeat and reused for every σ. Under torchrun each rank takes whole batches and the
+    counts are gathered (``shard``, default: the process group): the same table as one process.
     """
+    shard = shard or distributed.current()
     sigmas = check_sigmas(sigmas)
     noise = check_noise(noise)
     repeats = check_repeats(repeats)
     model.eval()
-    correct = torch.zeros(repeats, len(sigmas), dtype=torch.int64)
+    correct = BatchSum(torch.zeros(repeats, len(sigmas), dtype=torch.int64), shard)
     noisy_sigmas = [j for j, s in enumerate(sigmas) if s > 0]
     clean_sigmas = [j for j, s in enumerate(sigmas) if s == 0]
-    steps = num_batches(len(data), batch_size, False) * (repeats * len(noisy_sigmas) + bool(clean_sigmas))
+    steps = shard.own_count(num_batches(len(data), batch_size, False)) * (
+        repeats * len(noisy_sigmas) + bool(clean_sigmas)
+    )
     with progress_task(progress, description, steps) as advance:
-        for x, y, idx in batches(data, batch_size, device=device):
+        for x, y, idx in batches(data, batch_size, device=device, shard=shard):
+            hits = torch.zeros(repeats, len(sigmas), dtype=torch.int64)
             if clean_sigmas:
-                hits = int((model(x).argmax(dim=1) == y).sum())
-                correct[:, clean_sigmas] += hits
+                hits[:, clean_sigmas] += int((model(x).argmax(dim=1) == y).sum())
                 advance()
             for r in range(repeats if noisy_sigmas else 0):
                 z = unit_noise(idx, x.shape[1:], kind=noise, seed=seed, repeat=r, device=x.device)
                 for j in noisy_sigmas:
-                    correct[r, j] += int((model(add_noise(x, z, sigmas[j])).argmax(dim=1) == y).sum())
+                    hits[r, j] = int((model(add_noise(x, z, sigmas[j])).argmax(dim=1) == y).sum())
                     advance()
-    acc = correct.double().numpy() / len(data)  # [repeats, sigmas]
+            correct.add(int(idx[0]), hits)
+    acc = correct.total().double().numpy() / len(data)  # [repeats, sigmas]
     std = acc.std(axis=0, ddof=1) if repeats > 1 else np.full(len(sigmas), np.nan)
     return pd.DataFrame(
         {

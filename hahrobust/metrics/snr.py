@@ -23,7 +23,9 @@ import pandas as pd
 import torch
 from rich.progress import Progress
 
+from hahrobust import distributed
 from hahrobust.data import ImageSet, batches, num_batches
+from hahrobust.distributed import BatchSum, Shard
 from hahrobust.metrics._progress import progress_task
 from hahrobust.metrics.noise import NoiseKind, add_noise, check_noise, check_repeats, check_sigmas, unit_noise
 from hahrobust.models import HahrobustModel
@@ -58,26 +60,30 @@ def snr(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     description: str = "SNR",
+    shard: Shard | None = None,
 ) -> pd.DataFrame:
     """SNR (Eq. 6) at the input of every conv block of ``model`` on ``data``; one row per block.
 
     Columns: ``block`` (1-based), ``block_name``, ``block_type`` (the block's class, e.g. ``HaHBlock``,
     ``ConvBlock``), ``sigma``, ``noise``, ``repeats``, ``snr_db``, ``snr_db_std``. Streams ``data`` in batches:
-    memory holds one batch's clean block inputs and one noisy forward pass at a time.
+    memory holds one batch's clean block inputs and one noisy forward pass at a time. Under torchrun each
+    rank takes whole batches, and the per-batch sums are added in batch order: the same floats as one process.
     """
+    shard = shard or distributed.current()
     (sigma,) = check_sigmas([sigma])
     noise = check_noise(noise)
     repeats = check_repeats(repeats)
     model.eval()
     names = model.block_names()
     modules = dict(model.named_modules())
-    ratio_sum = torch.zeros(len(names), repeats, dtype=torch.float64)  # Σ over images of the linear ratio
-    steps = num_batches(len(data), batch_size, False) * (1 + repeats)
+    ratio_sum = BatchSum(torch.zeros(len(names), repeats, dtype=torch.float64), shard)  # Σ_images linear ratio
+    steps = shard.own_count(num_batches(len(data), batch_size, False)) * (1 + repeats)
     with ActivationExtractor(model, names) as acts, progress_task(progress, description, steps) as advance:
-        for x, _, idx in batches(data, batch_size, device=device):
+        for x, _, idx in batches(data, batch_size, device=device, shard=shard):
             model(x)
             clean = {name: acts.inputs[name] for name in names}
             advance()
+            part = torch.zeros(len(names), repeats, dtype=torch.float64)
             for r in range(repeats):
                 if sigma > 0:
                     z = unit_noise(idx, x.shape[1:], kind=noise, seed=seed, repeat=r, device=x.device)
@@ -86,9 +92,10 @@ def snr(
                 else:  # the noise is identically zero: f(x + w) is f(x), bit for bit
                     noisy = clean
                 for b, name in enumerate(names):
-                    ratio_sum[b, r] += power_ratio(clean[name], noisy[name]).sum().cpu()
+                    part[b, r] = power_ratio(clean[name], noisy[name]).sum().cpu()
                 advance()
-    per_repeat = ratio_sum.numpy() / len(data)  # [blocks, repeats]: E_x of the ratio for each draw
+            ratio_sum.add(int(idx[0]), part)
+    per_repeat = ratio_sum.total().numpy() / len(data)  # [blocks, repeats]: E_x of the ratio for each draw
     per_repeat_db = to_db(per_repeat)
     with np.errstate(invalid="ignore"):  # inf − inf inside std → NaN, which is what we report
         std = per_repeat_db.std(axis=1, ddof=1) if repeats > 1 else np.full(len(names), np.nan)

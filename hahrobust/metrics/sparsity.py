@@ -43,7 +43,9 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
+from hahrobust import distributed
 from hahrobust.data import ImageSet, batches, num_batches
+from hahrobust.distributed import BatchSum, Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics._progress import progress_task
 from hahrobust.models import HahrobustModel
@@ -104,13 +106,16 @@ def sparsity(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     description: str = "sparsity",
+    shard: Shard | None = None,
 ) -> pd.DataFrame:
     """Sparsity of the first ``blocks`` conv blocks (default: the model's HaH blocks) on ``data``; a row per block.
 
     Columns: ``block`` (1-based), ``block_name``, ``block_type`` (the block's class, e.g. ``HaHBlock``,
     ``ConvBlock``), ``tensor`` (what was measured), ``channels``, ``hoyer``, ``nonzero``, ``zero_locations``
-    (fractions in [0, 1]).
+    (fractions in [0, 1]). Under torchrun each rank takes whole batches, and the per-batch sums are added
+    in batch order: the same floats as one process.
     """
+    shard = shard or distributed.current()
     names = model.block_names()
     if blocks is None:
         blocks = len(model.hah_block_names()) or len(names)
@@ -122,25 +127,29 @@ def sparsity(
     model.eval()
     # Per block: Σ Hoyer over non-zero locations, #non-zero locations, #zero locations, #non-zero entries,
     # #entries. float64 so 10,000 images × 1,024 locations sum without rounding drift.
-    totals = torch.zeros(len(names), 5, dtype=torch.float64, device=device)
+    totals = BatchSum(torch.zeros(len(names), 5, dtype=torch.float64), shard)
     channels = [0] * len(names)
     with ActivationExtractor(model, [m.module for m in measured]) as acts, progress_task(
-        progress, description, num_batches(len(data), batch_size, False)
+        progress, description, shard.own_count(num_batches(len(data), batch_size, False))
     ) as advance:
-        for x, _, _ in batches(data, batch_size, device=device):
+        for x, _, idx in batches(data, batch_size, device=device, shard=shard):
             model(x)
+            part = torch.zeros(len(names), 5, dtype=torch.float64, device=device)
             for b, m in enumerate(measured):
                 a = (acts.inputs if m.side == "input" else acts.outputs)[m.module]
                 channels[b] = a.shape[1]
                 h = hoyer(a, dim=1)  # [B, H, W] ([B] for a dense block)
                 silent = ~(a != 0).any(dim=1)
-                totals[b, 0] += torch.where(silent, 0.0, h).double().sum()  # NaN (N = 1) is handled below
-                totals[b, 1] += (~silent).sum()
-                totals[b, 2] += silent.sum()
-                totals[b, 3] += (a != 0).sum()
-                totals[b, 4] += a.numel()
+                part[b, 0] = torch.where(silent, 0.0, h).double().sum()  # NaN (N = 1) is handled below
+                part[b, 1] = (~silent).sum()
+                part[b, 2] = silent.sum()
+                part[b, 3] = (a != 0).sum()
+                part[b, 4] = a.numel()
+            totals.add(int(idx[0]), part)
             advance()
-    t = totals.cpu().numpy()
+    for seen in distributed.gather({shard.rank: channels}, shard).values():  # a rank may have had no batch
+        channels = [max(a, b) for a, b in zip(channels, seen)]
+    t = totals.total().numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_hoyer = np.where((t[:, 1] > 0) & (np.array(channels) > 1), t[:, 0] / t[:, 1], np.nan)
     return pd.DataFrame(
