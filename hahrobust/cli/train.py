@@ -9,12 +9,13 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
+from hahrobust import distributed
 from hahrobust.cli import hebbian_sweep
 from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
 from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
 from hahrobust.models import model_names, resolve_config
-from hahrobust.training import TrainConfig, preset, run_paths, train
+from hahrobust.training import Runtime, TrainConfig, preset, run_paths, train
 
 NAME = "train"
 HELP = "Train a model (presets: paper, authors, small) and write a safetensors checkpoint."
@@ -64,8 +65,12 @@ def command(
     base: Optional[Path] = typer.Option(None, help="hebb-net: trained GGGGGG checkpoint supplying gradient layers below Hebbian ones."),
     data: Optional[str] = typer.Option(None, help=DATA_HELP),
     download: bool = typer.Option(False, help="Let torchvision download CIFAR-10 into --data."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    resume: bool = typer.Option(False, help="Continue an interrupted run from its last finished epoch."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (under torchrun: cuda = this rank's GPU)."),
+    amp: str = typer.Option("off", help="off | bf16: bfloat16 autocast (normalization, thresholds, HaH cost stay fp32)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="NHWC memory format (faster convolutions on GPUs)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training forward pass."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on CUDA: BatchNorm statistics over the global batch."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last finished epoch (any number of processes)."),
     overwrite: bool = typer.Option(False, help="Replace an existing checkpoint at --out."),
 ) -> None:
     chosen = preset(preset_name)
@@ -80,6 +85,8 @@ def command(
     hebbian = dict(layers=layers, rule=rule, hebbian_layers=hebbian_layers, zca=zca, base=base)
     hebbian_train = dict(hebbian_epochs=hebbian_epochs, hebbian_lr=hebbian_lr, val_size=val_size)
     if resolve_config(model)[0] == "hebbnet":  # Amato et al. 2019: its own trainer (hahrobust/training/hebbian.py)
+        if amp != "off" or channels_last or compile_model or sync_bn:
+            raise HahrobustError("--amp, --channels-last, --compile and --sync-bn apply to the VGG family, not hebb-net")
         return hebbian_sweep.train_command(
             out, preset_name, model_flags, {**train_flags, **hebbian_train}, **hebbian, data=data,
             download=download, device=device, resume=resume, overwrite=overwrite,
@@ -88,7 +95,10 @@ def command(
         raise HahrobustError(f"--{next(iter(stray)).replace('_', '-')} applies only to hebb-net")
     model_overrides = {**chosen.model, **_given(model_flags)}
     config = TrainConfig(**{**chosen.train, **_given(train_flags)})
+    runtime = Runtime(amp=amp, channels_last=channels_last, compile=compile_model, sync_bn=sync_bn)  # type: ignore[arg-type]
     torch_device = resolve_device(device)
+    if sync_bn and (torch_device.type != "cuda" or not distributed.current().distributed):
+        console.print("note: --sync-bn is ignored: it applies under torchrun on CUDA (SyncBatchNorm has no CPU kernel)")
     if out.suffix != ".safetensors":
         raise HahrobustError(f"{out}: the checkpoint must end in .safetensors")
     path = data_path(data)
@@ -98,7 +108,7 @@ def command(
         result = train(
             model, train_images, test_images, out, config=config, model_overrides=model_overrides,
             dataset={"source": train_images.source, "train_n": len(train_images), "test_n": len(test_images)},
-            device=torch_device, resume=resume, overwrite=overwrite, progress=progress,
+            device=torch_device, resume=resume, overwrite=overwrite, progress=progress, runtime=runtime,
         )
     metrics = result.metadata["metrics"]
     table = Table(title=f"{model} ({preset_name} preset) → {out}")

@@ -20,7 +20,7 @@ for a few epochs on a 10,000-image class-balanced training subset: minutes on 2 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from hahrobust.errors import HahrobustError
 
@@ -55,6 +55,34 @@ class TrainConfig:
     def lr_at(self, epoch: int) -> float:
         """Learning rate for 0-based ``epoch`` (a pure function of the epoch, so resume needs no scheduler state)."""
         return self.lr * self.lr_gamma ** sum(epoch >= m for m in self.milestone_epochs())
+
+
+AMP_MODES: tuple[str, ...] = ("off", "bf16")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a run executes rather than what it learns: free to change on ``--resume`` (as is the number of
+    processes), recorded per epoch in the log and the checkpoint. Each is safe on the CPU too.
+
+    - ``amp="bf16"``: autocast convolutions and matmuls to bfloat16 (CUDA and CPU). Divisive normalization,
+      thresholds and the HaH cost stay in fp32 (:mod:`hahrobust.nn` upcasts them): tested to agree with
+      fp32 within bf16's precision (``tests/test_scale.py``).
+    - ``channels_last``: NHWC memory format for the model and each batch (tensor cores want it; on CPU
+      oneDNN takes it too).
+    - ``compile``: ``torch.compile`` the training forward pass (first steps pay the compilation).
+    - ``sync_bn``: under ``torchrun`` on CUDA, BatchNorm statistics over the whole global batch
+      (``SyncBatchNorm``, which has no CPU kernel: ignored with a note on the CPU).
+    """
+
+    amp: Literal["off", "bf16"] = "off"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise HahrobustError(f"unknown --amp {self.amp!r}; choose one of: {', '.join(AMP_MODES)}")
 
 
 @dataclass(frozen=True)

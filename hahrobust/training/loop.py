@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,14 +14,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from rich.progress import Progress, TaskID
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from hahrobust import distributed
 from hahrobust.checkpoint import checkpoint_metadata, save_checkpoint
 from hahrobust.data import ImageSet, balanced_subset, batches, num_batches
+from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics import accuracy
 from hahrobust.models import HahrobustModel, from_config, resolve_config
 from hahrobust.provenance import atomic_path
-from hahrobust.training.config import TrainConfig
+from hahrobust.training.config import Runtime, TrainConfig
 from hahrobust.training.state import TrainState, load_state, save_state
 
 
@@ -49,6 +55,8 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
+    runtime: Runtime = Runtime(),
+    shard: Shard | None = None,
 ) -> TrainResult:
     """Train ``model_name`` and write the checkpoint ``out`` (with a state file and CSV log beside it).
 
@@ -56,7 +64,14 @@ def train(
     with ``resume=True``; the data order and augmentation of epoch e depend only on (seed, e), and
     the learning rate only on e, so on CPU a resumed run ends with the same weights as an
     uninterrupted one (tests/test_training.py checks it bit for bit).
+
+    Under ``torchrun`` (``shard``: by default the initialised process group) the model is wrapped in
+    DistributedDataParallel and each rank trains on its slice of every global batch of
+    ``config.batch_size`` images (see :mod:`hahrobust.distributed`): the same steps as one process up
+    to float summation order (tests/test_distributed.py). Only rank 0 writes files; a run can be resumed
+    with another number of processes, since nothing saved depends on it.
     """
+    shard = shard or distributed.current()
     out = Path(out)
     state_path, log_path = run_paths(out)
     if not out.parent.is_dir():
@@ -78,47 +93,120 @@ def train(
     }
     settings = _json_roundtrip(settings)
 
+    if shard.distributed and 0 < len(train_data) % config.batch_size < shard.world_size:
+        raise HahrobustError(
+            f"the last batch of {len(train_data) % config.batch_size} images cannot be split over "
+            f"{shard.world_size} processes; change --batch-size or --train-subset"
+        )
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
+        train_data, test_data = train_data.to(device), test_data.to(device)  # uint8 on the GPU: no copies per batch
+
     torch.manual_seed(config.seed)
     model = from_config(family, model_config).to(device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = TrainState(epochs_done=0, history=[], settings=settings)
     if resume and state_path.exists():
         state = load_state(state_path, model, optimizer)
         if state.settings != settings:
             raise HahrobustError(f"{state_path}: --resume with different settings than the interrupted run")
+    if shard.distributed:
+        # Rank 0's files are the truth (other nodes may not even see them): everyone takes its state.
+        model_state, optim_state, state = distributed.broadcast((model.state_dict(), optimizer.state_dict(), state), shard)
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optim_state)
+    step = training_step(model, model.hah_objective, optimizer, runtime, device, shard)
 
     # One bar, reset every epoch: a 100-epoch run should not print 100 finished bars.
     task = progress.add_task("training", total=None) if progress else None
     for epoch in range(state.epochs_done, config.epochs):
-        row = _train_epoch(model, optimizer, train_data, config, epoch, device, progress, task)
-        row["test_acc"] = accuracy(model, test_data, device=device, progress=progress, description="test accuracy")
+        row = _train_epoch(model, step, optimizer, train_data, config, epoch, device, progress, task, runtime, shard)
+        row["test_acc"] = accuracy(
+            model, test_data, device=device, progress=progress, description="test accuracy", shard=shard
+        )
         state.history.append(row)
         state.epochs_done = epoch + 1
-        save_state(state_path, model, optimizer, state)
-        with atomic_path(log_path) as tmp:
-            pd.DataFrame(state.history).to_csv(tmp, index=False)
+        if shard.is_main:
+            save_state(state_path, model, optimizer, state)
+            with atomic_path(log_path) as tmp:
+                pd.DataFrame(state.history).to_csv(tmp, index=False)
+        distributed.barrier(shard)
 
     final = state.history[-1]
     metadata = checkpoint_metadata(
         model, model_name, family,
         train=settings["train"], dataset=settings["dataset"], seed=config.seed, epochs=config.epochs,
         metrics={"test_acc": final["test_acc"], "test_n": len(test_data), "train_acc": final["train_acc"]},
-        history=state.history,
+        history=state.history, runtime={**dataclasses.asdict(runtime), "processes": shard.world_size},
     )
-    save_checkpoint(out, model, metadata)
-    state_path.unlink(missing_ok=True)
+    if shard.is_main:
+        save_checkpoint(out, model, metadata)
+        state_path.unlink(missing_ok=True)
+    distributed.barrier(shard)
     return TrainResult(out, model.eval(), metadata)
+
+
+Step = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+
+
+def training_step(
+    model: nn.Module,
+    objective: Callable[[], torch.Tensor | None],
+    optimizer: torch.optim.Optimizer,
+    runtime: Runtime = Runtime(),
+    device: torch.device = torch.device("cpu"),
+    shard: Shard | None = None,
+) -> Step:
+    """One optimisation step ``step(x, y, loss_scale) -> (logits, cross-entropy, HaH objective)`` as the
+    trainer takes it: cross-entropy minus ``objective()`` (the HaH objective of the last forward pass),
+    backward, optimizer step; with the runtime's DDP wrapper, compilation and autocast applied.
+    ``benchmarks/train_step.py`` times exactly this."""
+    shard = shard or distributed.current()
+    forward: nn.Module = model
+    if shard.distributed:
+        if runtime.sync_bn and device.type == "cuda":
+            forward = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        forward = DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
+    if runtime.compile:
+        forward = torch.compile(forward)  # type: ignore[assignment]
+
+    def step(x: torch.Tensor, y: torch.Tensor, loss_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if runtime.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(runtime, device):
+            logits = forward(x)
+            loss = F.cross_entropy(logits.float(), y)
+        hah = objective()  # fp32: the cost upcasts its input
+        total = loss - hah if hah is not None else loss
+        optimizer.zero_grad(set_to_none=True)
+        (total * loss_scale).backward()
+        optimizer.step()
+        return logits, loss, hah
+
+    return step
+
+
+def _autocast(runtime: Runtime, device: torch.device) -> contextlib.AbstractContextManager:
+    if runtime.amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _train_epoch(
     model: HahrobustModel,
+    step: Step,
     optimizer: torch.optim.Optimizer,
     data: ImageSet,
     config: TrainConfig,
     epoch: int,
-    device: torch.device | str,
+    device: torch.device,
     progress: Progress | None,
     task: TaskID | None,
+    runtime: Runtime,
+    shard: Shard,
 ) -> dict[str, Any]:
     lr = config.lr_at(epoch)
     for group in optimizer.param_groups:
@@ -132,38 +220,38 @@ def _train_epoch(
     correct = seen = 0
     start = time.perf_counter()
     try:
-        for x, y, _ in batches(
-            data, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed, epoch=epoch, device=device
-        ):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            hah = model.hah_objective()
-            total = loss - hah if hah is not None else loss
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
+        for number, (x, y, _) in enumerate(batches(
+            data, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed, epoch=epoch,
+            device=device, shard=shard, split_batches=True,
+        )):
+            # The global batch's size: the mean loss over it is what every rank's gradient is scaled to.
+            global_size = min(config.batch_size, len(data) - number * config.batch_size)
+            logits, loss, hah = step(x, y, shard.loss_scale(len(y), global_size))
             loss_sum += loss.item() * len(y)
             hah_sum += (hah.item() if hah is not None else 0.0) * len(y)
             correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
+            seen += len(y) * shard.world_size  # approximately: for the progress bar only
             if progress is not None and task is not None:
                 rate = seen / max(time.perf_counter() - start, 1e-9)
                 progress.update(
                     task, advance=1,
-                    description=f"epoch {epoch + 1}/{config.epochs} loss {loss_sum / seen:.3f} "
-                    f"acc {100 * correct / seen:.1f}% {rate:.0f} img/s",
+                    description=f"epoch {epoch + 1}/{config.epochs} loss {loss_sum * shard.world_size / seen:.3f} "
+                    f"acc {100 * correct * shard.world_size / seen:.1f}% {rate:.0f} img/s",
                 )
     finally:
         model.record_hah_costs(False)
     seconds = time.perf_counter() - start
+    loss_sum, hah_sum, correct = distributed.all_sum([loss_sum, hah_sum, correct], shard)
     return {
         "epoch": epoch + 1,
         "lr": lr,
-        "train_loss": loss_sum / seen,
-        "hah_objective": hah_sum / seen,
-        "train_acc": correct / seen,
-        "images_per_s": seen / seconds,
+        "train_loss": loss_sum / len(data),
+        "hah_objective": hah_sum / len(data),
+        "train_acc": correct / len(data),
+        "images_per_s": len(data) / seconds,
         "seconds": seconds,
+        "processes": shard.world_size,
+        "amp": runtime.amp,
     }
 
 
