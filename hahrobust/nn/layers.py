@@ -78,14 +78,18 @@ class DivisiveNorm2d(nn.Module):
         self.sigma, self.pool, self.eps = sigma, pool, eps
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        # At least fp32, for the denominators and for the output: under bf16 autocast a small mean would
+        # lose most of its digits, and the threshold that follows would select among rounded values
+        # (ties). The next convolution casts back to bf16 itself.
+        dtype = torch.promote_types(y.dtype, torch.float32)
+        y = y.to(dtype)
         field = y if self.pool == 1 else F.max_pool2d(y.abs(), self.pool, stride=1, padding=self.pool // 2)
-        # fp32 denominators: under bf16 autocast a small mean would otherwise lose most of its digits.
-        local_mean = field.float().mean(dim=1, keepdim=True)
+        local_mean = field.mean(dim=1, keepdim=True)
         global_max = local_mean.amax(dim=(2, 3), keepdim=True)
         denominator = self.sigma * global_max + (1.0 - self.sigma) * local_mean + self.eps
         # Multiply by the [B,1,H,W] reciprocal: autograd's backward of a broadcast product takes two
         # passes over [B,C,H,W] (grad·1/d, and Σ_c grad·y); that of a quotient takes five.
-        return (y.float() * denominator.reciprocal()).to(y.dtype)
+        return y * denominator.reciprocal()
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, pool={self.pool}"
@@ -185,6 +189,16 @@ class HaHBlock(nn.Module):
         self.cost: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.threshold, nn.Identity) or not torch.is_autocast_enabled(x.device.type):
+            return self._forward(x)
+        # A thresholded block's convolution stays fp32 under autocast: the hard threshold turns bf16's
+        # rounding (0.3 % here) into flipped locations near τ, ~4 % error per block, and 14 % of a trained
+        # HaH VGG-16's predictions changed when these convolutions ran in bf16 (0.2 % for the baseline;
+        # tests/test_scale.py).
+        with torch.autocast(x.device.type, enabled=False):
+            return self._forward(x.float())
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.record_cost and torch.is_grad_enabled():
             y, y_local = self.conv.forward_with_local_branch(x)
             self.cost = relu_hah_cost(y_local, self.k_ratio, self.lam)
