@@ -15,11 +15,11 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _timing import time_interleaved  # benchmarks/_timing.py (this script's folder is on sys.path)
 
 from hahrobust.attacks import ATTACK_NORMS, DEFAULT_EPS, DDNConfig, FMNConfig, PGDConfig, autoattack, ddn, fmn, pgd
 from hahrobust.errors import HahrobustError
@@ -84,17 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[(attack, norm)] = (lambda: ddn(model, x, y, config=DDNConfig(steps=args.steps)), args.steps)
             else:
                 runs[(attack, norm)] = (lambda n=norm, e=eps: autoattack(model, x, y, norm=n, eps=e, version="paper"), None)
-    seconds: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
-    keys = list(runs)
-    for r in range(args.rounds):
-        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            runs[key][0]()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds[key].append(time.perf_counter() - start)
+    seconds = time_interleaved({key: run for key, (run, _) in runs.items()}, args.rounds, device)
     results = []
     print(f"{args.model} width {args.width}, batch {args.batch_size}, {args.steps} steps, "
           f"{torch.get_num_threads()} threads, {device}")

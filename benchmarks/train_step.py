@@ -1,7 +1,8 @@
 """Images/s of one full training step of HaH VGG-16 against the plain VGG-16 at equal width.
 
-A step is what ``hahrobust.training.loop._train_epoch`` does per batch: forward, loss = cross-entropy
-minus the HaH objective Σ α_l·L_l, backward, Adam step. Three models are timed in the same process:
+A step is :func:`hahrobust.training.training_step`, what the trainer runs per batch: forward, loss =
+cross-entropy minus the HaH objective Σ α_l·L_l, backward, Adam step; with ``--amp bf16``,
+``--channels-last`` and ``--compile`` it takes the GPU fast path exactly as ``hahrobust train`` does. Three models are timed in the same process:
 
 * ``vgg16``      the baseline (implicit-norm conv → ReLU → BatchNorm in every block);
 * ``hah-vgg16``  ours: first 6 blocks are :class:`hahrobust.nn.HaHBlock` with layer-local HaH costs;
@@ -17,6 +18,8 @@ figure is the median step time over rounds; a ratio is the median over rounds of
 ratio (model time / baseline time in the same round), which cancels slow drifts in machine load.
 
     python benchmarks/train_step.py --width 1.0 0.25 --batch-size 128 --rounds 7 --threads 2
+    python benchmarks/train_step.py --device cuda --width 1.0 --batch-size 512 --rounds 7 --warmup 5 \
+        --amp bf16 --channels-last [--compile]          # the GPU variant
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from importlib import metadata
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -42,6 +44,7 @@ from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
 from hahrobust.models import HahrobustModel, build
 from hahrobust.provenance import atomic_path, git_commit, versions
+from hahrobust.training import Runtime, training_step
 
 BASELINE = "vgg16"
 MODELS = ("vgg16", "hah-vgg16", "hahtorch")
@@ -98,22 +101,6 @@ def make_model(name: str, width: float) -> tuple[nn.Module, Callable[[], torch.T
     return model.train(), model.hah_objective
 
 
-def train_step(
-    model: nn.Module,
-    objective: Callable[[], torch.Tensor | None],
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-) -> None:
-    """One step as the trainer takes it: cross-entropy minus the HaH objective, backward, Adam."""
-    loss = F.cross_entropy(model(x), y)
-    hah = objective()
-    total = loss - hah if hah is not None else loss
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    optimizer.step()
-
-
 @dataclass
 class WidthResult:
     """Per-round step times of every model at one width, and the figures derived from them."""
@@ -149,6 +136,7 @@ def benchmark_width(
     device: torch.device = torch.device("cpu"),
     seed: int = 0,
     progress: Progress | None = None,
+    runtime: Runtime = Runtime(),
 ) -> WidthResult:
     """Time ``steps`` training steps per model per round, models interleaved, after ``warmup`` steps each."""
     generator = torch.Generator().manual_seed(seed)
@@ -161,14 +149,17 @@ def benchmark_width(
         for name in models:
             model, objective = make_model(name, width)
             model.to(device)
-            setups[name] = (model, objective, torch.optim.Adam(model.parameters(), lr=1e-3))
+            if runtime.channels_last:
+                model.to(memory_format=torch.channels_last)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+            setups[name] = training_step(model, objective, optimizer, runtime, device)
 
     def timed(name: str, n: int) -> float:
-        model, objective, optimizer = setups[name]
+        step = setups[name]
         _sync(device)
         start = time.perf_counter()
         for _ in range(n):
-            train_step(model, objective, optimizer, x, y)
+            step(x, y, 1.0)
         _sync(device)
         return (time.perf_counter() - start) / max(n, 1)
 
@@ -193,6 +184,10 @@ def _hahtorch_version() -> dict[str, str]:
         return {"hahtorch": metadata.version("hahtorch")}
     except metadata.PackageNotFoundError:
         return {}
+
+
+def _device_name(device: torch.device) -> str:
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
 
 
 def _sync(device: torch.device) -> None:
@@ -225,6 +220,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--amp", default="off", choices=["off", "bf16"], help="bfloat16 autocast (GPU fast path)")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC model and batches (GPU fast path)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model (warm-up pays it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", dest="json_path", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -252,15 +250,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append(benchmark_width(
                     args.models, width, batch_size=args.batch_size, rounds=args.rounds, steps=args.steps,
                     warmup=args.warmup, device=device, seed=args.seed, progress=progress,
+                    runtime=Runtime(amp=args.amp, channels_last=args.channels_last, compile=args.compile),
                 ))
         console.print(results_table(results))
         console.print(
-            f"device {device}, {torch.get_num_threads()} thread(s), batch {args.batch_size}, "
+            f"device {_device_name(device)}, amp {args.amp}, channels_last {args.channels_last}, "
+            f"compile {args.compile}, {torch.get_num_threads()} thread(s), batch {args.batch_size}, "
             f"{args.rounds} round(s) × {args.steps} step(s), {args.warmup} warm-up step(s) per model"
         )
         if args.json_path:
             record = {
-                "settings": {k: v for k, v in vars(args).items() if k != "json_path"} | {"device": str(device)},
+                "settings": {k: v for k, v in vars(args).items() if k != "json_path"} | {"device": _device_name(device)},
                 "threads": torch.get_num_threads(),
                 "versions": versions() | _hahtorch_version(),
                 "git_commit": git_commit(),

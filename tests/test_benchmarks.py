@@ -49,3 +49,38 @@ def test_train_step_benchmark_rejects_bad_options(args: list[str], tmp_path: Pat
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+EVAL_SCRIPT = ROOT / "benchmarks" / "eval_throughput.py"
+
+
+def test_eval_throughput_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    proc = subprocess.run(
+        [sys.executable, str(EVAL_SCRIPT), "--model", "vgg11", "--width", "0.0625", "--n", "4", "--rounds", "1",
+         "--aa-version", "paper", "--pgd-steps", "2", "--norms", "linf", "--threads", "1", "--device", "cpu",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    runs = {r["run"]: r for r in record["results"]}
+    assert set(runs) == {"pgd linf", "autoattack linf hahrobust", "autoattack linf reference"}
+    assert all(r["images_per_s"] > 0 and len(r["seconds"]) == 1 for r in runs.values())
+    ratio = runs["autoattack linf hahrobust"]["seconds"][0] / runs["autoattack linf reference"]["seconds"][0]
+    assert record["autoattack_overhead"]["linf"] == pytest.approx(ratio)
+    assert "hahrobust / reference" in proc.stdout
+
+
+def test_attack_throughput_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "attacks.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "attack_throughput.py"), "--width", "0.0625", "--batch-size", "4",
+         "--steps", "2", "--rounds", "1", "--attacks", "pgd", "fmn", "--norms", "linf", "l0", "--threads", "1",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = {(r["attack"], r["norm"]): r for r in json.loads(out.read_text())["results"]}
+    assert set(results) == {("pgd", "linf"), ("pgd", "l0"), ("fmn", "linf"), ("fmn", "l0")}
+    assert all(r["image_steps_per_s"] == pytest.approx(4 * 2 / r["median_s"]) for r in results.values())
