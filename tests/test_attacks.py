@@ -655,3 +655,19 @@ def test_attacks_agree_on_a_model_trained_on_real_cifar(shared_cifar: Path, tmp_
             checked_ddn = verify(model, x, ddn(model, x, y), y, norm="l2", eps=None)
             d_ddn = torch.where(checked_ddn.adversarial, checked_ddn.distance, inf)
             assert float(d_ddn[correct].median()) == pytest.approx(float(d[correct].median()), rel=0.10)
+
+
+def test_minimum_norm_summary_statistics_by_hand() -> None:
+    """Four images: misclassified (distance 0), fooled at 1 and at 3, never fooled (∞). Median over all n:
+    sorted [0, 1, 3, ∞] → 2; mean (Fig. 5) over the attacked images with an example: (1 + 3) / 2 = 2;
+    robust at ε = 2: the images at 3 and ∞."""
+    from hahrobust.attacks import _summarise
+
+    record = {"label": [0, 1, 2, 3], "clean_pred": [9, 1, 2, 3], "pred": [[9, 0, 0, 3]],
+              "distance": [[0.0, 1.0, 3.0, None]], "seconds": [1.5]}
+    (row,) = _summarise([record], [2.0], "fmn", "l2", 0, True, dim=3072).to_dict("records")
+    assert row["median_distance"] == 2.0 and row["mean_distance"] == 2.0 and row["unfound"] == 1
+    assert row["clean_acc"] == 0.75 and row["robust_acc"] == 0.5
+    record["distance"] = [[0.0, 1.0, 4.0, None]]  # a misclassified zero never enters the mean
+    (row,) = _summarise([record], [2.0], "fmn", "l2", 0, True, dim=3072).to_dict("records")
+    assert row["mean_distance"] == 2.5 and row["median_distance"] == 2.5

@@ -47,7 +47,8 @@ NOTES = (
 )
 MIN_NORM_NOTE = (
     "Minimum-norm attacks: robust at ε = the smallest verified adversarial distance found is > ε. Median over "
-    "all n images (0 for misclassified, ∞ where none was found: 'unfound'); mean over the images with one."
+    "all n images (0 for misclassified, ∞ where none was found: 'unfound'); mean (Fig. 5) over the correctly "
+    "classified images for which one was found."
 )
 
 
