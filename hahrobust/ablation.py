@@ -110,15 +110,20 @@ def run_ablation(
                           batch_size=batch_size, device=device, progress=progress, cache_dir=folder)
         frames.append(table.assign(model=variant.label, variant=name))
         checkpoints[variant.label] = checkpoint
-    rows = pd.concat(frames, ignore_index=True)[["model", "variant", "condition", "accuracy"]]
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[["model", "variant", *[c for c in rows.columns if c not in ("model", "variant")]]]
     return AblationRun(rows, checkpoints)
+
+
+_TABLE_FORMAT = 2
 
 
 def _evaluate(
     name: str, checkpoint: Path, data: ImageSet, evaluation: dict[str, Any], *, cache_dir: Path, **kwargs: Any
 ) -> pd.DataFrame:
     """Table 1's columns for one checkpoint, cached beside it keyed by the checkpoint hash and the settings."""
-    key = {**evaluation, "checkpoint_sha256": sha256_file(checkpoint)}
+    # "table": the layout of paper_table's rows; a cache written with another layout is recomputed.
+    key = {**evaluation, "checkpoint_sha256": sha256_file(checkpoint), "table": _TABLE_FORMAT}
     cache = cache_dir / f"{name}.eval.json"
     if cache.is_file():
         try:

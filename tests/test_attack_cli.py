@@ -164,7 +164,7 @@ def test_table_paper(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
     result = invoke(checkpoint, tiny_data, "--table", "paper", "--aa-version", "paper", "--n", "10", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(tmp_path / "attack-table1.csv")
-    assert rows["column"].tolist() == ["Clean", "Noisy (σ = 0.1)", "Adv ℓ∞ (ε = 2/255)", "Adv ℓ2 (ε = 0.25)"]
+    assert rows["condition"].tolist() == ["Clean", "Noisy (σ = 0.1)", "Adv ℓ∞ (ε = 2/255)", "Adv ℓ2 (ε = 0.25)"]
     # The noisy column is the noise-sweep metric itself.
     model, _ = load_checkpoint(checkpoint)
     test = balanced_subset(load_cifar10(tiny_data, "test"), 10, 0)

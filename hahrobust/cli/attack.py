@@ -25,17 +25,16 @@ from hahrobust.cli._eval import (
 )
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
-from hahrobust.metrics.noise import noise_accuracy
 from hahrobust.results import Figure, Layout, Result
+from hahrobust.robustness import PAPER_CONDITIONS, paper_layout, paper_table
 
 NAME = "attack"
 HELP = "Robust accuracy under AutoAttack, PGD or FMN (ℓ∞/ℓ2/ℓ1/ℓ0), every example verified; --table paper: Table 1."
 
 #: Batch sizes when --batch-size is not given: attacks keep a graph per batch, so CPU batches stay small.
 DEFAULT_BATCH = {"cpu": 100, "cuda": 500}
-#: Table 1's columns: the clean test set, Gaussian noise σ = 0.1, and AutoAttack at the paper's ε.
-TABLE_SIGMA = 0.1
-TABLE_ATTACKS = (("linf", 2 / 255), ("l2", 0.25))
+#: Table 1's adversarial columns (the clean and noisy ones come with them from hahrobust.robustness).
+TABLE_ATTACKS = tuple((c.norm, c.eps) for c in PAPER_CONDITIONS if c.norm is not None and c.eps is not None)
 
 NOTES = (
     "Every adversarial example is verified before it counts: finite, inside [0, 1], within ε of its clean "
@@ -80,18 +79,12 @@ def attack_layout(attack: str, norms: list[str]) -> Layout:
     )
 
 
-TABLE_LAYOUT = Layout(
-    title="Accuracy on clean, noisy and adversarial inputs (Table 1)",
-    index=("model",),
-    columns=("column",),
-    values=("accuracy",),
-    formats={"accuracy": "{:.1%}"},
-    header="{column}",
+TABLE_LAYOUT = paper_layout(
+    "Accuracy on clean, noisy and adversarial inputs (Table 1)",
     notes=NOTES[:2] + (
-        f"Noisy: Gaussian noise σ = {TABLE_SIGMA} added to the [0, 1] image and clipped (the noise-sweep metric; "
-        "mean over its repeats). Adversarial columns: AutoAttack at the paper's ε.",
+        "Noisy: Gaussian noise σ = 0.1 added to the [0, 1] image and clipped (the noise-sweep metric). "
+        "Adversarial columns: AutoAttack at the paper's ε.",
     ),
-    figure=Figure(kind="bar", x="short", y=("accuracy",), percent=("accuracy",), xlabel=" ", ylim=(0.0, 1.0)),
 )
 
 
@@ -177,9 +170,9 @@ def command(
         found = next(j for j in journals if j.exists())
         raise HahrobustError(f"{found}: a journal from an earlier run exists; pass --resume to continue it, or remove it")
 
-    def attack_model(m: LoadedModel, test: ImageSet, progress: Any) -> pd.DataFrame:
+    def attack_model(m: LoadedModel, test: ImageSet, progress: Any, runs: list[tuple[str, str, list[float]]]) -> pd.DataFrame:
         frames = []
-        for name, p, eps_list in plan:
+        for name, p, eps_list in runs:
             stem = stems[(m.label, name, p)]
             journal = session.out_dir / "journal" / f"{stem}.jsonl" if session.out_dir is not None else None
             frames.append(run_attack(
@@ -194,9 +187,12 @@ def command(
     with make_progress() as progress:
         test = load_test_set(options, progress)
         if table is None:
-            rows = per_model(session, lambda m: attack_model(m, test, progress))
+            rows = per_model(session, lambda m: attack_model(m, test, progress, plan))
         else:
-            rows = per_model(session, lambda m: _table_rows(m, test, attack_model(m, test, progress), seed, size, session, progress))
+            rows = per_model(session, lambda m: paper_table(
+                m.model, test, aa_version=aa_version, seed=seed, batch_size=size, device=session.device,
+                progress=progress, run=lambda p, e: attack_model(m, test, progress, [("autoattack", p, [e])]),
+            ).assign(n=len(test), seed=seed))
     settings = {
         **common_settings(session, test), "batch_size": size,
         "attacks": [{"attack": a, "norm": p, "eps": e} for a, p, e in plan],
@@ -211,7 +207,6 @@ def command(
         result = Result(NAME, rows, settings, session.checkpoints, attack_layout(plan[0][0], [p for _, p, _ in plan]),
                         started=session.started)
     else:
-        settings["noise_sigma"] = TABLE_SIGMA
         result = Result("attack-table1", rows, settings, session.checkpoints, TABLE_LAYOUT, started=session.started)
     finish(result, session)
     # The results are written: the journals (crash recovery only) have done their job.
@@ -222,29 +217,6 @@ def command(
     folder = session.out_dir / "journal" if session.out_dir is not None else None
     if folder is not None and distributed.current().is_main and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
-
-
-def _table_rows(
-    m: LoadedModel, test: ImageSet, attacked: pd.DataFrame, seed: int, batch_size: int, session: Session, progress: Any
-) -> pd.DataFrame:
-    """Table 1 for one model, long format: one row per column (Clean, Noisy, Adv ℓ∞, Adv ℓ2)."""
-    noisy = noise_accuracy(
-        m.model, test, [TABLE_SIGMA], seed=seed, batch_size=batch_size, device=session.device, progress=progress,
-        description=f"{m.label} noise σ={TABLE_SIGMA}",
-    )
-    clean = float(attacked["clean_acc"].iloc[0])
-    rows = [
-        {"column": "Clean", "short": "Clean", "accuracy": clean, "kind": "clean", "norm": None, "eps": None},
-        {"column": f"Noisy (σ = {TABLE_SIGMA:g})", "short": "Noisy", "accuracy": float(noisy["accuracy"].iloc[0]),
-         "kind": "noise", "norm": None, "eps": TABLE_SIGMA},
-    ]
-    for _, row in attacked.iterrows():
-        rows.append({
-            "column": f"Adv {SYMBOLS[row['norm']]} (ε = {format_eps(row['eps'], row['norm'])})",
-            "short": f"Adv {SYMBOLS[row['norm']]}",
-            "accuracy": float(row["robust_acc"]), "kind": "autoattack", "norm": row["norm"], "eps": float(row["eps"]),
-        })
-    return pd.DataFrame(rows).assign(n=len(test), seed=seed)
 
 
 def _slug(label: str) -> str:
