@@ -671,3 +671,40 @@ def test_minimum_norm_summary_statistics_by_hand() -> None:
     record["distance"] = [[0.0, 1.0, 4.0, None]]  # a misclassified zero never enters the mean
     (row,) = _summarise([record], [2.0], "fmn", "l2", 0, True, dim=3072).to_dict("records")
     assert row["mean_distance"] == 2.5 and row["median_distance"] == 2.5
+
+
+class _QuantisedLinear(torch.nn.Module):
+    """A linear classifier on a 16-level quantised image: its input gradient is zero almost everywhere,
+    the textbook case of gradient masking that AutoAttack's own checks exist to catch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.weight = torch.nn.Parameter(torch.randn(10, 3 * 32 * 32, generator=generator) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.round(x * 15) / 15).flatten(1) @ self.weight.t()
+
+
+def test_autoattack_flags_reach_the_caller_and_survive_a_resume(tmp_path: Path) -> None:
+    """Zero gradients, and Square finding what the gradient attacks missed: both of AutoAttack's doubts are
+    raised as AutoAttackFlag warnings (not swallowed with its log output), also for journaled batches."""
+    from hahrobust.attacks import AutoAttackFlag
+    from hahrobust.attacks.autoattack import autoattack_flags
+
+    model = _QuantisedLinear().eval()
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        labels = model(images.float() / 255).argmax(1)
+    data = ImageSet(images, labels, "random images labelled by the model")
+    journal = tmp_path / "aa.jsonl"
+    with autoattack_flags() as flags:
+        fresh = run_attack(model, data, attack="autoattack", norm="linf", eps=[2 / 255], batch_size=10,
+                           journal_path=journal)
+    assert any("zero gradient" in f for f in flags) and any("Square Attack has decreased" in f for f in flags)
+    assert fresh["robust_acc"].item() < fresh["clean_acc"].item()
+    with pytest.warns(AutoAttackFlag) as caught:
+        resumed = run_attack(model, data, attack="autoattack", norm="linf", eps=[2 / 255], batch_size=10,
+                             journal_path=journal, resume=True)
+    assert {str(w.message) for w in caught} == set(flags)  # read back from the journal, not recomputed
+    assert resumed["robust_acc"].item() == fresh["robust_acc"].item()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -40,7 +41,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hahrobust.attacks._common import eval_mode
-from hahrobust.attacks.autoattack import AA_NORMS, AA_VERSIONS, autoattack, check_aa_version, load_autoattack
+from hahrobust.attacks.autoattack import (
+    AA_NORMS, AA_VERSIONS, AutoAttackFlag, autoattack, autoattack_flags, check_aa_version, load_autoattack,
+)
 from hahrobust.attacks.ddn import DDNConfig, ddn
 from hahrobust.attacks.fmn import FMNConfig, fmn
 from hahrobust.attacks.journal import Journal, data_fingerprint, model_fingerprint, rank_journal
@@ -174,6 +177,8 @@ def run_attack(
                 tensors = journal.tensors(b) if save_adv is not None and journal is not None else {}
                 for _ in range(steps_per_batch):
                     advance()
+            for flag in record.get("flags", []):
+                warnings.warn(AutoAttackFlag(flag), stacklevel=2)
             records.append(record)
             if save_adv is not None:
                 adv_parts[b] = {k: v.cpu() for k, v in tensors.items()}
@@ -258,9 +263,11 @@ def _attack_batch(
                 lambda xs, ys, ids, e=e: pgd(model, xs, ys, norm=norm, eps=e, indices=ids, seed=seed, config=pgd_config)
             )
         else:
-            x_adv = adversarial(
-                lambda xs, ys, _, e=e: autoattack(model, xs, ys, norm=norm, eps=e, seed=seed, version=aa_version)
-            )
+            with autoattack_flags() as flags:  # kept in the record, so a resumed run reports them too
+                x_adv = adversarial(
+                    lambda xs, ys, _, e=e: autoattack(model, xs, ys, norm=norm, eps=e, seed=seed, version=aa_version)
+                )
+            record.setdefault("flags", []).extend(f for f in flags if f not in record.get("flags", []))
         checked = verify(model, x, x_adv, y, norm=norm, eps=e, attack=attack, indices=idx)
         record["pred"].append(checked.pred.tolist())
         record["distance"].append(checked.distance.tolist())
@@ -423,7 +430,7 @@ def recheck(
 
 
 __all__ = [
-    "AA_VERSIONS", "ATTACKS", "ATTACK_NORMS", "AttackName", "AttackVerificationError", "COLUMNS", "DDNConfig",
+    "AA_VERSIONS", "ATTACKS", "ATTACK_NORMS", "AttackName", "AutoAttackFlag", "AttackVerificationError", "COLUMNS", "DDNConfig",
     "DEFAULT_EPS", "FMNConfig", "MINIMUM_NORM", "NORMS", "Norm", "PGDConfig", "SYMBOLS", "Verified", "autoattack",
     "check_attack", "check_eps", "check_norm", "ddn", "distances", "fmn", "format_eps", "load_adversarial",
     "parse_eps", "pgd", "project", "recheck", "run_attack", "tolerance", "verify",

@@ -18,10 +18,12 @@ starts — AutoAttack's numbers can depend on the batch size (not on anything el
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
 import warnings
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, Literal
 
@@ -97,27 +99,71 @@ def autoattack(
     run_params = inspect.signature(cls.run_standard_evaluation).parameters
     bs = batch_size or len(x)
     run_kwargs = {"bs" if "bs" in run_params else "batch_size": bs}
-    with isolated_global_rng(device), _quiet():
+    quiet = _Quiet()
+    with isolated_global_rng(device), quiet:
         adversary = cls(model, **kwargs)
         if custom:
             adversary.apgd.n_restarts = 1
             adversary.apgd_targeted.n_restarts = 1
         out = adversary.run_standard_evaluation(x.detach(), y.detach(), **run_kwargs)
+    for message in quiet.checks:
+        warnings.warn(AutoAttackFlag(message), stacklevel=2)
     x_adv = out[0] if isinstance(out, tuple) else out
     return x_adv.detach().to(x.dtype)
 
 
-class _quiet:
-    """Silence the implementation's logger and sanity-check warnings (they go to the terminal otherwise)."""
+class AutoAttackFlag(UserWarning):
+    """One of the reference implementation's own sanity checks failed, e.g. "Square Attack has decreased the
+    robust accuracy": a black-box attack found what the gradient attacks missed, a sign of gradient masking
+    and of a robust accuracy that may be too high. Raised as a warning; the ``attack`` command reports each
+    in its output (:func:`autoattack_flags`)."""
+
+
+@contextlib.contextmanager
+def autoattack_flags() -> Iterator[list[str]]:
+    """Collect (each once) the messages of the :class:`AutoAttackFlag` warnings raised inside the block;
+    every other warning passes through unchanged."""
+    flags: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AutoAttackFlag)
+        try:
+            yield flags
+        finally:
+            flags.extend(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, AutoAttackFlag)))
+    for w in caught:
+        if not issubclass(w.category, AutoAttackFlag):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+class _Quiet:
+    """Keep the implementation's output off the terminal, but keep the messages of its sanity checks in
+    ``checks``: ``pyautoattack`` logs them as warnings of the "auto-attack" logger, the checks of
+    ``checks.py`` without a logger warn with the bare ``Warning`` class."""
 
     def __enter__(self) -> None:
         self._logger = logging.getLogger("auto-attack")
-        self._level = self._logger.level
-        self._logger.setLevel(logging.ERROR)
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.simplefilter("ignore")
+        self._saved = (self._logger.level, self._logger.propagate)
+        self._logger.setLevel(logging.WARNING)  # progress (debug/info) dropped, checks (warning) kept
+        self._logger.propagate = False
+        self._handler = _Collect()
+        self._logger.addHandler(self._handler)
+        self._warnings = warnings.catch_warnings(record=True)
+        self._caught = self._warnings.__enter__()
+        warnings.simplefilter("always")
+        self.checks: list[str] = []
 
     def __exit__(self, *exc: object) -> None:
         self._warnings.__exit__(*exc)
-        self._logger.setLevel(self._level)
+        self._logger.removeHandler(self._handler)
+        self._logger.level, self._logger.propagate = self._saved
+        warned = [str(w.message) for w in self._caught or [] if w.category is Warning]
+        self.checks = list(dict.fromkeys([*self._handler.messages, *warned]))
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -15,10 +16,10 @@ from hahrobust.attacks import (
     format_eps, parse_eps, run_attack,
 )
 from hahrobust import distributed
-from hahrobust.attacks.autoattack import check_aa_version, load_autoattack
+from hahrobust.attacks.autoattack import autoattack_flags, check_aa_version, load_autoattack
 from hahrobust.attacks.journal import rank_journal
 from hahrobust.attacks.norms import COORD_TOLERANCE
-from hahrobust.cli._common import handle_errors, make_progress
+from hahrobust.cli._common import console, handle_errors, make_progress
 from hahrobust.cli._eval import (
     CHECKPOINTS, DATA, DEVICE, LABEL, OUT, SEED, EvalOptions, LoadedModel, N, Session, common_settings, finish,
     load_test_set, open_session, per_model,
@@ -170,18 +171,22 @@ def command(
         found = next(j for j in journals if j.exists())
         raise HahrobustError(f"{found}: a journal from an earlier run exists; pass --resume to continue it, or remove it")
 
+    flagged: list[str] = []  # AutoAttack's own sanity checks that failed, reported with the results
+
     def attack_model(m: LoadedModel, test: ImageSet, progress: Any, runs: list[tuple[str, str, list[float]]]) -> pd.DataFrame:
         frames = []
         for name, p, eps_list in runs:
             stem = stems[(m.label, name, p)]
             journal = session.out_dir / "journal" / f"{stem}.jsonl" if session.out_dir is not None else None
-            frames.append(run_attack(
-                m.model, test, attack=name, norm=p, eps=eps_list, batch_size=size, seed=seed, device=session.device,
-                progress=progress, journal_path=journal, resume=resume,
-                save_adv=session.out_dir / f"adv-{stem}.safetensors" if save_adv and session.out_dir else None,
-                aa_version=aa_version, pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config,
-                description=f"{m.label} {name} {SYMBOLS[p]}",
-            ))
+            with autoattack_flags() as flags:
+                frames.append(run_attack(
+                    m.model, test, attack=name, norm=p, eps=eps_list, batch_size=size, seed=seed,
+                    device=session.device, progress=progress, journal_path=journal, resume=resume,
+                    save_adv=session.out_dir / f"adv-{stem}.safetensors" if save_adv and session.out_dir else None,
+                    aa_version=aa_version, pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config,
+                    description=f"{m.label} {name} {SYMBOLS[p]}",
+                ))
+            flagged.extend(f"AutoAttack's check flagged {m.label} {SYMBOLS[p]}: {flag}" for flag in flags)
         return pd.concat(frames, ignore_index=True)
 
     with make_progress() as progress:
@@ -201,14 +206,18 @@ def command(
         **({"fmn": fmn_config.__dict__} if "fmn" in attacks else {}),
         **({"ddn": ddn_config.__dict__} if "ddn" in attacks else {}),
     }
+    # AutoAttack's doubts travel with the numbers: printed, and a note in every output file.
+    flagged = list(dict.fromkeys(f for part in distributed.gather({distributed.current().rank: flagged}).values() for f in part))
+    for flag in flagged:
+        console.print(f"warning: {flag}", markup=False, highlight=False)
     if table is None:
         rows.insert(2, "norm_label", rows["norm"].map(SYMBOLS))
         rows.insert(4, "eps_label", [format_eps(e, p) for e, p in zip(rows["eps"], rows["norm"])])
-        result = Result(NAME, rows, settings, session.checkpoints, attack_layout(plan[0][0], [p for _, p, _ in plan]),
-                        started=session.started)
+        command_name, layout = NAME, attack_layout(plan[0][0], [p for _, p, _ in plan])
     else:
-        result = Result("attack-table1", rows, settings, session.checkpoints, TABLE_LAYOUT, started=session.started)
-    finish(result, session)
+        command_name, layout = "attack-table1", TABLE_LAYOUT
+    layout = dataclasses.replace(layout, notes=(*layout.notes, *flagged))
+    finish(Result(command_name, rows, settings, session.checkpoints, layout, started=session.started), session)
     # The results are written: the journals (crash recovery only) have done their job.
     for journal in journals:  # under torchrun each rank removes its own
         journal.unlink(missing_ok=True)
