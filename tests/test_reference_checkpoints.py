@@ -3,13 +3,18 @@ with checkpoints/expected/ through `hahrobust check` (any change that silently m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from hahrobust.ablation import VARIANTS
+from hahrobust.checkpoint import read_metadata
 from hahrobust.cli import app
+from hahrobust.models import resolve_config
+from hahrobust.training import TrainConfig, preset
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = ROOT / "checkpoints" / "expected"
@@ -28,3 +33,16 @@ def test_reference_results_have_not_moved(name: str, shared_cifar: Path, tmp_pat
     assert result.exit_code == 0, result.output
     check = runner.invoke(app, ["check", str(tmp_path / f"{name}.json"), "--expected", str(expected), "--all"])
     assert check.exit_code == 0, check.output
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_ablation_checkpoints_are_the_variants_of_the_small_preset(variant: str) -> None:
+    """checkpoints/ablation/ holds one checkpoint per ablation variant, each trained with exactly the
+    variant's config overrides on the `small` preset (so `ablate --from checkpoints/ablation` reuses them)."""
+    path = ROOT / "checkpoints" / "ablation" / f"{variant}.safetensors"
+    metadata = read_metadata(path)
+    chosen = VARIANTS[variant]
+    _, config = resolve_config(chosen.model, **{**preset("small").model, **chosen.overrides})
+    assert metadata["model"]["name"] == chosen.model
+    assert metadata["model"]["config"] == json.loads(json.dumps(dataclasses.asdict(config)))
+    assert metadata["train"] == json.loads(json.dumps(dataclasses.asdict(TrainConfig(**preset("small").train))))
