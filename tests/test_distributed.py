@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -52,12 +53,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess[str]:
-    """``torchrun --standalone --nproc-per-node N ARGS`` (a free port each time), failing the test on error."""
+def torchrun(args: list[str], cwd: Path, nproc: int = 2, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc-per-node N ARGS`` (a free port each time); fails the test on error
+    unless ``ok=False``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"torchrun failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    if ok:
+        assert done.returncode == 0, f"torchrun failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 
 
@@ -99,6 +102,17 @@ def test_ddp_training_matches_one_process(single_run: Path, tiny_data: Path, tmp
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-3)
         assert mine["test_acc"] == theirs["test_acc"]  # the evaluation itself is exact
     assert not list(tmp_path.glob("*.state.safetensors"))  # rank 0 removed the state when done
+
+
+def test_bad_output_stops_every_rank_with_one_line(single_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    """Rank 0 judges the output files and every rank stops with the same one-line error (none waits forever)."""
+    before = single_run.read_bytes()
+    done = torchrun(hahrobust(*TRAIN, "--data", str(tiny_data), "--out", str(single_run)), cwd=tmp_path, ok=False)
+    assert done.returncode != 0
+    assert done.stderr.count(f"error: {single_run} already exists; pass --overwrite to replace it") == 2
+    # torchrun's launcher prints its own traceback for a failed child; none comes from hahrobust's code.
+    assert not re.search(r'File ".*hahrobust', done.stderr)
+    assert single_run.read_bytes() == before
 
 
 def test_resume_with_another_number_of_processes(

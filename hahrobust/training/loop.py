@@ -74,12 +74,8 @@ def train(
     shard = shard or distributed.current()
     out = Path(out)
     state_path, log_path = run_paths(out)
-    if not out.parent.is_dir():
-        raise HahrobustError(f"{out.parent}: output directory does not exist")
-    if out.exists() and not overwrite:
-        raise HahrobustError(f"{out} already exists; pass --overwrite to replace it")
-    if state_path.exists() and not resume:
-        raise HahrobustError(f"{state_path} holds an unfinished run; pass --resume to continue it or delete it")
+    # Rank 0 owns the files (other nodes may not see them): it judges them, and every rank stops alike.
+    _raise_on_all(_output_problem(out, state_path, resume, overwrite) if shard.is_main else None, shard)
 
     family, model_config = resolve_config(model_name, **(model_overrides or {}))
     if config.train_subset:
@@ -109,12 +105,17 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = TrainState(epochs_done=0, history=[], settings=settings)
-    if resume and state_path.exists():
-        state = load_state(state_path, model, optimizer)
-        if state.settings != settings:
-            raise HahrobustError(f"{state_path}: --resume with different settings than the interrupted run")
-    if shard.distributed:
-        # Rank 0's files are the truth (other nodes may not even see them): everyone takes its state.
+    problem = None
+    if resume and shard.is_main and state_path.exists():
+        try:
+            state = load_state(state_path, model, optimizer)
+        except HahrobustError as exc:
+            problem = str(exc)
+        else:
+            if state.settings != settings:
+                problem = f"{state_path}: --resume with different settings than the interrupted run"
+    _raise_on_all(problem, shard)
+    if shard.distributed:  # every rank continues from rank 0's state
         model_state, optim_state, state = distributed.broadcast((model.state_dict(), optimizer.state_dict(), state), shard)
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optim_state)
@@ -147,6 +148,23 @@ def train(
         state_path.unlink(missing_ok=True)
     distributed.barrier(shard)
     return TrainResult(out, model.eval(), metadata)
+
+
+def _output_problem(out: Path, state_path: Path, resume: bool, overwrite: bool) -> str | None:
+    if not out.parent.is_dir():
+        return f"{out.parent}: output directory does not exist"
+    if out.exists() and not overwrite:
+        return f"{out} already exists; pass --overwrite to replace it"
+    if state_path.exists() and not resume:
+        return f"{state_path} holds an unfinished run; pass --resume to continue it or delete it"
+    return None
+
+
+def _raise_on_all(problem: str | None, shard: Shard) -> None:
+    """Raise rank 0's ``problem`` on every rank (a rank stopping alone would leave the others waiting)."""
+    problem = distributed.broadcast(problem, shard)
+    if problem is not None:
+        raise HahrobustError(problem)
 
 
 Step = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
