@@ -6,7 +6,7 @@ Stated tolerances, and why:
   logits within 2 % (relative ℓ2; bf16 keeps 8 significant bits, ≈0.4 % per rounding) of fp32.
 - On the trained reference HaH VGG-16, ≥ 99 % of predictions agree and accuracy moves by ≤ 1 point
   (measured: 99.8 %, 42.8 % → 42.8 % on 1,000 test images).
-- A training epoch with bf16 (or channels_last) ends within 5 % (2 %) of the fp32 run's loss. Not closer:
+- A training epoch with bf16 (or channels_last, or torch.compile) ends within 5 % (2 %) of the fp32 run's loss. Not closer:
   a one-step gradient agrees to 1e-5 (tested below), but the hard thresholds turn such float differences
   into flipped locations, which a few Adam steps amplify.
 """
@@ -23,7 +23,7 @@ from hahrobust import load_checkpoint
 from hahrobust.cli import app
 from hahrobust.data import balanced_subset, batches, load_cifar10
 from hahrobust.models import build
-from hahrobust.nn import ActivationExtractor
+from hahrobust.nn import ActivationExtractor, HaHBlock
 from hahrobust.training import Runtime, TrainConfig, train
 
 REFERENCE = Path(__file__).parents[1] / "checkpoints" / "hah-vgg16-small.safetensors"
@@ -90,21 +90,26 @@ def test_training_with_a_runtime_option_matches_fp32(
     assert fast.metadata["runtime"]["amp"] == runtime.amp and b["amp"] == runtime.amp
 
 
+def _gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, forward=None) -> dict[str, torch.Tensor]:
+    """Parameter gradients of one training loss (cross-entropy − HaH objective), through ``forward``."""
+    model.train()
+    model.record_hah_costs(True)
+    (torch.nn.functional.cross_entropy((model if forward is None else forward)(x), y) - model.hah_objective()).backward()
+    return {k: p.grad for k, p in model.named_parameters()}
+
+
+def _twin(model: torch.nn.Module) -> torch.nn.Module:
+    twin = build("hah-vgg11", width=0.125)
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
 def test_channels_last_gives_the_same_gradients() -> None:
     torch.manual_seed(0)
     model = build("hah-vgg11", width=0.125)
     x, y = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
-
-    def gradients(m: torch.nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        m.train()
-        m.record_hah_costs(True)
-        (torch.nn.functional.cross_entropy(m(inputs), y) - m.hah_objective()).backward()
-        return {k: p.grad for k, p in m.named_parameters()}
-
-    reference = gradients(model, x)
-    nhwc = build("hah-vgg11", width=0.125)
-    nhwc.load_state_dict(model.state_dict())
-    got = gradients(nhwc.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last))
+    reference = _gradients(model, x, y)
+    got = _gradients(_twin(model).to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last), y)
     for key, value in reference.items():
         assert _relative(value, got[key]) < 1e-4, key
 
@@ -122,11 +127,33 @@ def test_data_on_the_device_gives_the_same_batches(splits) -> None:
 
 @pytest.mark.slow
 def test_compiled_training_matches_eager(splits, tmp_path: Path) -> None:
-    """torch.compile on the CPU (≈ 1 min of compilation, hence slow): the same losses within float tolerance."""
+    """torch.compile on the CPU (≈ 1 min of compilation, hence slow). What holds, measured: a HaH block's
+    output and both of its gradients (cost and downstream) agree with eager to 1e-6, the whole model's
+    logits to 1e-5, and an epoch ends within 2 % of the eager loss. What is *not* claimed: whole-model
+    one-step gradients differ from eager by up to 0.3 % in the HaH blocks (channels_last: 3e-6); the
+    cause is not pinned down, so --compile is documented as experimental."""
+    torch.manual_seed(0)
+    block = HaHBlock(3, 8)
+    block.record_cost = True
+    x = torch.randn(16, 3, 32, 32)
+    compiled_block = torch.compile(block)
+    for loss in (lambda out: block.cost, lambda out: out.square().mean()):
+        results = []
+        for forward in (block, compiled_block):
+            block.zero_grad()
+            out = forward(x)
+            loss(out).backward()
+            results.append((out.detach(), block.conv.weight.grad.clone()))
+        (out_eager, grad_eager), (out_compiled, grad_compiled) = results
+        assert _relative(out_eager, out_compiled) < 1e-6 and _relative(grad_eager, grad_compiled) < 1e-5
+    model = build("hah-vgg11", width=0.125).eval()
+    images = torch.rand(32, 3, 32, 32)
+    with torch.no_grad():
+        assert _relative(model(images), torch.compile(model)(images)) < 1e-5
     plain = train("hah-vgg11", *splits, tmp_path / "plain.safetensors", config=CONFIG, model_overrides={"width": 0.125})
     compiled = train("hah-vgg11", *splits, tmp_path / "compiled.safetensors", config=CONFIG,
                      model_overrides={"width": 0.125}, runtime=Runtime(compile=True))
-    assert compiled.metadata["history"][0]["train_loss"] == pytest.approx(plain.metadata["history"][0]["train_loss"], rel=1e-3)
+    assert compiled.metadata["history"][0]["train_loss"] == pytest.approx(plain.metadata["history"][0]["train_loss"], rel=0.02)
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ def command(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (under torchrun: cuda = this rank's GPU)."),
     amp: str = typer.Option("off", help="off | bf16: bfloat16 autocast (normalization, thresholds, HaH cost stay fp32)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="NHWC memory format (faster convolutions on GPUs)."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the training forward pass."),
+    compile_model: bool = typer.Option(False, "--compile", help="Experimental: torch.compile the training forward pass (see the README)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on CUDA: BatchNorm statistics over the global batch."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last finished epoch (any number of processes)."),
     overwrite: bool = typer.Option(False, help="Replace an existing checkpoint at --out."),

@@ -71,6 +71,8 @@ class Runtime:
     - ``channels_last``: NHWC memory format for the model and each batch (tensor cores want it; on CPU
       oneDNN takes it too).
     - ``compile``: ``torch.compile`` the training forward pass (first steps pay the compilation).
+      Experimental: logits and each HaH block's gradients match eager mode, but whole-model one-step
+      gradients differ by up to 0.3 % in the HaH blocks, for a reason not yet pinned down.
     - ``sync_bn``: under ``torchrun`` on CUDA, BatchNorm statistics over the whole global batch
       (``SyncBatchNorm``, which has no CPU kernel: ignored with a note on the CPU).
     """
