@@ -96,7 +96,7 @@ def init_from_env() -> Shard:
         raise HahrobustError("torchrun launched this process, but this torch build has no torch.distributed")
     if not dist.is_initialized():
         cuda = torch.cuda.is_available()
-        if cuda:
+        if cuda and local_rank() < torch.cuda.device_count():  # (a CPU run may start more ranks than GPUs)
             torch.cuda.set_device(local_rank())
         timeout = datetime.timedelta(minutes=float(os.environ.get("HAHROBUST_DIST_TIMEOUT_MIN", "30")))
         dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=timeout)
