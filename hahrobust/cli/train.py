@@ -66,7 +66,7 @@ def command(
     data: Optional[str] = typer.Option(None, help=DATA_HELP),
     download: bool = typer.Option(False, help="Let torchvision download CIFAR-10 into --data."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (under torchrun: cuda = this rank's GPU)."),
-    amp: str = typer.Option("off", help="off | bf16: bfloat16 autocast (normalization, thresholds, HaH cost stay fp32)."),
+    amp: str = typer.Option("off", help="off | bf16: bfloat16 autocast of the non-HaH layers (thresholded HaH blocks and the HaH cost stay fp32)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="NHWC memory format (faster convolutions on GPUs)."),
     compile_model: bool = typer.Option(False, "--compile", help="Experimental: torch.compile the training forward pass (see the README)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on CUDA: BatchNorm statistics over the global batch."),
