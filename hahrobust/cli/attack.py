@@ -189,7 +189,10 @@ def command(
                     aa_version=aa_version, pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config,
                     description=f"{m.label} {name} {SYMBOLS[p]}",
                 ))
-            flagged.extend(f"AutoAttack's check flagged {m.label} {SYMBOLS[p]}: {flag}" for flag in flags)
+            flagged.extend(
+                f"AutoAttack's check flagged {m.label} {SYMBOLS[p]} (its % are of the images it attacked in one "
+                f"batch, the correctly classified ones): {flag}" for flag in flags
+            )
         return pd.concat(frames, ignore_index=True)
 
     with make_progress() as progress:
