@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,27 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tar.add(root / "train", arcname="train")
         tar.add(root / "test", arcname="test")
     return archive
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """One intra-op thread, restored afterwards. Attacks and small-batch evaluations run thousands of small
+    ops; on a shared 2-core machine, OpenMP with 2 threads stalls at every op whenever other processes hold
+    a core (measured: AutoAttack on 4 images 5 s alone, 150 s under load; 8 s with one thread). It also
+    makes in-process runs use the kernels a torchrun rank (OMP_NUM_THREADS=1) uses."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module() -> Iterator[None]:
+    """:func:`single_thread` for a whole test module: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    with single_thread():
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ kill, --table paper, and one-line errors for bad input with nothing written."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -24,13 +23,7 @@ from hahrobust.models import resolve_config
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine a contended OpenMP pool stalls small attack batches."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
 
 
 @pytest.fixture(scope="module")

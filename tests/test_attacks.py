@@ -36,15 +36,7 @@ SLACK = 0.04 + 1e-9
 # ------------------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Attacks run thousands of small ops; on a shared 2-core machine, OpenMP with 2 threads stalls at every
-    op whenever other processes hold a core (measured: AutoAttack on 4 images 5 s alone, 150 s under load;
-    8 s with one thread). One thread keeps these tests' timing predictable; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
 
 
 @pytest.fixture(scope="session")

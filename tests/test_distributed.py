@@ -27,6 +27,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from conftest import single_thread
+
 from hahrobust.checkpoint import read_metadata
 from hahrobust.cli import app
 from hahrobust.training import loop as loop_module
@@ -47,10 +49,8 @@ runner = CliRunner()
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
 
 
 def torchrun(args: list[str], cwd: Path, nproc: int = 2, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -71,14 +71,10 @@ def hahrobust(*args: str) -> list[str]:
 @pytest.fixture(scope="module")
 def single_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: ``hahrobust train`` in one process, one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = tmp_path_factory.mktemp("single") / "model.safetensors"
+    out = tmp_path_factory.mktemp("single") / "model.safetensors"
+    with single_thread():
         result = runner.invoke(app, [*TRAIN, "--data", str(tiny_data), "--out", str(out)])
-        assert result.exit_code == 0, result.output
-    finally:
-        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
     return out
 
 

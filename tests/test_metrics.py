@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -34,13 +33,7 @@ from hahrobust.models import HahrobustModel, build
 SQRT2 = math.sqrt(2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine, a contended OpenMP pool is ~10× slower on small batches."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
 
 
 @pytest.fixture(scope="module")
