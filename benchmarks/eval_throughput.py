@@ -17,7 +17,6 @@ times are not).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import statistics
 import sys
@@ -28,7 +27,7 @@ import torch
 from _timing import time_interleaved  # benchmarks/_timing.py (this script's folder is on sys.path)
 
 from hahrobust.attacks import DEFAULT_EPS, PGDConfig, run_attack
-from hahrobust.attacks.autoattack import AA_NORMS, load_autoattack
+from hahrobust.attacks.autoattack import AA_NORMS, load_autoattack, reference_adversary
 from hahrobust.checkpoint import load_checkpoint
 from hahrobust.data import ImageSet, balanced_subset, load_cifar10
 from hahrobust.devices import resolve_device
@@ -72,29 +71,12 @@ def images(args: argparse.Namespace, model: torch.nn.Module) -> ImageSet:
 
 def reference_autoattack(model: torch.nn.Module, data: ImageSet, norm: str, eps: float, args: argparse.Namespace,
                          device: torch.device) -> Callable[[], object]:
-    """The reference implementation called as its README shows, on the same images, seed and batch size
-    (the original ``autoattack`` and the ``pyautoattack`` package spell two arguments differently)."""
-    cls, _ = load_autoattack()
+    """The reference implementation called directly (the same configuration hahrobust builds), on the same
+    images, seed and batch size, with none of hahrobust's bookkeeping around it."""
     x, y = data.images.float().div(255).to(device), data.labels.to(device)
-    init = inspect.signature(cls.__init__).parameters
-    kwargs: dict[str, object] = {"norm": AA_NORMS[norm], "eps": eps, "seed": args.seed, "device": device}
-    if "verbose" in init:
-        kwargs["verbose"] = False
-    if args.aa_version == "paper":
-        kwargs["version"] = "custom"
-        kwargs["attacks_to_run" if "attacks_to_run" in init else "attacks"] = ["apgd-ce", "apgd-t"]
-    else:
-        kwargs["version"] = "standard"
-    batch = {"bs" if "bs" in inspect.signature(cls.run_standard_evaluation).parameters else "batch_size":
-             args.batch_size or args.n}
-
-    def run() -> object:
-        adversary = cls(model, **kwargs)
-        if args.aa_version == "paper":
-            adversary.apgd.n_restarts = adversary.apgd_targeted.n_restarts = 1
-        return adversary.run_standard_evaluation(x, y, **batch)
-
-    return run
+    run = reference_adversary(model, norm=norm, eps=eps, seed=args.seed, version=args.aa_version, device=device,
+                              batch_size=args.batch_size or args.n)
+    return lambda: run(x, y)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -267,7 +267,7 @@ def _attack_batch(
                 x_adv = adversarial(
                     lambda xs, ys, _, e=e: autoattack(model, xs, ys, norm=norm, eps=e, seed=seed, version=aa_version)
                 )
-            record.setdefault("flags", []).extend(f for f in flags if f not in record.get("flags", []))
+            record["flags"] = list(dict.fromkeys([*record.get("flags", []), *flags]))  # each once over all ε
         checked = verify(model, x, x_adv, y, norm=norm, eps=e, attack=attack, indices=idx)
         record["pred"].append(checked.pred.tolist())
         record["distance"].append(checked.distance.tolist())
