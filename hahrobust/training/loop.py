@@ -248,13 +248,13 @@ def _train_epoch(
             loss_sum += loss.item() * len(y)
             hah_sum += (hah.item() if hah is not None else 0.0) * len(y)
             correct += int((logits.argmax(1) == y).sum())
-            seen += len(y) * shard.world_size  # approximately: for the progress bar only
+            seen += len(y)  # this rank's images; the bar shows rank 0's running figures
             if progress is not None and task is not None:
-                rate = seen / max(time.perf_counter() - start, 1e-9)
+                rate = seen * shard.world_size / max(time.perf_counter() - start, 1e-9)  # all ranks, ≈
                 progress.update(
                     task, advance=1,
-                    description=f"epoch {epoch + 1}/{config.epochs} loss {loss_sum * shard.world_size / seen:.3f} "
-                    f"acc {100 * correct * shard.world_size / seen:.1f}% {rate:.0f} img/s",
+                    description=f"epoch {epoch + 1}/{config.epochs} loss {loss_sum / seen:.3f} "
+                    f"acc {100 * correct / seen:.1f}% {rate:.0f} img/s",
                 )
     finally:
         model.record_hah_costs(False)
