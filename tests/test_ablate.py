@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from hahrobust import load_checkpoint
-from hahrobust import ablation as ablation_module
-from hahrobust.ablation import VARIANTS, check_variants
+from hahrobust.studies import ablation as ablation_module
+from hahrobust.studies.ablation import VARIANTS, check_variants
 from hahrobust.cli import app
 from hahrobust.errors import HahrobustError
-from hahrobust.robustness import PAPER_CONDITIONS
+from hahrobust.studies.paper_table import PAPER_CONDITIONS
 
 runner = CliRunner()
 

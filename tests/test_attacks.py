@@ -476,7 +476,7 @@ class Stop(KeyboardInterrupt):
 def test_resume_skips_finished_batches_and_ends_with_the_same_numbers(
     trained: tuple[nn.Module, ImageSet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hahrobust.attacks as attacks
+    import hahrobust.attacks.run as attack_run
 
     model, data = trained
     data = ImageSet(data.images[:30], data.labels[:30], data.source)
@@ -502,13 +502,13 @@ def test_resume_skips_finished_batches_and_ends_with_the_same_numbers(
         run_attack(model, data, **{**kwargs, "eps": [0.02]}, journal_path=journal, resume=True, save_adv=tmp_path / "a")
 
     attacked: list[int] = []
-    real = attacks._attack_batch
+    real = attack_run._attack_batch
 
     def counting(*args, **kw):
         attacked.append(args[4])
         return real(*args, **kw)
 
-    monkeypatch.setattr(attacks, "_attack_batch", counting)
+    monkeypatch.setattr(attack_run, "_attack_batch", counting)
     resumed = run_attack(model, data, **kwargs, journal_path=journal, resume=True, save_adv=tmp_path / "adv.safetensors")
     assert attacked == [2]  # only the unfinished batch ran
     pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), reference.drop(columns="seconds"))
@@ -653,7 +653,7 @@ def test_minimum_norm_summary_statistics_by_hand() -> None:
     """Four images: misclassified (distance 0), fooled at 1 and at 3, never fooled (∞). Median over all n:
     sorted [0, 1, 3, ∞] → 2; mean (Fig. 5) over the attacked images with an example: (1 + 3) / 2 = 2;
     robust at ε = 2: the images at 3 and ∞."""
-    from hahrobust.attacks import _summarise
+    from hahrobust.attacks.run import _summarise
 
     record = {"label": [0, 1, 2, 3], "clean_pred": [9, 1, 2, 3], "pred": [[9, 0, 0, 3]],
               "distance": [[0.0, 1.0, 3.0, None]], "seconds": [1.5]}

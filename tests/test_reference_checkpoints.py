@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hahrobust.ablation import VARIANTS
+from hahrobust.studies.ablation import VARIANTS
 from hahrobust.checkpoint import read_metadata
 from hahrobust.cli import app
 from hahrobust.models import resolve_config

@@ -10,11 +10,11 @@ import typer
 
 from hahrobust.distributed import require_single_process
 
-from hahrobust.ablation import VARIANTS, run_ablation
+from hahrobust.studies.ablation import VARIANTS, run_ablation
 from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
 from hahrobust.devices import resolve_device
 from hahrobust.results import Result, prepare_out_dir, show, write
-from hahrobust.robustness import paper_layout
+from hahrobust.studies.paper_table import paper_layout
 
 NAME = "ablate"
 HELP = "Train the ablation variants (Table 2) from one preset and seed and evaluate clean/noisy/AutoAttack accuracy."

@@ -27,14 +27,14 @@ from hahrobust.cli._eval import (
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.results import Figure, Layout, Result
-from hahrobust.robustness import PAPER_CONDITIONS, paper_layout, paper_table
+from hahrobust.studies.paper_table import PAPER_CONDITIONS, paper_layout, paper_table
 
 NAME = "attack"
 HELP = "Robust accuracy under AutoAttack, PGD or FMN (ℓ∞/ℓ2/ℓ1/ℓ0), every example verified; --table paper: Table 1."
 
 #: Batch sizes when --batch-size is not given: attacks keep a graph per batch, so CPU batches stay small.
 DEFAULT_BATCH = {"cpu": 100, "cuda": 500}
-#: Table 1's adversarial columns (the clean and noisy ones come with them from hahrobust.robustness).
+#: Table 1's adversarial columns (the clean and noisy ones come with them from hahrobust.studies.paper_table).
 TABLE_ATTACKS = tuple((c.norm, c.eps) for c in PAPER_CONDITIONS if c.norm is not None and c.eps is not None)
 
 NOTES = (

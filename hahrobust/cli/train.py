@@ -18,7 +18,7 @@ from hahrobust.models import model_names, resolve_config
 from hahrobust.training import Runtime, TrainConfig, preset, run_paths, train
 
 NAME = "train"
-HELP = "Train a model (presets: paper, authors, small) and write a safetensors checkpoint."
+HELP = "Train a model (presets: paper, authors, small, medium) and write a safetensors checkpoint."
 
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
@@ -35,7 +35,7 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
 def command(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.safetensors); a .state.safetensors and .log.csv go beside it."),
     model: str = typer.Option("hah-vgg16", help=f"Architecture: {', '.join(model_names())}."),
-    preset_name: str = typer.Option("small", "--preset", help="paper | authors | small (see the README for what each sets)."),
+    preset_name: str = typer.Option("small", "--preset", help="paper | authors | small | medium (see the README for what each sets)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (lr milestones stay at 60 % and 80 % of them)."),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate."),

@@ -21,7 +21,7 @@ from hahrobust.checkpoint import load_checkpoint
 from hahrobust.data import ImageSet, balanced_subset
 from hahrobust.errors import HahrobustError
 from hahrobust.provenance import atomic_path, sha256_file
-from hahrobust.robustness import check_paper_attack, paper_table
+from hahrobust.studies.paper_table import check_paper_attack, paper_table
 from hahrobust.training import TrainConfig, preset, run_paths, train
 
 

@@ -1,0 +1,5 @@
+"""Studies: measurements that compose the metrics and the attacks into the paper's tables and beyond.
+
+- :mod:`.paper_table`: Tables 1 and 2's four accuracies of one model (clean, noisy, ℓ∞, ℓ2).
+- :mod:`.ablation`: Table 2's variants, trained from one preset and seed, then measured.
+"""
