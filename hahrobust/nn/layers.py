@@ -16,6 +16,7 @@ from torch import nn
 
 from hahrobust.nn.cost import kth_largest, relu_hah_cost
 from hahrobust.nn.local import local_conv2d
+from hahrobust.nn.surrogate import SurrogateLayer
 
 #: Added to each filter's weight norm, as the authors do, so a zero filter does not divide by zero.
 WEIGHT_NORM_EPS = 1e-6
@@ -100,7 +101,7 @@ def kept_count(keep: float, locations: int) -> int:
     return max(1, min(locations, math.ceil(keep * locations - 1e-9)))
 
 
-class FractionalThreshold(nn.Module):
+class FractionalThreshold(SurrogateLayer):
     """Adaptive threshold (Eq. 3) with τ at a percentile: per image and channel keep the top ``keep``
     fraction of spatial locations and zero the rest.
 
@@ -108,7 +109,8 @@ class FractionalThreshold(nn.Module):
     ≥ τ are kept. Ties at τ are all kept, so a channel keeps at least k values and more only when
     values tie at τ. H·W = 1 keeps everything; an all-zero channel stays zero. τ is an exact
     selection (:func:`hahrobust.nn.cost.kth_largest`: no full sort of a 32×32 map), and is
-    detached: the mask is piecewise constant.
+    detached: the mask is piecewise constant, so plain gradients never see a unit turn on or off; under
+    :class:`~hahrobust.nn.surrogate.BPDA` the backward is a smooth mask around τ instead.
     """
 
     def __init__(self, keep: float = 0.2) -> None:
@@ -125,21 +127,23 @@ class FractionalThreshold(nn.Module):
         tau = kth_largest(flat, k, dim=-1).unsqueeze(-1)
         # A float mask straight from the comparison (out=): a bool mask would be cast to float by
         # the product, forward and backward, and that cast costs more than the comparison.
-        return z * torch.ge(z.detach(), tau, out=torch.empty_like(z))
+        exact = z * torch.ge(z.detach(), tau, out=torch.empty_like(z))
+        return self.with_surrogate(z, exact, tau)
 
     def extra_repr(self) -> str:
         return f"keep={self.keep}"
 
 
-class MeanThreshold(nn.Module):
+class MeanThreshold(SurrogateLayer):
     """Adaptive threshold (Eq. 3) with τ = the per-image, per-channel spatial mean: keep values ≥ τ.
 
-    H·W = 1 keeps the value (it equals its mean); an all-zero channel stays zero.
+    H·W = 1 keeps the value (it equals its mean); an all-zero channel stays zero. τ is detached, as in
+    :class:`FractionalThreshold`, and has the same BPDA surrogate.
     """
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         tau = z.detach().mean(dim=(2, 3), keepdim=True)
-        return z * (z >= tau)
+        return self.with_surrogate(z, z * (z >= tau), tau)
 
 
 def make_threshold(kind: ThresholdKind, keep: float) -> nn.Module:
