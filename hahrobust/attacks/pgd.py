@@ -35,6 +35,7 @@ from hahrobust.attacks._common import margin, per_image_uniform
 from hahrobust.attacks.norms import Norm, check_norm, project, random_start
 
 Loss = Literal["ce", "margin"]
+LOSSES: tuple[str, ...] = ("ce", "margin")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ Protocol (the same for every attack):
    verified minimum distance found is > ε (or no adversarial example was found).
 
 Norms and ε: :mod:`hahrobust.attacks.norms` (ℓ0 counts changed values; default ε per norm there).
+Gradients: ``gradient`` (:mod:`hahrobust.attacks.gradients`) swaps the model the attack differentiates for
+one with the same logits and an adaptive backward (BPDA, EOT); ``surrogate`` makes it a transfer attack (the
+attack runs on another model, its examples are verified on this one). Verification always uses the model itself.
+
 Randomness: PGD's starts are seeded per image; FMN and DDN are deterministic; AutoAttack is seeded per batch
 with the caller's global RNG state restored. Same inputs and seed → same numbers on CPU; with a journal a
 killed run resumes per batch and ends with the same numbers (only wall time differs).
@@ -28,7 +32,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +50,7 @@ from hahrobust.attacks.autoattack import (
 )
 from hahrobust.attacks.ddn import DDNConfig, ddn
 from hahrobust.attacks.fmn import FMNConfig, fmn
+from hahrobust.attacks.gradients import GradientPath, adapt
 from hahrobust.attacks.journal import Journal, data_fingerprint, model_fingerprint, rank_journal
 from hahrobust.attacks.norms import (
     DEFAULT_EPS, NORMS, SYMBOLS, Norm, check_eps, check_norm, distances, format_eps, parse_eps, project, tolerance,
@@ -91,7 +96,27 @@ def check_attack(attack: str, norm: str) -> tuple[AttackName, Norm]:
     return attack, norm  # type: ignore[return-value]
 
 
-def run_attack(
+@dataclass(frozen=True)
+class AttackOutcome:
+    """What :func:`run_attack_images` returns: the summary table and, per image of the evaluated set (in its
+    order), whether it is robust at each ε (``robust[j, i]``), its index in the set, and for minimum-norm
+    attacks the smallest verified adversarial distance (0 when misclassified clean, ∞ when none was found)."""
+
+    table: pd.DataFrame
+    robust: np.ndarray  # bool [len(eps), N]
+    index: np.ndarray  # int [N]
+    correct: np.ndarray  # bool [N]: classified correctly clean
+    distance: np.ndarray | None  # float [N], minimum-norm attacks only
+    flags: tuple[str, ...] = ()  # AutoAttack's own sanity checks that fired
+
+
+def run_attack(model: nn.Module, data: ImageSet, **kwargs: Any) -> pd.DataFrame:
+    """Attack ``model`` on ``data`` and return one verified row per ε (see :func:`run_attack_images` for the
+    arguments; columns :data:`COLUMNS`; accuracies and rates as fractions)."""
+    return run_attack_images(model, data, **kwargs).table
+
+
+def run_attack_images(
     model: nn.Module,
     data: ImageSet,
     *,
@@ -110,12 +135,17 @@ def run_attack(
     pgd_config: PGDConfig = PGDConfig(),
     fmn_config: FMNConfig = FMNConfig(),
     ddn_config: DDNConfig = DDNConfig(),
+    gradient: GradientPath = GradientPath(),
+    surrogate: nn.Module | None = None,
     description: str | None = None,
     on_batch: Callable[[int], None] | None = None,
     shard: Shard | None = None,
-) -> pd.DataFrame:
-    """Attack ``model`` on ``data`` (or its class-balanced subset of ``n`` images, chosen by ``seed``) and
-    return one verified row per ε (columns :data:`COLUMNS`; accuracies and rates as fractions).
+) -> AttackOutcome:
+    """Attack ``model`` on ``data`` (or its class-balanced subset of ``n`` images, chosen by ``seed``): one
+    verified row per ε and the per-image outcome (:class:`AttackOutcome`).
+
+    ``gradient`` is the gradient the attack follows (plain autograd, BPDA, EOT); with ``surrogate`` the attack
+    runs on that model instead (transfer) and its examples are verified on ``model``.
 
     ``eps`` defaults to :data:`~hahrobust.attacks.norms.DEFAULT_EPS` of the norm. ``journal_path`` (a
     ``.jsonl`` file) records each finished batch; with ``resume=True`` an existing journal's batches are
@@ -142,7 +172,10 @@ def run_attack(
     settings = {
         "attack": attack, "norm": norm, "eps": eps_list, "n": len(data), "seed": seed, "batch_size": batch_size,
         "config": _attack_config(attack, aa_version, pgd_config, fmn_config, ddn_config),
+        "gradient": gradient.settings(),
+        **({"surrogate": model_fingerprint(surrogate)} if surrogate is not None else {}),
     }
+    attacked = adapt(surrogate if surrogate is not None else model, gradient, seed)
     journal = None
     if journal_path is not None:
         header = {
@@ -162,13 +195,13 @@ def run_attack(
         if progress is not None and task is not None:
             progress.update(task, advance=1, **({"description": text} if text else {}))
 
-    with eval_mode(model):
+    with eval_mode(model), eval_mode(surrogate if surrogate is not None else model):
         for x, y, idx in batches(data, batch_size, device=device, shard=shard):
             b = int(idx[0]) // batch_size  # the global batch number (the data is not shuffled)
             record = journal.done(b) if journal is not None else None
             if record is None:
                 record, tensors = _attack_batch(
-                    model, x, y, idx, b, attack=attack, norm=norm, eps=eps_list, seed=seed, aa_version=aa_version,
+                    model, attacked, x, y, idx, b, attack=attack, norm=norm, eps=eps_list, seed=seed, aa_version=aa_version,
                     pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config, advance=advance,
                 )
                 if journal is not None:
@@ -189,12 +222,15 @@ def run_attack(
     if progress is not None and task is not None:
         progress.remove_task(task)
     records = list(distributed.gather({r["batch"]: r for r in records}, shard).values())
-    rows = _summarise(records, eps_list, attack, norm, seed, minimum_norm, dim=int(np.prod(data.images.shape[1:])))
+    dim = int(np.prod(data.images.shape[1:]))
+    rows = _summarise(records, eps_list, attack, norm, seed, minimum_norm, dim=dim)
     if save_adv is not None:
         parts = list(distributed.gather(adv_parts, shard).values())
         if shard.is_main:
             _write_adversarial(Path(save_adv), parts, records, data, settings, model)
-    return rows
+    correct, robust, dist = _robust_flags(records, eps_list, norm, minimum_norm, dim)
+    flags = tuple(dict.fromkeys(f for r in records for f in r.get("flags", [])))
+    return AttackOutcome(rows, robust, _per_image(records, "index").astype(np.int64), correct, dist, flags)
 
 
 def _attack_config(
@@ -208,6 +244,7 @@ def _attack_config(
 
 def _attack_batch(
     model: nn.Module,
+    attacked: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     idx: torch.Tensor,
@@ -223,7 +260,10 @@ def _attack_batch(
     ddn_config: DDNConfig,
     advance: Callable[[], None],
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Attack one batch: a journal record (plain JSON types) and the verified adversarial tensors."""
+    """Attack one batch: a journal record (plain JSON types) and the verified adversarial tensors.
+
+    ``attacked`` is what the attack differentiates (``model`` with another backward, or a transfer source);
+    clean predictions and verification always use ``model``."""
     with torch.no_grad():
         clean_pred = model(x).argmax(dim=1)
     todo = (clean_pred == y).nonzero().flatten()  # misclassified images are not attacked (distance 0)
@@ -241,9 +281,9 @@ def _attack_batch(
     if attack in MINIMUM_NORM:
         start = time.perf_counter()
         if attack == "fmn":
-            x_adv = adversarial(lambda xs, ys, _: fmn(model, xs, ys, norm=norm, config=fmn_config))
+            x_adv = adversarial(lambda xs, ys, _: fmn(attacked, xs, ys, norm=norm, config=fmn_config))
         else:
-            x_adv = adversarial(lambda xs, ys, _: ddn(model, xs, ys, config=ddn_config))
+            x_adv = adversarial(lambda xs, ys, _: ddn(attacked, xs, ys, config=ddn_config))
         checked = verify(model, x, x_adv, y, norm=norm, eps=None, attack=attack, indices=idx)
         found = checked.adversarial.tolist()
         record["pred"] = [checked.pred.tolist()]
@@ -260,12 +300,12 @@ def _attack_batch(
             x_adv = x.clone()
         elif attack == "pgd":
             x_adv = adversarial(
-                lambda xs, ys, ids, e=e: pgd(model, xs, ys, norm=norm, eps=e, indices=ids, seed=seed, config=pgd_config)
+                lambda xs, ys, ids, e=e: pgd(attacked, xs, ys, norm=norm, eps=e, indices=ids, seed=seed, config=pgd_config)
             )
         else:
             with autoattack_flags() as flags:  # kept in the record, so a resumed run reports them too
                 x_adv = adversarial(
-                    lambda xs, ys, _, e=e: autoattack(model, xs, ys, norm=norm, eps=e, seed=seed, version=aa_version)
+                    lambda xs, ys, _, e=e: autoattack(attacked, xs, ys, norm=norm, eps=e, seed=seed, version=aa_version)
                 )
             record["flags"] = list(dict.fromkeys([*record.get("flags", []), *flags]))  # each once over all ε
         checked = verify(model, x, x_adv, y, norm=norm, eps=e, attack=attack, indices=idx)

@@ -19,6 +19,10 @@ from hahrobust import distributed
 from hahrobust.attacks.autoattack import autoattack_flags, check_aa_version, load_autoattack
 from hahrobust.attacks.journal import rank_journal
 from hahrobust.attacks.norms import COORD_TOLERANCE
+from hahrobust.cli._adaptive import (
+    BPDA_BACKWARD, BPDA_TEMPERATURE, EOT_SAMPLES, EOT_SIGMA, GRADIENT, LOSS, SURROGATE, check_loss, gradient_path,
+    load_surrogate,
+)
 from hahrobust.cli._common import console, handle_errors, make_progress
 from hahrobust.cli._eval import (
     CHECKPOINTS, DATA, DEVICE, LABEL, OUT, SEED, EvalOptions, LoadedModel, N, Session, common_settings, finish,
@@ -111,6 +115,13 @@ def command(
     ),
     steps: Optional[int] = typer.Option(None, "--steps", help="PGD/FMN/DDN iterations (default 100)."),
     restarts: Optional[int] = typer.Option(None, "--restarts", help="PGD restarts (default 5)."),
+    gradient: str = GRADIENT,
+    bpda_backward: str = BPDA_BACKWARD,
+    bpda_temperature: float = BPDA_TEMPERATURE,
+    eot_samples: int = EOT_SAMPLES,
+    eot_sigma: float = EOT_SIGMA,
+    loss: Optional[str] = LOSS,
+    surrogate: Optional[Path] = SURROGATE,
     table: Optional[str] = typer.Option(
         None, "--table", help="paper: Table 1 (clean, noisy σ = 0.1, AutoAttack ℓ∞ 2/255 and ℓ2 0.25)."
     ),
@@ -131,6 +142,8 @@ def command(
 ) -> None:
     # Every option is checked before any checkpoint or image is loaded.
     check_aa_version(aa_version)
+    path = gradient_path(gradient, bpda_backward, bpda_temperature, eot_samples, eot_sigma)
+    check_loss(loss)
     if table is not None:
         if table != "paper":
             raise HahrobustError(f"unknown --table {table!r}; the only table is 'paper'")
@@ -151,6 +164,8 @@ def command(
     attacks = {a for a, _, _ in plan}
     if restarts is not None and attacks != {"pgd"}:
         raise HahrobustError("--restarts applies to --attack pgd only")
+    if loss is not None and attacks != {"pgd"}:
+        raise HahrobustError("--loss applies to --attack pgd only")
     if steps is not None and (steps < 1 or attacks == {"autoattack"}):
         raise HahrobustError("--steps must be ≥ 1 and applies to pgd, fmn and ddn" if steps < 1 else "--steps does not apply to AutoAttack")
     if restarts is not None and restarts < 1:
@@ -161,13 +176,14 @@ def command(
         raise HahrobustError(f"--batch-size must be at least 1, got {batch_size}")
     if "autoattack" in attacks:
         load_autoattack()  # a missing implementation is reported before any loading
-    pgd_config = PGDConfig(**{k: v for k, v in {"steps": steps, "restarts": restarts}.items() if v is not None})
+    pgd_config = PGDConfig(**{k: v for k, v in {"steps": steps, "restarts": restarts, "loss": loss}.items() if v is not None})
     fmn_config = FMNConfig(**({"steps": steps} if steps is not None else {}))
     ddn_config = DDNConfig(**({"steps": steps} if steps is not None else {}))
 
     options = EvalOptions(checkpoints, label, n, data, batch_size or 1, device, seed, out)
     session = open_session(options)
     size = batch_size or DEFAULT_BATCH.get(session.device.type, DEFAULT_BATCH["cpu"])
+    source = load_surrogate(surrogate, [m.model for m in session.models], session.device) if surrogate else None
     stems = {(m.label, name, p): f"{_slug(m.label)}-{name}-{p}" for m in session.models for name, p, _ in plan}
     journals = [rank_journal(session.out_dir / "journal" / f"{s}.jsonl") for s in stems.values()] if session.out_dir else []
     if not resume and any(j.exists() for j in journals):
@@ -187,7 +203,7 @@ def command(
                     device=session.device, progress=progress, journal_path=journal, resume=resume,
                     save_adv=session.out_dir / f"adv-{stem}.safetensors" if save_adv and session.out_dir else None,
                     aa_version=aa_version, pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config,
-                    description=f"{m.label} {name} {SYMBOLS[p]}",
+                    gradient=path, surrogate=source, description=f"{m.label} {name} {SYMBOLS[p]}",
                 ))
             flagged.extend(
                 f"AutoAttack's check flagged {m.label} {SYMBOLS[p]} (its % are of the images it attacked in one "
@@ -207,6 +223,8 @@ def command(
     settings = {
         **common_settings(session, test), "batch_size": size,
         "attacks": [{"attack": a, "norm": p, "eps": e} for a, p, e in plan],
+        "gradient": path.settings(),
+        **({"surrogate": str(surrogate)} if surrogate is not None else {}),
         **({"aa_version": aa_version} if "autoattack" in attacks else {}),
         **({"pgd": pgd_config.__dict__} if "pgd" in attacks else {}),
         **({"fmn": fmn_config.__dict__} if "fmn" in attacks else {}),
@@ -220,10 +238,15 @@ def command(
         rows.insert(2, "norm_label", rows["norm"].map(SYMBOLS))
         rows.insert(4, "eps_label", [format_eps(e, p) for e, p in zip(rows["eps"], rows["norm"])])
         command_name, layout = NAME, attack_layout(plan[0][0], [p for _, p, _ in plan])
+        how = [f"{path.name.upper()} gradient"] if path.name != "plain" else []
+        how += [f"transferred from {surrogate.name}"] if surrogate is not None else []
+        if how:
+            layout = dataclasses.replace(layout, title=f"{layout.title}, {', '.join(how)}")
     else:
         command_name, layout = "attack-table1", TABLE_LAYOUT
     layout = dataclasses.replace(layout, notes=(*layout.notes, *flagged))
-    finish(Result(command_name, rows, settings, session.checkpoints, layout, started=session.started), session)
+    checkpoints = {**session.checkpoints, **({"transfer source": surrogate} if surrogate is not None else {})}
+    finish(Result(command_name, rows, settings, checkpoints, layout, started=session.started), session)
     # The results are written: the journals (crash recovery only) have done their job.
     for journal in journals:  # under torchrun each rank removes its own
         journal.unlink(missing_ok=True)

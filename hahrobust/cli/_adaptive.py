@@ -1,0 +1,62 @@
+"""Options of the adaptive attacks, shared by ``attack`` and ``audit``: the gradient path, the PGD loss, and a
+transfer surrogate checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import typer
+from torch import nn
+
+from hahrobust.attacks.gradients import GRADIENTS, GradientPath
+from hahrobust.attacks.pgd import LOSSES
+from hahrobust.checkpoint import load_checkpoint
+from hahrobust.errors import HahrobustError
+from hahrobust.nn.surrogate import DEFAULT_TEMPERATURE, SURROGATE_KINDS
+
+GRADIENT = typer.Option(
+    "plain", "--gradient",
+    help=f"Gradient the attack follows: {' | '.join(GRADIENTS)}. bpda: forward exact, backward through a smooth "
+    "surrogate of every threshold (BPDA); eot: averaged over jittered copies of the input. Logits are unchanged.",
+)
+BPDA_BACKWARD = typer.Option(
+    "sigmoid", "--bpda-backward",
+    help=f"BPDA surrogate: {' | '.join(SURROGATE_KINDS)} (a sigmoid mask around τ, or straight-through).",
+)
+BPDA_TEMPERATURE = typer.Option(
+    DEFAULT_TEMPERATURE, "--bpda-temperature", help="Sigmoid width, in units of the channel's standard deviation."
+)
+EOT_SAMPLES = typer.Option(8, "--eot-samples", help="EOT: jittered copies averaged per gradient.")
+EOT_SIGMA = typer.Option(2 / 255, "--eot-sigma", help="EOT: standard deviation of the Gaussian jitter ([0, 1] pixels).")
+LOSS = typer.Option(
+    None, "--loss", help=f"PGD loss: {' | '.join(LOSSES)} (C&W-style logit margin); default cross-entropy (ℓ1: margin)."
+)
+SURROGATE = typer.Option(
+    None, "--surrogate",
+    help="Transfer attack: run the attack on this checkpoint and verify its examples on each model.",
+)
+
+
+def gradient_path(name: str, backward: str, temperature: float, eot_samples: int, eot_sigma: float) -> GradientPath:
+    return GradientPath(name, backward, temperature, eot_samples, eot_sigma)  # type: ignore[arg-type]
+
+
+def check_loss(loss: str | None) -> None:
+    if loss is not None and loss not in LOSSES:
+        raise HahrobustError(f"unknown --loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+
+
+def load_surrogate(path: Path, models: list[nn.Module], device: torch.device) -> nn.Module:
+    """The transfer source, checked to take the same input and give the same number of classes as ``models``."""
+    surrogate, _ = load_checkpoint(path, device)
+    probe = torch.zeros(1, 3, 32, 32, device=device)
+    with torch.no_grad():
+        try:
+            classes = surrogate(probe).shape[-1]
+        except RuntimeError as exc:
+            raise HahrobustError(f"--surrogate {path}: does not take 3×32×32 images ({str(exc).splitlines()[0]})") from None
+        for model in models:
+            if (target := model(probe).shape[-1]) != classes:
+                raise HahrobustError(f"--surrogate {path}: {classes} classes, the attacked model has {target}")
+    return surrogate
