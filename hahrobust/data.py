@@ -309,10 +309,18 @@ def balanced_subset(data: ImageSet, n: int, seed: int = 0) -> ImageSet:
 
     The result is in original-index order, so it is the same set in the same order for the same (data, n, seed).
     """
+    if n == len(data):
+        return data
+    index = balanced_indices(data, n, seed)
+    return ImageSet(data.images[index], data.labels[index], source=f"{data.source} [balanced n={n} seed={seed}]")
+
+
+def balanced_indices(data: ImageSet, n: int, seed: int = 0) -> torch.Tensor:
+    """The positions in ``data`` of :func:`balanced_subset`'s images, ascending."""
     if not 0 < n <= len(data):
         raise HahrobustError(f"subset size n={n} must be between 1 and the dataset size len={len(data)}")
     if n == len(data):
-        return data
+        return torch.arange(len(data))
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     num_classes = len(CIFAR10_CLASSES)
@@ -325,8 +333,7 @@ def balanced_subset(data: ImageSet, n: int, seed: int = 0) -> ImageSet:
                 f"but {data.source} (len={len(data)}) has only {len(members)}"
             )
         chosen.append(members[torch.randperm(len(members), generator=generator)[:want]])
-    index = torch.cat(chosen).sort().values
-    return ImageSet(data.images[index], data.labels[index], source=f"{data.source} [balanced n={n} seed={seed}]")
+    return torch.cat(chosen).sort().values
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:

@@ -505,7 +505,7 @@ def test_resume_skips_finished_batches_and_ends_with_the_same_numbers(
     real = attack_run._attack_batch
 
     def counting(*args, **kw):
-        attacked.append(args[4])
+        attacked.append(args[5])  # (model, attacked model, x, y, idx, batch)
         return real(*args, **kw)
 
     monkeypatch.setattr(attack_run, "_attack_batch", counting)

@@ -24,6 +24,7 @@ towards classes other than the currently most likely one.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -82,13 +83,16 @@ def pgd(
     indices: torch.Tensor,
     seed: int = 0,
     config: PGDConfig = PGDConfig(),
+    trace: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Adversarial examples within ε of ``x`` in ``norm``: per image, the highest-margin iterate found.
 
     ``indices`` are the images' positions in the evaluated set: random starts are seeded by (seed, index,
     restart), so results do not depend on how images are batched. ``model`` must be in eval mode. Images
     that no iterate fools come back as the iterate closest to fooling (still within ε), never unchecked:
-    the caller verifies every example.
+    the caller verifies every example. ``trace(restart, step, rows, margin)``, if given, sees every iterate's
+    margin (rows: the positions in ``x`` of the images that restart attacks): the attack-failure diagnostics
+    of :mod:`hahrobust.studies.audit` read the optimisation from it.
     """
     norm = check_norm(norm)
     if config.steps < 1 or config.restarts < 1:
@@ -118,6 +122,8 @@ def pgd(
             with torch.set_grad_enabled(step < config.steps):
                 logits = model(xa)
                 m = margin(logits, ys)
+            if trace is not None:
+                trace(restart, step, todo, m.detach())
             improved = m.detach() > sub_margin
             sub_margin = torch.where(improved, m.detach(), sub_margin)
             sub_best = torch.where(improved[:, None, None, None], xa.detach(), sub_best)

@@ -46,18 +46,17 @@ from torch import nn
 
 from hahrobust.attacks._common import eval_mode
 from hahrobust.attacks.autoattack import (
-    AA_NORMS, AA_VERSIONS, AutoAttackFlag, autoattack, autoattack_flags, check_aa_version, load_autoattack,
+    AA_NORMS, AutoAttackFlag, autoattack, autoattack_flags, check_aa_version, load_autoattack,
 )
 from hahrobust.attacks.ddn import DDNConfig, ddn
 from hahrobust.attacks.fmn import FMNConfig, fmn
 from hahrobust.attacks.gradients import GradientPath, adapt
 from hahrobust.attacks.journal import Journal, data_fingerprint, model_fingerprint, rank_journal
 from hahrobust.attacks.norms import (
-    DEFAULT_EPS, NORMS, SYMBOLS, Norm, check_eps, check_norm, distances, format_eps, parse_eps, project, tolerance,
-    within,
+    DEFAULT_EPS, NORMS, SYMBOLS, Norm, check_eps, check_norm, format_eps, within,
 )
 from hahrobust.attacks.pgd import PGDConfig, pgd
-from hahrobust.attacks.verify import AttackVerificationError, Verified, verify
+from hahrobust.attacks.verify import verify
 from hahrobust import distributed
 from hahrobust.data import ImageSet, balanced_subset, batches, num_batches
 from hahrobust.distributed import Shard
@@ -108,6 +107,7 @@ class AttackOutcome:
     correct: np.ndarray  # bool [N]: classified correctly clean
     distance: np.ndarray | None  # float [N], minimum-norm attacks only
     flags: tuple[str, ...] = ()  # AutoAttack's own sanity checks that fired
+    source_fooled: np.ndarray | None = None  # transfer only: bool [len(eps), N], the example fools the source
 
 
 def run_attack(model: nn.Module, data: ImageSet, **kwargs: Any) -> pd.DataFrame:
@@ -201,7 +201,7 @@ def run_attack_images(
             record = journal.done(b) if journal is not None else None
             if record is None:
                 record, tensors = _attack_batch(
-                    model, attacked, x, y, idx, b, attack=attack, norm=norm, eps=eps_list, seed=seed, aa_version=aa_version,
+                    model, attacked, x, y, idx, b, transfer=surrogate is not None, attack=attack, norm=norm, eps=eps_list, seed=seed, aa_version=aa_version,
                     pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config, advance=advance,
                 )
                 if journal is not None:
@@ -230,7 +230,13 @@ def run_attack_images(
             _write_adversarial(Path(save_adv), parts, records, data, settings, model)
     correct, robust, dist = _robust_flags(records, eps_list, norm, minimum_norm, dim)
     flags = tuple(dict.fromkeys(f for r in records for f in r.get("flags", [])))
-    return AttackOutcome(rows, robust, _per_image(records, "index").astype(np.int64), correct, dist, flags)
+    source_fooled = None
+    if surrogate is not None and not minimum_norm:
+        source_fooled = np.stack([
+            np.concatenate([np.asarray(r["source_pred"][j]) for r in records]) != _per_image(records, "label")
+            for j in range(len(eps_list))
+        ]) & correct
+    return AttackOutcome(rows, robust, _per_image(records, "index").astype(np.int64), correct, dist, flags, source_fooled)
 
 
 def _attack_config(
@@ -250,6 +256,7 @@ def _attack_batch(
     idx: torch.Tensor,
     batch: int,
     *,
+    transfer: bool,
     attack: str,
     norm: Norm,
     eps: list[float],
@@ -311,6 +318,9 @@ def _attack_batch(
         checked = verify(model, x, x_adv, y, norm=norm, eps=e, attack=attack, indices=idx)
         record["pred"].append(checked.pred.tolist())
         record["distance"].append(checked.distance.tolist())
+        if transfer:  # does the example fool the model it was made on? (the audit's transfer-failure indicator)
+            with torch.no_grad():
+                record.setdefault("source_pred", []).append(attacked(x_adv).argmax(dim=1).tolist())
         record["seconds"].append(time.perf_counter() - start)
         tensors[f"x_adv/{j}"] = x_adv
         tensors[f"pred/{j}"] = checked.pred

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -23,9 +22,9 @@ from hahrobust.cli._adaptive import (
     BPDA_BACKWARD, BPDA_TEMPERATURE, EOT_SAMPLES, EOT_SIGMA, GRADIENT, LOSS, SURROGATE, check_loss, gradient_path,
     load_surrogate,
 )
-from hahrobust.cli._common import console, handle_errors, make_progress
+from hahrobust.cli._common import console, handle_errors, make_progress, slug
 from hahrobust.cli._eval import (
-    CHECKPOINTS, DATA, DEVICE, LABEL, OUT, SEED, EvalOptions, LoadedModel, N, Session, common_settings, finish,
+    CHECKPOINTS, DATA, DEVICE, LABEL, OUT, SEED, EvalOptions, LoadedModel, N, common_settings, finish,
     load_test_set, open_session, per_model,
 )
 from hahrobust.data import ImageSet
@@ -184,7 +183,7 @@ def command(
     session = open_session(options)
     size = batch_size or DEFAULT_BATCH.get(session.device.type, DEFAULT_BATCH["cpu"])
     source = load_surrogate(surrogate, [m.model for m in session.models], session.device) if surrogate else None
-    stems = {(m.label, name, p): f"{_slug(m.label)}-{name}-{p}" for m in session.models for name, p, _ in plan}
+    stems = {(m.label, name, p): f"{slug(m.label)}-{name}-{p}" for m in session.models for name, p, _ in plan}
     journals = [rank_journal(session.out_dir / "journal" / f"{s}.jsonl") for s in stems.values()] if session.out_dir else []
     if not resume and any(j.exists() for j in journals):
         found = next(j for j in journals if j.exists())
@@ -255,11 +254,6 @@ def command(
     folder = session.out_dir / "journal" if session.out_dir is not None else None
     if folder is not None and distributed.current().is_main and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
-
-
-def _slug(label: str) -> str:
-    """A model label as a file-name part."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "model"
 
 
 __all__ = ["HELP", "NAME", "command"]
