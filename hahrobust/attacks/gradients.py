@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from hahrobust.errors import HahrobustError
-from hahrobust.nn.surrogate import BPDA, SURROGATE_KINDS, Surrogate, SurrogateKind
+from hahrobust.nn.surrogate import BPDA, SURROGATE_KINDS, Surrogate, SurrogateKind, SurrogateTypes
 
 GradientName = Literal["plain", "bpda", "eot", "bpda+eot"]
 GRADIENTS: tuple[str, ...] = ("plain", "bpda", "eot", "bpda+eot")
@@ -74,11 +74,12 @@ class GradientPath:
         return out
 
 
-def adapt(model: nn.Module, path: GradientPath, seed: int = 0) -> nn.Module:
-    """``model`` with the gradient of ``path``: the model itself for ``plain``, else a wrapper."""
+def adapt(model: nn.Module, path: GradientPath, seed: int = 0, types: SurrogateTypes | None = None) -> nn.Module:
+    """``model`` with the gradient of ``path``: the model itself for ``plain``, else a wrapper. ``types`` maps
+    further module types of this model to a surrogate kind, for this wrapper only (see :class:`BPDA`)."""
     if path.uses_bpda:
         try:
-            model = BPDA(model, Surrogate(path.surrogate, path.temperature))
+            model = BPDA(model, Surrogate(path.surrogate, path.temperature), types)
         except ValueError as exc:
             raise HahrobustError(str(exc)) from None
     if path.uses_eot:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any, Optional
 
 import pandas as pd
 import typer
+from torch import nn
 
 from hahrobust.attacks import (
     ATTACKS, DEFAULT_EPS, MINIMUM_NORM, NORMS, SYMBOLS, DDNConfig, FMNConfig, PGDConfig, check_attack, check_norm,
@@ -17,12 +20,13 @@ from hahrobust.attacks import (
 )
 from hahrobust import distributed
 from hahrobust.attacks.autoattack import autoattack_flags, check_aa_version, load_autoattack
+from hahrobust.attacks.gradients import GRADIENTS, GradientPath
 from hahrobust.attacks.journal import rank_journal
 from hahrobust.attacks.norms import COORD_TOLERANCE
 from hahrobust.cli._common import console, handle_errors, make_progress
 from hahrobust.cli._eval import (
-    CHECKPOINTS, DATA, DEVICE, LABEL, OUT, SEED, EvalOptions, LoadedModel, N, Session, common_settings, finish,
-    load_test_set, open_session, per_model,
+    BPDA_TYPES, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, LoadedModel, N, Session,
+    bpda_types, common_settings, finish, gradient_model, load_test_set, open_session, parse_bpda, per_model,
 )
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
@@ -128,6 +132,15 @@ def command(
     save_adv: bool = typer.Option(
         False, "--save-adv", help="Write the verified adversarial examples to --out as adv-<model>-<attack>-<norm>.safetensors."
     ),
+    gradient: Optional[str] = typer.Option(
+        None, "--gradient",
+        help=f"{' | '.join(GRADIENTS)}: the gradient the attack follows (default plain; bpda when --bpda is given). "
+        "bpda: non-differentiable thresholds back-propagate through a surrogate (the forward pass stays exact); "
+        "eot: averaged over 8 copies of the input jittered by Gaussian noise of σ = 2/255.",
+    ),
+    bpda: Optional[list[str]] = BPDA_TYPES,
+    weights: Optional[list[Path]] = WEIGHTS,
+    normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     # Every option is checked before any checkpoint or image is loaded.
     check_aa_version(aa_version)
@@ -159,16 +172,31 @@ def command(
         raise HahrobustError(f"{'--resume' if resume else '--save-adv'} needs --out DIR (journals and examples live there)")
     if batch_size is not None and batch_size < 1:
         raise HahrobustError(f"--batch-size must be at least 1, got {batch_size}")
+    surrogate_names = parse_bpda(bpda)
+    path = GradientPath(gradient or ("bpda" if surrogate_names else "plain"))  # type: ignore[arg-type]
+    if surrogate_names and not path.uses_bpda:
+        raise HahrobustError(f"--bpda maps layers for --gradient bpda or bpda+eot, not {path.name}")
     if "autoattack" in attacks:
         load_autoattack()  # a missing implementation is reported before any loading
     pgd_config = PGDConfig(**{k: v for k, v in {"steps": steps, "restarts": restarts}.items() if v is not None})
     fmn_config = FMNConfig(**({"steps": steps} if steps is not None else {}))
     ddn_config = DDNConfig(**({"steps": steps} if steps is not None else {}))
 
-    options = EvalOptions(checkpoints, label, n, data, batch_size or 1, device, seed, out)
+    options = EvalOptions(
+        checkpoints, label, n, data, batch_size or 1, device, seed, out, weights=weights, normalize=normalize
+    )
     session = open_session(options)
     size = batch_size or DEFAULT_BATCH.get(session.device.type, DEFAULT_BATCH["cpu"])
-    stems = {(m.label, name, p): f"{_slug(m.label)}-{name}-{p}" for m in session.models for name, p, _ in plan}
+    types = bpda_types(session, surrogate_names) if surrogate_names else {}
+    targets: dict[str, nn.Module] = {}  # what each model's attack calls: the model, or it with another gradient
+    gradient_notes: list[str] = []
+    for m in session.models:
+        targets[m.label], note = gradient_model(m, path, seed, types.get(m.label))
+        gradient_notes += [note] if note else []
+    stems = {
+        (m.label, name, p): f"{_slug(m.label)}-{name}-{p}{_gradient_tag(path, types.get(m.label, {}))}"
+        for m in session.models for name, p, _ in plan
+    }
     journals = [rank_journal(session.out_dir / "journal" / f"{s}.jsonl") for s in stems.values()] if session.out_dir else []
     if not resume and any(j.exists() for j in journals):
         found = next(j for j in journals if j.exists())
@@ -183,7 +211,7 @@ def command(
             journal = session.out_dir / "journal" / f"{stem}.jsonl" if session.out_dir is not None else None
             with autoattack_flags() as flags:
                 frames.append(run_attack(
-                    m.model, test, attack=name, norm=p, eps=eps_list, batch_size=size, seed=seed,
+                    targets[m.label], test, attack=name, norm=p, eps=eps_list, batch_size=size, seed=seed,
                     device=session.device, progress=progress, journal_path=journal, resume=resume,
                     save_adv=session.out_dir / f"adv-{stem}.safetensors" if save_adv and session.out_dir else None,
                     aa_version=aa_version, pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config,
@@ -211,6 +239,8 @@ def command(
         **({"pgd": pgd_config.__dict__} if "pgd" in attacks else {}),
         **({"fmn": fmn_config.__dict__} if "fmn" in attacks else {}),
         **({"ddn": ddn_config.__dict__} if "ddn" in attacks else {}),
+        **({"gradient": path.settings()} if path.name != "plain" else {}),
+        **({"bpda": surrogate_names} if surrogate_names else {}),
     }
     # AutoAttack's doubts travel with the numbers: printed, and a note in every output file.
     flagged = list(dict.fromkeys(f for part in distributed.gather({distributed.current().rank: flagged}).values() for f in part))
@@ -222,7 +252,7 @@ def command(
         command_name, layout = NAME, attack_layout(plan[0][0], [p for _, p, _ in plan])
     else:
         command_name, layout = "attack-table1", TABLE_LAYOUT
-    layout = dataclasses.replace(layout, notes=(*layout.notes, *flagged))
+    layout = dataclasses.replace(layout, notes=(*layout.notes, *gradient_notes, *flagged))
     finish(Result(command_name, rows, settings, session.checkpoints, layout, started=session.started), session)
     # The results are written: the journals (crash recovery only) have done their job.
     for journal in journals:  # under torchrun each rank removes its own
@@ -232,6 +262,16 @@ def command(
     folder = session.out_dir / "journal" if session.out_dir is not None else None
     if folder is not None and distributed.current().is_main and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+def _gradient_tag(path: GradientPath, types: dict[type[nn.Module], str]) -> str:
+    """A journal-name suffix that differs whenever the gradient does (name, surrogate settings, mapped types),
+    so a --resume never continues batches attacked through another gradient; empty for the plain gradient."""
+    if path.name == "plain":
+        return ""
+    mapped = sorted(f"{cls.__module__}.{cls.__qualname__}={kind}" for cls, kind in types.items())
+    digest = hashlib.sha256(json.dumps([path.settings(), mapped], sort_keys=True).encode()).hexdigest()[:8]
+    return f"-{path.name.replace('+', '-')}-{digest}"
 
 
 def _slug(label: str) -> str:

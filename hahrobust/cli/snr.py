@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -14,11 +15,15 @@ from hahrobust.cli._eval import (
     DATA,
     DEVICE,
     LABEL,
+    LAYERS,
+    NORMALIZE,
     OUT,
     SEED,
+    WEIGHTS,
     EvalOptions,
     N,
     common_settings,
+    model_layers,
     finish,
     load_test_set,
     open_session,
@@ -29,6 +34,8 @@ from hahrobust.metrics.snr import snr
 from hahrobust.results import Figure, Layout, Result
 
 NAME = "snr"
+#: Layers measured in a model that is not a hahrobust model when --layers is not given.
+FOREIGN_LAYERS = "Conv2d"
 HELP = "SNR (dB) of every conv block's input under Gaussian input noise (Eq. 6, Fig. 3)."
 
 LAYOUT = Layout(
@@ -58,25 +65,43 @@ def command(
     sigma: float = typer.Option(0.1, "--sigma", help="Noise standard deviation, in [0, 1] pixel units."),
     repeats: int = typer.Option(3, "--repeats", help="Noise draws per image (fixed seeds)."),
     noise: str = typer.Option("gaussian", "--noise", help=f"Noise distribution: {' | '.join(NOISE_KINDS)} (same σ)."),
+    layers: Optional[str] = LAYERS,
     n: Optional[int] = N,
     data: Optional[str] = DATA,
     batch_size: int = BATCH_SIZE,
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    weights: Optional[list[Path]] = WEIGHTS,
+    normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     (sigma,) = check_sigmas([sigma])
     kind, repeats = check_noise(noise), check_repeats(repeats)
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out)
+    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize)
     session = open_session(options)
+    # Foreign models have no blocks: their convolutions' inputs are what Eq. 6 measures at a conv block's input.
+    names = {m.label: model_layers(m, layers, FOREIGN_LAYERS) for m in session.models}
     with make_progress() as progress:
         test = load_test_set(options, progress)
         rows = per_model(
             session,
             lambda m: snr(
-                m.model, test, sigma, noise=kind, repeats=repeats, seed=seed, batch_size=batch_size,
+                m.model, test, sigma, layers=names[m.label], noise=kind, repeats=repeats, seed=seed, batch_size=batch_size,
                 device=session.device, progress=progress, description=f"SNR {m.label}",
             ),
         )
     settings = {**common_settings(session, test), "sigma": sigma, "noise": kind, "repeats": repeats}
-    finish(Result(NAME, rows, settings, session.checkpoints, LAYOUT, started=session.started), session)
+    if any(selected is not None for selected in names.values()):
+        settings["layers"] = layers or FOREIGN_LAYERS
+    finish(Result(NAME, rows, settings, session.checkpoints, _layout(layers, names), started=session.started), session)
+
+
+def _layout(selector: str | None, names: dict[str, list[str] | None]) -> Layout:
+    """The layout, with a note naming what was measured where it is not hahrobust's conv blocks."""
+    measured = [label for label, selected in names.items() if selected is not None]
+    if not measured:
+        return LAYOUT
+    note = (f"{', '.join(measured)}: SNR at the input of the layers picked by --layers {selector or FOREIGN_LAYERS}"
+            f"{'' if selector else ' (the default for models that are not hahrobust models)'}, in forward order; "
+            "block_name in the CSV names each.")
+    return dataclasses.replace(LAYOUT, notes=(*LAYOUT.notes, note))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -14,11 +15,15 @@ from hahrobust.cli._eval import (
     DATA,
     DEVICE,
     LABEL,
+    LAYERS,
+    NORMALIZE,
     OUT,
     SEED,
+    WEIGHTS,
     EvalOptions,
     N,
     common_settings,
+    model_layers,
     finish,
     load_test_set,
     open_session,
@@ -56,37 +61,54 @@ LAYOUT = Layout(
 )
 
 
+LAYERS_NOTE = (
+    "--layers {}: every model is measured at the output of each layer it picks, as it is (no BatchNorm-input "
+    "substitution), in forward order; block_name in the CSV names each."
+)
+
+
 @handle_errors
 def command(
     checkpoints: list[Path] = CHECKPOINTS,
     label: Optional[list[str]] = LABEL,
     blocks: Optional[int] = typer.Option(
         None, "--blocks",
-        help="Number of leading conv blocks to measure (default: the most HaH blocks among the models).",
+        help="Number of leading conv blocks (or --layers layers) to measure (default: the most HaH blocks "
+        "among the models; all selected layers with --layers).",
     ),
+    layers: Optional[str] = LAYERS,
     n: Optional[int] = N,
     data: Optional[str] = DATA,
     batch_size: int = BATCH_SIZE,
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    weights: Optional[list[Path]] = WEIGHTS,
+    normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out)
+    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize)
     session = open_session(options)
-    models = [m.model for m in session.models]
-    count = default_block_count(models) if blocks is None else blocks
+    selected = {m.label: model_layers(m, layers) for m in session.models}  # None: hahrobust's blocks
+    if blocks is None and layers is None:
+        blocks = default_block_count([m.model for m in session.models])  # every model is a hahrobust model here
     for m in session.models:
-        available = len(m.model.block_names())
-        if not 1 <= count <= available:
-            raise HahrobustError(f"--blocks {count}: {m.label} ({m.path}) has {available} conv blocks")
+        names = selected[m.label]
+        available = len(m.model.block_names()) if names is None else len(names)
+        if blocks is not None and not 1 <= blocks <= available:
+            what = "conv blocks" if names is None else f"layers matching --layers {layers}"
+            raise HahrobustError(f"--blocks {blocks}: {m.label} ({m.path}) has {available} {what}")
     with make_progress() as progress:
         test = load_test_set(options, progress)
         rows = per_model(
             session,
             lambda m: sparsity(
-                m.model, test, count, batch_size=batch_size, device=session.device, progress=progress,
-                description=f"sparsity {m.label}",
+                m.model, test, blocks, layers=selected[m.label], batch_size=batch_size, device=session.device,
+                progress=progress, description=f"sparsity {m.label}",
             ),
         )
-    settings = {**common_settings(session, test), "blocks": count}
-    finish(Result(NAME, rows, settings, session.checkpoints, LAYOUT, started=session.started), session)
+    settings = {
+        **common_settings(session, test),
+        **({"blocks": blocks} if blocks is not None else {}), **({"layers": layers} if layers is not None else {}),
+    }
+    layout = LAYOUT if layers is None else dataclasses.replace(LAYOUT, notes=(*LAYOUT.notes, LAYERS_NOTE.format(layers)))
+    finish(Result(NAME, rows, settings, session.checkpoints, layout, started=session.started), session)
