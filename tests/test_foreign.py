@@ -18,7 +18,7 @@ from torch import nn
 from typer.testing import CliRunner, Result
 
 from conftest import train_tiny_vgg11
-from foreign_model import TopKThreshold, build, thresholded
+from foreign_model import TopKThreshold, thresholded
 from hahrobust.checkpoint import checkpoint_metadata, save_checkpoint
 from hahrobust.cli import app
 from hahrobust.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
@@ -34,7 +34,8 @@ pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single
 runner = CliRunner()
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-FAST_PGD = ["--attack", "pgd", "--steps", "10", "--restarts", "2", "--n", "20", "--batch-size", "10"]
+FAST_PGD = ["--attack", "pgd", "--steps", "10", "--restarts", "1", "--n", "20", "--batch-size", "10"]
+QUICK_PGD = ["--attack", "pgd", "--steps", "3", "--restarts", "1", "--n", "10"]  # runs the pipeline, not a study
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +240,8 @@ def test_sparsity_and_snr_of_a_foreign_model_match_the_block_view(saved: dict[st
     spec = ["py:tests.foreign_model:build", "--weights", str(saved["pt"])]
     refused = one_line_error(invoke("sparsity", spec, tiny_data, "--n", "10"))
     assert "name the layers to measure with --layers" in refused
+    only_checkpoints = one_line_error(invoke("snr", [str(saved["checkpoint"])], tiny_data, "--layers", "ReLU"))
+    assert "hahrobust checkpoints are measured per block" in only_checkpoints
     for command, common, extra, values in [
         ("sparsity", [], ["--layers", "ReLU"], ["hoyer", "nonzero", "zero_locations"]),
         ("snr", ["--repeats", "1"], [], ["snr_db"]),  # a foreign model's default: --layers Conv2d
@@ -277,7 +280,7 @@ def test_bpda_mapping_reaches_only_its_model(saved: dict[str, Path], tiny_data: 
 
     spec = ["py:tests.foreign_model:thresholded", "--weights", str(saved["pt"])]
     out = tmp_path / "out"
-    result = invoke("attack", [str(saved["checkpoint"]), *spec], tiny_data, *FAST_PGD, "--bpda", "TopKThreshold=sigmoid",
+    result = invoke("attack", [str(saved["checkpoint"]), *spec], tiny_data, *QUICK_PGD, "--bpda", "TopKThreshold=sigmoid",
                     "-l", "base", "-l", "sparse", "--out", str(out))
     assert result.exit_code == 0, result.output
     document = json.loads((out / "attack.json").read_text())
@@ -289,7 +292,7 @@ def test_bpda_mapping_reaches_only_its_model(saved: dict[str, Path], tiny_data: 
                           (["--bpda", "TopKThreshold=tanh"], "expected MODULE_TYPE=KIND"),
                           (["--bpda", "TopKThreshold=sigmoid", "--gradient", "eot"], "--gradient bpda or bpda\\+eot"),
                           (["--bpda", "Dropout=identity"], "no model has a module of that type")]:
-        assert re.search(message, one_line_error(invoke("attack", spec, tiny_data, *FAST_PGD, *args)))
+        assert re.search(message, one_line_error(invoke("attack", spec, tiny_data, *QUICK_PGD, *args)))
 
 
 def test_hahtorch_thresholds_are_recognised() -> None:

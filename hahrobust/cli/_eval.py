@@ -27,6 +27,7 @@ a model spec that does not build, weights that are not a plain state dict, a mod
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,18 +41,18 @@ from rich.progress import Progress
 from torch import nn
 
 from hahrobust import distributed
+from hahrobust.attacks.gradients import GradientPath, adapt
 from hahrobust.checkpoint import load_checkpoint
 from hahrobust.cli._common import console, load_split
 from hahrobust.data import ImageSet, balanced_subset
 from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
 from hahrobust.models.foreign import (
-    ForeignSource, Normalization, load_foreign, parse_model_spec, parse_normalization,
+    ForeignSource, ModelSpec, Normalization, load_foreign, parse_model_spec, parse_normalization,
 )
 from hahrobust.nn.hooks import select_layers
 from hahrobust.nn.surrogate import SURROGATE_KINDS, SurrogateKind, surrogate_layers, surrogate_types
-from hahrobust.attacks.gradients import GradientPath, adapt
-from hahrobust.results import Result, prepare_out_dir, show, write
+from hahrobust.results import Layout, Result, prepare_out_dir, show, write
 
 # Typer option declarations shared by every evaluation command (use them as parameter defaults).
 CHECKPOINTS = typer.Argument(
@@ -77,9 +78,9 @@ NORMALIZE = typer.Option(
 )
 LAYERS = typer.Option(
     None, "--layers",
-    help="Measure these layers instead of hahrobust's blocks: comma-separated module types (Conv2d, ReLU, "
-    "a threshold class; base classes match subclasses) or globs over module names (features.*.relu), "
-    "in forward order.",
+    help="The layers to measure in a model spec's model (hahrobust checkpoints keep their blocks): "
+    "comma-separated module types (Conv2d, ReLU, a threshold class; a type also picks its subclasses) or "
+    "globs over module names (features.*.relu), in forward order.",
 )
 BPDA_TYPES = typer.Option(
     None, "--bpda",
@@ -188,7 +189,7 @@ def open_session(options: EvalOptions) -> Session:
     return Session(options, device, models, out_dir, started)
 
 
-def _weights_per_spec(specs: list[Any], weights: list[Path] | None) -> list[Path]:
+def _weights_per_spec(specs: list[ModelSpec | None], weights: list[Path] | None) -> list[Path]:
     count, given = sum(spec is not None for spec in specs), list(weights or [])
     if len(given) != count:
         raise HahrobustError(
@@ -198,7 +199,7 @@ def _weights_per_spec(specs: list[Any], weights: list[Path] | None) -> list[Path
     return given
 
 
-def _normalization_per_spec(specs: list[Any], values: list[str] | None) -> list[Normalization | None]:
+def _normalization_per_spec(specs: list[ModelSpec | None], values: list[str] | None) -> list[Normalization | None]:
     count, given = sum(spec is not None for spec in specs), list(values or [])
     if given and not count:
         raise HahrobustError("--normalize applies to model specs; hahrobust checkpoints normalize inside the model")
@@ -226,22 +227,39 @@ def model_labels(paths: list[Path], metadata: list[dict[str, Any]], labels: list
     return shown
 
 
-def model_layers(m: LoadedModel, selector: str | None, foreign_default: str | None = None) -> list[str] | None:
-    """The layer names ``--layers`` picks in ``m`` (None: hahrobust's own blocks). A foreign model has no
-    blocks: it gets ``foreign_default``, or an error asking for ``--layers`` when there is none."""
-    if selector is None and m.is_foreign:
-        if foreign_default is None:
+def session_layers(session: Session, selector: str | None, foreign_default: str | None = None) -> dict[str, list[str] | None]:
+    """Per model label, the layers to measure: None for a hahrobust checkpoint (its own block view), the
+    layers ``--layers`` picks in a model spec's model (:func:`select_layers`; ``foreign_default`` when
+    ``--layers`` is not given, else an error asking for it). ``--layers`` without any spec is an error."""
+    if selector is not None and not any(m.is_foreign for m in session.models):
+        raise HahrobustError("--layers picks layers of model specs; hahrobust checkpoints are measured per block")
+    layers: dict[str, list[str] | None] = {}
+    for m in session.models:
+        chosen = selector or foreign_default
+        if not m.is_foreign:
+            layers[m.label] = None
+            continue
+        if chosen is None:
             raise HahrobustError(
                 f"{m.label} is not a hahrobust model: name the layers to measure with --layers "
                 "(module types such as ReLU or its threshold class, or name globs)"
             )
-        selector = foreign_default
-    if selector is None:
-        return None
-    try:
-        return select_layers(m.model, selector)
-    except HahrobustError as exc:
-        raise HahrobustError(f"--layers {selector!r} in {m.label}: {exc}") from None
+        try:
+            layers[m.label] = select_layers(m.model, chosen)
+        except HahrobustError as exc:
+            raise HahrobustError(f"--layers {chosen!r} in {m.label}: {exc}") from None
+    return layers
+
+
+def with_layers_note(layout: Layout, layers: dict[str, list[str] | None], selector: str | None, what: str) -> Layout:
+    """``layout`` plus a note naming the models measured at ``--layers`` layers (``what``: which tensor of
+    each layer), or ``layout`` itself when every model was measured per block."""
+    picked = [label for label, names in layers.items() if names is not None]
+    if not picked:
+        return layout
+    note = (f"{', '.join(picked)}: {what} of each layer --layers {selector} picks, in forward order; "
+            "block_name in the CSV names each.")
+    return dataclasses.replace(layout, notes=(*layout.notes, note))
 
 
 def parse_bpda(values: list[str] | None) -> dict[str, SurrogateKind]:

@@ -80,7 +80,9 @@ def command(
 ) -> None:
     levels = check_sigmas(parse_floats(sigmas, "--sigmas"))
     kind, repeats = check_noise(noise), check_repeats(repeats)
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize)
+    options = EvalOptions(
+        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize
+    )
     session = open_session(options)
     with make_progress() as progress:
         test = load_test_set(options, progress)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -23,18 +22,19 @@ from hahrobust.cli._eval import (
     EvalOptions,
     N,
     common_settings,
-    model_layers,
     finish,
     load_test_set,
     open_session,
     per_model,
+    session_layers,
+    with_layers_note,
 )
 from hahrobust.metrics.noise import NOISE_KINDS, check_noise, check_repeats, check_sigmas
 from hahrobust.metrics.snr import snr
 from hahrobust.results import Figure, Layout, Result
 
 NAME = "snr"
-#: Layers measured in a model that is not a hahrobust model when --layers is not given.
+#: A model spec's layers measured without --layers: the input of every convolution, as a conv block's input is.
 FOREIGN_LAYERS = "Conv2d"
 HELP = "SNR (dB) of every conv block's input under Gaussian input noise (Eq. 6, Fig. 3)."
 
@@ -77,31 +77,25 @@ def command(
 ) -> None:
     (sigma,) = check_sigmas([sigma])
     kind, repeats = check_noise(noise), check_repeats(repeats)
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize)
+    options = EvalOptions(
+        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize
+    )
     session = open_session(options)
     # Foreign models have no blocks: their convolutions' inputs are what Eq. 6 measures at a conv block's input.
-    names = {m.label: model_layers(m, layers, FOREIGN_LAYERS) for m in session.models}
+    names = session_layers(session, layers, FOREIGN_LAYERS)
     with make_progress() as progress:
         test = load_test_set(options, progress)
         rows = per_model(
             session,
             lambda m: snr(
-                m.model, test, sigma, layers=names[m.label], noise=kind, repeats=repeats, seed=seed, batch_size=batch_size,
-                device=session.device, progress=progress, description=f"SNR {m.label}",
+                m.model, test, sigma, layers=names[m.label], noise=kind, repeats=repeats, seed=seed,
+                batch_size=batch_size, device=session.device, progress=progress, description=f"SNR {m.label}",
             ),
         )
-    settings = {**common_settings(session, test), "sigma": sigma, "noise": kind, "repeats": repeats}
-    if any(selected is not None for selected in names.values()):
-        settings["layers"] = layers or FOREIGN_LAYERS
-    finish(Result(NAME, rows, settings, session.checkpoints, _layout(layers, names), started=session.started), session)
-
-
-def _layout(selector: str | None, names: dict[str, list[str] | None]) -> Layout:
-    """The layout, with a note naming what was measured where it is not hahrobust's conv blocks."""
-    measured = [label for label, selected in names.items() if selected is not None]
-    if not measured:
-        return LAYOUT
-    note = (f"{', '.join(measured)}: SNR at the input of the layers picked by --layers {selector or FOREIGN_LAYERS}"
-            f"{'' if selector else ' (the default for models that are not hahrobust models)'}, in forward order; "
-            "block_name in the CSV names each.")
-    return dataclasses.replace(LAYOUT, notes=(*LAYOUT.notes, note))
+    selector = layers or FOREIGN_LAYERS
+    settings = {
+        **common_settings(session, test), "sigma": sigma, "noise": kind, "repeats": repeats,
+        **({"layers": selector} if any(names.values()) else {}),
+    }
+    layout = with_layers_note(LAYOUT, names, selector, "SNR at the input")
+    finish(Result(NAME, rows, settings, session.checkpoints, layout, started=session.started), session)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -23,11 +22,12 @@ from hahrobust.cli._eval import (
     EvalOptions,
     N,
     common_settings,
-    model_layers,
     finish,
     load_test_set,
     open_session,
     per_model,
+    session_layers,
+    with_layers_note,
 )
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics.sparsity import default_block_count, sparsity
@@ -61,20 +61,14 @@ LAYOUT = Layout(
 )
 
 
-LAYERS_NOTE = (
-    "--layers {}: every model is measured at the output of each layer it picks, as it is (no BatchNorm-input "
-    "substitution), in forward order; block_name in the CSV names each."
-)
-
-
 @handle_errors
 def command(
     checkpoints: list[Path] = CHECKPOINTS,
     label: Optional[list[str]] = LABEL,
     blocks: Optional[int] = typer.Option(
         None, "--blocks",
-        help="Number of leading conv blocks (or --layers layers) to measure (default: the most HaH blocks "
-        "among the models; all selected layers with --layers).",
+        help="Number of leading conv blocks (and of --layers layers) to measure (default: the most HaH blocks "
+        "among the hahrobust models; every layer --layers picks).",
     ),
     layers: Optional[str] = LAYERS,
     n: Optional[int] = N,
@@ -86,29 +80,33 @@ def command(
     weights: Optional[list[Path]] = WEIGHTS,
     normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize)
+    options = EvalOptions(
+        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize
+    )
     session = open_session(options)
-    selected = {m.label: model_layers(m, layers) for m in session.models}  # None: hahrobust's blocks
-    if blocks is None and layers is None:
-        blocks = default_block_count([m.model for m in session.models])  # every model is a hahrobust model here
+    selected = session_layers(session, layers)  # None: a hahrobust checkpoint's blocks
+    native = [m.model for m in session.models if not m.is_foreign]
+    block_count = blocks if blocks is not None or not native else default_block_count(native)
+    counts: dict[str, int] = {}
     for m in session.models:
         names = selected[m.label]
         available = len(m.model.block_names()) if names is None else len(names)
-        if blocks is not None and not 1 <= blocks <= available:
+        count = block_count if names is None else (blocks if blocks is not None else available)
+        if count is None or not 1 <= count <= available:
             what = "conv blocks" if names is None else f"layers matching --layers {layers}"
-            raise HahrobustError(f"--blocks {blocks}: {m.label} ({m.path}) has {available} {what}")
+            raise HahrobustError(f"--blocks {count}: {m.label} ({m.path}) has {available} {what}")
+        counts[m.label] = count
     with make_progress() as progress:
         test = load_test_set(options, progress)
         rows = per_model(
             session,
             lambda m: sparsity(
-                m.model, test, blocks, layers=selected[m.label], batch_size=batch_size, device=session.device,
-                progress=progress, description=f"sparsity {m.label}",
+                m.model, test, counts[m.label], layers=selected[m.label], batch_size=batch_size,
+                device=session.device, progress=progress, description=f"sparsity {m.label}",
             ),
         )
-    settings = {
-        **common_settings(session, test),
-        **({"blocks": blocks} if blocks is not None else {}), **({"layers": layers} if layers is not None else {}),
-    }
-    layout = LAYOUT if layers is None else dataclasses.replace(LAYOUT, notes=(*LAYOUT.notes, LAYERS_NOTE.format(layers)))
+    settings = {**common_settings(session, test), **({"blocks": block_count} if block_count is not None else {})}
+    if any(selected.values()):
+        settings["layers"] = layers
+    layout = with_layers_note(LAYOUT, selected, layers, "the output (as it is, no BatchNorm-input substitution)")
     finish(Result(NAME, rows, settings, session.checkpoints, layout, started=session.started), session)
