@@ -130,7 +130,8 @@ def command(
         False, "--resume", help="Continue a killed run from the journal in --out, without redoing finished batches."
     ),
     save_adv: bool = typer.Option(
-        False, "--save-adv", help="Write the verified adversarial examples to --out as adv-<model>-<attack>-<norm>.safetensors."
+        False, "--save-adv",
+        help="Write the verified adversarial examples to --out as adv-<model>-<attack>-<norm>[-<gradient>-<hash>].safetensors."
     ),
     gradient: Optional[str] = typer.Option(
         None, "--gradient",

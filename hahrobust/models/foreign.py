@@ -184,11 +184,15 @@ def load_foreign(
     tensors, weights_sha256 = read_state_dict(weights)  # before running any user code: a bad file costs nothing
     factory = resolve_factory(parsed)
     model = build_model(parsed, factory)
+    mismatch = state_dict_mismatch(model.state_dict(), tensors)
+    if mismatch:
+        raise HahrobustError(f"{weights}: does not fit {parsed.text}: {mismatch}")
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise HahrobustError(f"{weights}: does not fit {parsed.text} ({_state_dict_mismatch(exc)})") from None
-    model = model.to(device).eval()
+        raise HahrobustError(f"{weights}: does not fit {parsed.text} ({_first_line(exc)})") from None
+    model.to(device)
+    model.eval()  # not chained: a model's own train() override need not return it
     if normalize is not None:
         add_input_normalization(model, normalize)
     check_classifier(model, parsed.text, input_shape=input_shape, num_classes=num_classes)
@@ -250,10 +254,21 @@ def _is_safetensors(data: bytes) -> bool:
     return len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8
 
 
-def _state_dict_mismatch(exc: RuntimeError) -> str:
-    """load_state_dict's multi-line report as one line: what is missing, unexpected or mis-shaped."""
-    text = " ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
-    return (text or _first_line(exc))[:300]
+def state_dict_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
+    """What keeps ``found`` from loading strictly into a model whose state dict is ``expected``, in one line
+    ("" when nothing): missing and unexpected names, and tensors of another shape, a few of each named."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [
+        f"{k} {tuple(found[k].shape)} for {tuple(expected[k].shape)}"
+        for k in expected if k in found and found[k].shape != expected[k].shape
+    ]
+    parts = [
+        f"{len(names)} {what} ({', '.join(names[:3])}{', …' if len(names) > 3 else ''})"
+        for what, names in (("missing", missing), ("unexpected", unexpected), ("with another shape", reshaped))
+        if names
+    ]
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- factories
@@ -463,5 +478,5 @@ def _describe(exc: BaseException) -> str:
 __all__ = [
     "INPUT_SHAPE", "NUM_CLASSES", "ForeignSource", "ModelSpec", "Normalization", "add_input_normalization",
     "build_model", "check_classifier", "load_foreign", "parse_model_spec", "parse_normalization",
-    "read_state_dict", "resolve_factory",
+    "read_state_dict", "resolve_factory", "state_dict_mismatch",
 ]
