@@ -63,7 +63,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[HahrobustModel, dict[str, Any]]:
-    """The one way every command loads a model: (model in eval mode on ``device``, metadata)."""
+    """The one way every command loads a checkpoint: (model in eval mode on ``device``, metadata)."""
     metadata = read_metadata(path)
     try:
         spec = metadata["model"]

@@ -24,9 +24,11 @@ Files:
 - ``<command>.csv``: ``rows`` as they are (tidy, all columns, ``inf``/``nan`` spelled so), deterministic.
 - ``<command>.md``: the title, the rows pivoted by ``layout`` (``index`` down, ``columns`` × ``values``
   across, numbers formatted by ``layout.formats``, ±std from ``layout.errors``, ∞ for infinities), the notes,
-  a settings table and a checkpoints table (label, file name, SHA-256). Rendered by pandas ``to_markdown``;
+  a settings table and a checkpoints table (label, file name, SHA-256; for a model spec the spec and its
+  weights file, the weights' SHA-256 and the factory's source file and SHA-256). Rendered by pandas ``to_markdown``;
   nothing in it depends on the clock, so the same command twice gives the same file.
-- ``<command>.json``: command, title, start time, settings, seed, checkpoints (path + SHA-256), package
+- ``<command>.json``: command, title, start time, settings, seed, checkpoints (path + SHA-256; for a model
+  spec :meth:`hahrobust.models.foreign.ForeignSource.provenance`), package
   versions, git commit, notes, columns and rows (records). Non-finite floats are written as the strings
   ``"inf"``, ``"-inf"`` and ``"nan"`` so the file is strict JSON.
 - ``<command>.png``: the figure described by ``layout.figure`` (matplotlib's Agg canvas, no pyplot, so no
@@ -49,7 +51,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
 
 import numpy as np
 import pandas as pd
@@ -127,19 +129,43 @@ class Layout:
         return self.labels.get(column, column)
 
 
+class ModelSource(Protocol):
+    """A model that is not a checkpoint file (:class:`hahrobust.models.foreign.ForeignSource`): what results
+    show and record in place of a checkpoint's name and hash."""
+
+    sha256: str  # of the weights as loaded
+
+    @property
+    def display(self) -> str: ...
+
+    @property
+    def factory_display(self) -> str: ...
+
+    def provenance(self) -> dict[str, Any]: ...
+
+
+#: What a model label's numbers came from: a checkpoint file, or a model spec's provenance.
+Source = Union[Path, ModelSource]
+
+
+def _is_file(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike))
+
+
 @dataclass
 class Result:
     """A command's result: tidy rows (one per model × block/σ/ε/…) and everything needed to reproduce them.
 
     ``settings`` should hold every option that changes the numbers (``seed`` included); ``checkpoints`` maps
-    each model label (as used in the ``model`` column of ``rows``) to its checkpoint file.
+    each model label (as used in the ``model`` column of ``rows``) to its checkpoint file, or to the
+    :class:`ModelSource` of a model built from a spec.
     ``started`` is when the command began (UTC; JSON only, never in CSV/MD).
     """
 
     command: str
     rows: pd.DataFrame
     settings: dict[str, Any]
-    checkpoints: dict[str, Path]
+    checkpoints: Mapping[str, Source]
     layout: Layout
     notes: list[str] = field(default_factory=list)
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
@@ -243,13 +269,16 @@ def markdown(result: Result) -> str:
         {"setting": list(result.settings), "value": [_setting_text(v) for v in result.settings.values()]}
     )
     parts += ["## Settings", settings.to_markdown(index=False, disable_numparse=True)]
+    sources = list(result.checkpoints.values())
     checkpoints = pd.DataFrame(
         {
             "model": list(result.checkpoints),
-            "checkpoint": [Path(p).name for p in result.checkpoints.values()],
-            "sha256": [sha256_file(p)[:16] for p in result.checkpoints.values()],
+            "checkpoint": [Path(p).name if _is_file(p) else p.display for p in sources],
+            "sha256": [(sha256_file(p) if _is_file(p) else p.sha256)[:16] for p in sources],
         }
     )
+    if not all(_is_file(p) for p in sources):  # model specs: their code is part of what produced the numbers
+        checkpoints["factory source, sha256"] = ["" if _is_file(p) else p.factory_display for p in sources]
     parts += ["## Checkpoints", checkpoints.to_markdown(index=False, disable_numparse=True)]
     return "\n\n".join(parts) + "\n"
 
@@ -340,7 +369,7 @@ def json_document(result: Result) -> dict[str, Any]:
             "settings": result.settings,
             "seed": result.settings.get("seed"),
             "checkpoints": {
-                label: {"path": str(Path(p).resolve()), "sha256": sha256_file(p)}
+                label: {"path": str(Path(p).resolve()), "sha256": sha256_file(p)} if _is_file(p) else p.provenance()
                 for label, p in result.checkpoints.items()
             },
             "versions": versions(),

@@ -19,14 +19,14 @@ image is in.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from hahrobust.errors import HahrobustError
-from hahrobust.nn.surrogate import BPDA, SURROGATE_KINDS, Surrogate, SurrogateKind
+from hahrobust.nn.surrogate import BPDA, SURROGATE_KINDS, Surrogate, SurrogateKind, SurrogateTypes, surrogate_layers
 
 GradientName = Literal["plain", "bpda", "eot", "bpda+eot"]
 GRADIENTS: tuple[str, ...] = ("plain", "bpda", "eot", "bpda+eot")
@@ -74,16 +74,27 @@ class GradientPath:
         return out
 
 
-def adapt(model: nn.Module, path: GradientPath, seed: int = 0) -> nn.Module:
-    """``model`` with the gradient of ``path``: the model itself for ``plain``, else a wrapper."""
+def adapt(model: nn.Module, path: GradientPath, seed: int = 0, types: SurrogateTypes | None = None) -> nn.Module:
+    """``model`` with the gradient of ``path``: the model itself for ``plain``, else a wrapper. ``types`` maps
+    further module types of this model to a surrogate kind, for this wrapper only (see :class:`BPDA`)."""
     if path.uses_bpda:
         try:
-            model = BPDA(model, Surrogate(path.surrogate, path.temperature))
+            model = BPDA(model, Surrogate(path.surrogate, path.temperature), types)
         except ValueError as exc:
             raise HahrobustError(str(exc)) from None
     if path.uses_eot:
         model = EOT(model, samples=path.eot_samples, sigma=path.eot_sigma, seed=seed)
     return model
+
+
+def effective_path(model: nn.Module, path: GradientPath, types: SurrogateTypes | None = None) -> tuple[GradientPath, str | None]:
+    """The gradient ``path`` means for ``model``, and a note when that differs: BPDA on a model without a
+    non-differentiable layer (a baseline) is its exact gradient, so the BPDA part is dropped instead of
+    refusing the model."""
+    if path.uses_bpda and not surrogate_layers(model, types):
+        kept = replace(path, name="eot" if path.uses_eot else "plain")
+        return kept, "no layer with a surrogate gradient: BPDA leaves its gradient exact"
+    return path, None
 
 
 class EOT(nn.Module):

@@ -57,6 +57,7 @@ from hahrobust.attacks.norms import (
 )
 from hahrobust.attacks.pgd import PGDConfig, pgd
 from hahrobust.attacks.verify import verify
+from hahrobust.nn.surrogate import SurrogateTypes
 from hahrobust import distributed
 from hahrobust.data import ImageSet, balanced_subset, batches, num_batches
 from hahrobust.distributed import Shard
@@ -136,6 +137,7 @@ def run_attack_images(
     fmn_config: FMNConfig = FMNConfig(),
     ddn_config: DDNConfig = DDNConfig(),
     gradient: GradientPath = GradientPath(),
+    bpda_types: SurrogateTypes | None = None,
     surrogate: nn.Module | None = None,
     description: str | None = None,
     on_batch: Callable[[int], None] | None = None,
@@ -144,7 +146,8 @@ def run_attack_images(
     """Attack ``model`` on ``data`` (or its class-balanced subset of ``n`` images, chosen by ``seed``): one
     verified row per ε and the per-image outcome (:class:`AttackOutcome`).
 
-    ``gradient`` is the gradient the attack follows (plain autograd, BPDA, EOT); with ``surrogate`` the attack
+    ``gradient`` is the gradient the attack follows (plain autograd, BPDA, EOT; ``bpda_types`` maps further
+    module types of the model to a surrogate kind, see :class:`hahrobust.nn.surrogate.BPDA`); with ``surrogate`` the attack
     runs on that model instead (transfer) and its examples are verified on ``model``.
 
     ``eps`` defaults to :data:`~hahrobust.attacks.norms.DEFAULT_EPS` of the norm. ``journal_path`` (a
@@ -175,7 +178,7 @@ def run_attack_images(
         "gradient": gradient.settings(),
         **({"surrogate": model_fingerprint(surrogate)} if surrogate is not None else {}),
     }
-    attacked = adapt(surrogate if surrogate is not None else model, gradient, seed)
+    attacked = adapt(surrogate if surrogate is not None else model, gradient, seed, bpda_types)
     journal = None
     if journal_path is not None:
         header = {

@@ -16,9 +16,10 @@ from hahrobust.errors import HahrobustError
 from hahrobust.nn.surrogate import DEFAULT_TEMPERATURE, SURROGATE_KINDS
 
 GRADIENT = typer.Option(
-    "plain", "--gradient",
-    help=f"Gradient the attack follows: {' | '.join(GRADIENTS)}. bpda: forward exact, backward through a smooth "
-    "surrogate of every threshold (BPDA); eot: averaged over jittered copies of the input. Logits are unchanged.",
+    None, "--gradient",
+    help=f"Gradient the attack follows: {' | '.join(GRADIENTS)} (default plain; bpda when --bpda is given). bpda: "
+    "forward exact, backward through a smooth surrogate of every threshold (BPDA; a model without one keeps its "
+    "exact gradient, with a note); eot: averaged over jittered copies of the input. Logits are unchanged.",
 )
 BPDA_BACKWARD = typer.Option(
     "sigmoid", "--bpda-backward",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
 import typer
+from torch import nn
 
 from hahrobust.attacks import (
     ATTACKS, DEFAULT_EPS, MINIMUM_NORM, NORMS, SYMBOLS, DDNConfig, FMNConfig, PGDConfig, check_attack, check_norm,
@@ -16,6 +19,7 @@ from hahrobust.attacks import (
 )
 from hahrobust import distributed
 from hahrobust.attacks.autoattack import autoattack_flags, check_aa_version, load_autoattack
+from hahrobust.attacks.gradients import GradientPath, effective_path
 from hahrobust.attacks.journal import rank_journal
 from hahrobust.attacks.norms import COORD_TOLERANCE
 from hahrobust.cli._adaptive import (
@@ -24,8 +28,8 @@ from hahrobust.cli._adaptive import (
 )
 from hahrobust.cli._common import console, handle_errors, make_progress, slug
 from hahrobust.cli._eval import (
-    CHECKPOINTS, DATA, DEVICE, LABEL, OUT, SEED, EvalOptions, LoadedModel, N, common_settings, finish,
-    load_test_set, open_session, per_model,
+    BPDA_TYPES, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, LoadedModel, N,
+    bpda_types, common_settings, finish, load_test_set, open_session, parse_bpda, per_model,
 )
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
@@ -114,7 +118,7 @@ def command(
     ),
     steps: Optional[int] = typer.Option(None, "--steps", help="PGD/FMN/DDN iterations (default 100)."),
     restarts: Optional[int] = typer.Option(None, "--restarts", help="PGD restarts (default 5)."),
-    gradient: str = GRADIENT,
+    gradient: Optional[str] = GRADIENT,
     bpda_backward: str = BPDA_BACKWARD,
     bpda_temperature: float = BPDA_TEMPERATURE,
     eot_samples: int = EOT_SAMPLES,
@@ -136,12 +140,20 @@ def command(
         False, "--resume", help="Continue a killed run from the journal in --out, without redoing finished batches."
     ),
     save_adv: bool = typer.Option(
-        False, "--save-adv", help="Write the verified adversarial examples to --out as adv-<model>-<attack>-<norm>.safetensors."
+        False, "--save-adv",
+        help="Write the verified adversarial examples to --out as adv-<model>-<attack>-<norm>[-<gradient>-<hash>].safetensors."
     ),
+    bpda: Optional[list[str]] = BPDA_TYPES,
+    weights: Optional[list[Path]] = WEIGHTS,
+    normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     # Every option is checked before any checkpoint or image is loaded.
     check_aa_version(aa_version)
-    path = gradient_path(gradient, bpda_backward, bpda_temperature, eot_samples, eot_sigma)
+    surrogate_names = parse_bpda(bpda)
+    path = gradient_path(gradient or ("bpda" if surrogate_names else "plain"), bpda_backward, bpda_temperature,
+                         eot_samples, eot_sigma)
+    if surrogate_names and not path.uses_bpda:
+        raise HahrobustError(f"--bpda maps layers for --gradient bpda or bpda+eot, not {path.name}")
     check_loss(loss)
     if table is not None:
         if table != "paper":
@@ -179,11 +191,22 @@ def command(
     fmn_config = FMNConfig(**({"steps": steps} if steps is not None else {}))
     ddn_config = DDNConfig(**({"steps": steps} if steps is not None else {}))
 
-    options = EvalOptions(checkpoints, label, n, data, batch_size or 1, device, seed, out)
+    options = EvalOptions(
+        checkpoints, label, n, data, batch_size or 1, device, seed, out, weights=weights, normalize=normalize
+    )
     session = open_session(options)
     size = batch_size or DEFAULT_BATCH.get(session.device.type, DEFAULT_BATCH["cpu"])
     source = load_surrogate(surrogate, [m.model for m in session.models], session.device) if surrogate else None
-    stems = {(m.label, name, p): f"{slug(m.label)}-{name}-{p}" for m in session.models for name, p, _ in plan}
+    types = bpda_types(session, surrogate_names) if surrogate_names else {}
+    paths: dict[str, GradientPath] = {}  # each model's gradient: BPDA on a model without thresholds is exact
+    gradient_notes: list[str] = []
+    for m in session.models:
+        paths[m.label], note = effective_path(m.model, path, types.get(m.label))
+        gradient_notes += [f"{m.label}: {note}"] if note else []
+    stems = {
+        (m.label, name, p): f"{slug(m.label)}-{name}-{p}{_gradient_tag(path, types.get(m.label, {}))}"
+        for m in session.models for name, p, _ in plan
+    }
     journals = [rank_journal(session.out_dir / "journal" / f"{s}.jsonl") for s in stems.values()] if session.out_dir else []
     if not resume and any(j.exists() for j in journals):
         found = next(j for j in journals if j.exists())
@@ -202,7 +225,8 @@ def command(
                     device=session.device, progress=progress, journal_path=journal, resume=resume,
                     save_adv=session.out_dir / f"adv-{stem}.safetensors" if save_adv and session.out_dir else None,
                     aa_version=aa_version, pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config,
-                    gradient=path, surrogate=source, description=f"{m.label} {name} {SYMBOLS[p]}",
+                    gradient=paths[m.label], bpda_types=types.get(m.label), surrogate=source,
+                    description=f"{m.label} {name} {SYMBOLS[p]}",
                 ))
             flagged.extend(
                 f"AutoAttack's check flagged {m.label} {SYMBOLS[p]} (its % are of the images it attacked in one "
@@ -223,6 +247,7 @@ def command(
         **common_settings(session, test), "batch_size": size,
         "attacks": [{"attack": a, "norm": p, "eps": e} for a, p, e in plan],
         "gradient": path.settings(),
+        **({"bpda": surrogate_names} if surrogate_names else {}),
         **({"surrogate": str(surrogate)} if surrogate is not None else {}),
         **({"aa_version": aa_version} if "autoattack" in attacks else {}),
         **({"pgd": pgd_config.__dict__} if "pgd" in attacks else {}),
@@ -243,7 +268,7 @@ def command(
             layout = dataclasses.replace(layout, title=f"{layout.title}, {', '.join(how)}")
     else:
         command_name, layout = "attack-table1", TABLE_LAYOUT
-    layout = dataclasses.replace(layout, notes=(*layout.notes, *flagged))
+    layout = dataclasses.replace(layout, notes=(*layout.notes, *gradient_notes, *flagged))
     checkpoints = {**session.checkpoints, **({"transfer source": surrogate} if surrogate is not None else {})}
     finish(Result(command_name, rows, settings, checkpoints, layout, started=session.started), session)
     # The results are written: the journals (crash recovery only) have done their job.
@@ -254,6 +279,16 @@ def command(
     folder = session.out_dir / "journal" if session.out_dir is not None else None
     if folder is not None and distributed.current().is_main and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+def _gradient_tag(path: GradientPath, types: dict[type[nn.Module], str]) -> str:
+    """A journal-name suffix that differs whenever the gradient does (name, surrogate settings, mapped types),
+    so a --resume never continues batches attacked through another gradient; empty for the plain gradient."""
+    if path.name == "plain":
+        return ""
+    mapped = sorted(f"{cls.__module__}.{cls.__qualname__}={kind}" for cls, kind in types.items())
+    digest = hashlib.sha256(json.dumps([path.settings(), mapped], sort_keys=True).encode()).hexdigest()[:8]
+    return f"-{path.name.replace('+', '-')}-{digest}"
 
 
 __all__ = ["HELP", "NAME", "command"]

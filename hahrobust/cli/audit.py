@@ -17,7 +17,8 @@ from hahrobust.attacks.norms import DEFAULT_EPS, SYMBOLS, format_eps, parse_eps
 from hahrobust.cli._adaptive import BPDA_TEMPERATURE, SURROGATE, load_surrogate
 from hahrobust.cli._common import console, handle_errors, make_progress, slug
 from hahrobust.cli._eval import (
-    CHECKPOINTS, DATA, DEVICE, LABEL, N, OUT, SEED, EvalOptions, common_settings, finish, load_test_set, open_session,
+    BPDA_TYPES, CHECKPOINTS, DATA, DEVICE, LABEL, N, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, bpda_types,
+    common_settings, finish, load_test_set, open_session, parse_bpda,
 )
 from hahrobust.errors import HahrobustError
 from hahrobust.results import Figure, Layout, Result
@@ -72,6 +73,9 @@ def command(
         None, "--skip", help=f"Comma-separated ensemble members to leave out: {', '.join(m.name for m in DEFAULT_ENSEMBLE)}."
     ),
     bpda_temperature: float = BPDA_TEMPERATURE,
+    bpda: Optional[list[str]] = BPDA_TYPES,
+    weights: Optional[list[Path]] = WEIGHTS,
+    normalize: Optional[list[str]] = NORMALIZE,
     n: Optional[int] = N,
     data: Optional[str] = DATA,
     batch_size: int = typer.Option(100, "--batch-size", help="Images attacked together."),
@@ -96,11 +100,13 @@ def command(
     if resume and out is None:
         raise HahrobustError("--resume needs --out DIR (the journals live there)")
     config = AuditConfig(temperature=bpda_temperature)
+    surrogate_names = parse_bpda(bpda)
     if any(m.attack in ("autoattack", "square") for m in ensemble):
         load_autoattack()
 
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out)
+    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize)
     session = open_session(options)
+    types = bpda_types(session, surrogate_names) if surrogate_names else {}
     source = load_surrogate(surrogate, [m.model for m in session.models], session.device) if surrogate else None
     journal_dir = session.out_dir / "journal" if session.out_dir is not None else None
     stems = {m.label: slug(m.label) for m in session.models}
@@ -117,7 +123,8 @@ def command(
             diags = []
             for p in norms:
                 rows, diag, pair = audit_model(
-                    m.model, test, norm=p, eps=eps_by_norm[p], surrogate=source, ensemble=ensemble, config=config,
+                    m.model, test, norm=p, eps=eps_by_norm[p], surrogate=source, bpda_types=types.get(m.label),
+                    ensemble=ensemble, config=config,
                     seed=seed, batch_size=batch_size, device=session.device, progress=progress,
                     journal_dir=journal_dir, journal_stem=f"audit-{stems[m.label]}", resume=resume,
                 )
@@ -134,7 +141,9 @@ def command(
     settings = {
         **common_settings(session, test), "norms": norms, "eps": eps_by_norm,
         "ensemble": [m.name for m in ensemble],
-        "applied": {m.label: [x.name for x in members_for(m.model, ensemble, source)] for m in session.models},
+        "applied": {m.label: [x.name for x in members_for(m.model, ensemble, source, types.get(m.label))]
+                    for m in session.models},
+        **({"bpda": surrogate_names} if surrogate_names else {}),
         "config": dataclasses.asdict(config),
         **({"surrogate": str(surrogate)} if surrogate is not None else {}),
     }

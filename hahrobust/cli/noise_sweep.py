@@ -14,8 +14,10 @@ from hahrobust.cli._eval import (
     DATA,
     DEVICE,
     LABEL,
+    NORMALIZE,
     OUT,
     SEED,
+    WEIGHTS,
     EvalOptions,
     N,
     common_settings,
@@ -73,10 +75,14 @@ def command(
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    weights: Optional[list[Path]] = WEIGHTS,
+    normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     levels = check_sigmas(parse_floats(sigmas, "--sigmas"))
     kind, repeats = check_noise(noise), check_repeats(repeats)
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out)
+    options = EvalOptions(
+        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize
+    )
     session = open_session(options)
     with make_progress() as progress:
         test = load_test_set(options, progress)

@@ -14,8 +14,11 @@ from hahrobust.cli._eval import (
     DATA,
     DEVICE,
     LABEL,
+    LAYERS,
+    NORMALIZE,
     OUT,
     SEED,
+    WEIGHTS,
     EvalOptions,
     N,
     common_settings,
@@ -23,12 +26,16 @@ from hahrobust.cli._eval import (
     load_test_set,
     open_session,
     per_model,
+    session_layers,
+    with_layers_note,
 )
 from hahrobust.metrics.noise import NOISE_KINDS, check_noise, check_repeats, check_sigmas
 from hahrobust.metrics.snr import snr
 from hahrobust.results import Figure, Layout, Result
 
 NAME = "snr"
+#: A model spec's layers measured without --layers: the input of every convolution, as a conv block's input is.
+FOREIGN_LAYERS = "Conv2d"
 HELP = "SNR (dB) of every conv block's input under Gaussian input noise (Eq. 6, Fig. 3)."
 
 LAYOUT = Layout(
@@ -58,25 +65,37 @@ def command(
     sigma: float = typer.Option(0.1, "--sigma", help="Noise standard deviation, in [0, 1] pixel units."),
     repeats: int = typer.Option(3, "--repeats", help="Noise draws per image (fixed seeds)."),
     noise: str = typer.Option("gaussian", "--noise", help=f"Noise distribution: {' | '.join(NOISE_KINDS)} (same σ)."),
+    layers: Optional[str] = LAYERS,
     n: Optional[int] = N,
     data: Optional[str] = DATA,
     batch_size: int = BATCH_SIZE,
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    weights: Optional[list[Path]] = WEIGHTS,
+    normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     (sigma,) = check_sigmas([sigma])
     kind, repeats = check_noise(noise), check_repeats(repeats)
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out)
+    options = EvalOptions(
+        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize
+    )
     session = open_session(options)
+    # Foreign models have no blocks: their convolutions' inputs are what Eq. 6 measures at a conv block's input.
+    names = session_layers(session, layers, FOREIGN_LAYERS)
     with make_progress() as progress:
         test = load_test_set(options, progress)
         rows = per_model(
             session,
             lambda m: snr(
-                m.model, test, sigma, noise=kind, repeats=repeats, seed=seed, batch_size=batch_size,
-                device=session.device, progress=progress, description=f"SNR {m.label}",
+                m.model, test, sigma, layers=names[m.label], noise=kind, repeats=repeats, seed=seed,
+                batch_size=batch_size, device=session.device, progress=progress, description=f"SNR {m.label}",
             ),
         )
-    settings = {**common_settings(session, test), "sigma": sigma, "noise": kind, "repeats": repeats}
-    finish(Result(NAME, rows, settings, session.checkpoints, LAYOUT, started=session.started), session)
+    selector = layers or FOREIGN_LAYERS
+    settings = {
+        **common_settings(session, test), "sigma": sigma, "noise": kind, "repeats": repeats,
+        **({"layers": selector} if any(names.values()) else {}),
+    }
+    layout = with_layers_note(LAYOUT, names, selector, "SNR at the input")
+    finish(Result(NAME, rows, settings, session.checkpoints, layout, started=session.started), session)

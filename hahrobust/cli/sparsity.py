@@ -14,8 +14,11 @@ from hahrobust.cli._eval import (
     DATA,
     DEVICE,
     LABEL,
+    LAYERS,
+    NORMALIZE,
     OUT,
     SEED,
+    WEIGHTS,
     EvalOptions,
     N,
     common_settings,
@@ -23,6 +26,8 @@ from hahrobust.cli._eval import (
     load_test_set,
     open_session,
     per_model,
+    session_layers,
+    with_layers_note,
 )
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics.sparsity import default_block_count, sparsity
@@ -62,31 +67,46 @@ def command(
     label: Optional[list[str]] = LABEL,
     blocks: Optional[int] = typer.Option(
         None, "--blocks",
-        help="Number of leading conv blocks to measure (default: the most HaH blocks among the models).",
+        help="Number of leading conv blocks (and of --layers layers) to measure (default: the most HaH blocks "
+        "among the hahrobust models; every layer --layers picks).",
     ),
+    layers: Optional[str] = LAYERS,
     n: Optional[int] = N,
     data: Optional[str] = DATA,
     batch_size: int = BATCH_SIZE,
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    weights: Optional[list[Path]] = WEIGHTS,
+    normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out)
+    options = EvalOptions(
+        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize
+    )
     session = open_session(options)
-    models = [m.model for m in session.models]
-    count = default_block_count(models) if blocks is None else blocks
+    selected = session_layers(session, layers)  # None: a hahrobust checkpoint's blocks
+    native = [m.model for m in session.models if not m.is_foreign]
+    block_count = blocks if blocks is not None or not native else default_block_count(native)
+    counts: dict[str, int] = {}
     for m in session.models:
-        available = len(m.model.block_names())
-        if not 1 <= count <= available:
-            raise HahrobustError(f"--blocks {count}: {m.label} ({m.path}) has {available} conv blocks")
+        names = selected[m.label]
+        available = len(m.model.block_names()) if names is None else len(names)
+        count = block_count if names is None else (blocks if blocks is not None else available)
+        if count is None or not 1 <= count <= available:
+            what = "conv blocks" if names is None else f"layers matching --layers {layers}"
+            raise HahrobustError(f"--blocks {count}: {m.label} ({m.path}) has {available} {what}")
+        counts[m.label] = count
     with make_progress() as progress:
         test = load_test_set(options, progress)
         rows = per_model(
             session,
             lambda m: sparsity(
-                m.model, test, count, batch_size=batch_size, device=session.device, progress=progress,
-                description=f"sparsity {m.label}",
+                m.model, test, counts[m.label], layers=selected[m.label], batch_size=batch_size,
+                device=session.device, progress=progress, description=f"sparsity {m.label}",
             ),
         )
-    settings = {**common_settings(session, test), "blocks": count}
-    finish(Result(NAME, rows, settings, session.checkpoints, LAYOUT, started=session.started), session)
+    settings = {**common_settings(session, test), **({"blocks": block_count} if block_count is not None else {})}
+    if any(selected.values()):
+        settings["layers"] = layers
+    layout = with_layers_note(LAYOUT, selected, layers, "the output (as it is, no BatchNorm-input substitution)")
+    finish(Result(NAME, rows, settings, session.checkpoints, layout, started=session.started), session)

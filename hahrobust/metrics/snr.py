@@ -18,14 +18,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import torch
 from rich.progress import Progress
+from torch import nn
 
 from hahrobust import distributed
 from hahrobust.data import ImageSet, batches, num_batches
 from hahrobust.distributed import BatchSum, Shard
+from hahrobust.errors import HahrobustError
 from hahrobust.metrics._progress import progress_task
 from hahrobust.metrics.noise import NoiseKind, add_noise, check_noise, check_repeats, check_sigmas, unit_noise
 from hahrobust.models import HahrobustModel
@@ -49,10 +53,11 @@ def to_db(ratio: np.ndarray | float) -> np.ndarray:
 
 @torch.no_grad()
 def snr(
-    model: HahrobustModel,
+    model: nn.Module,
     data: ImageSet,
     sigma: float = 0.1,
     *,
+    layers: Sequence[str] | None = None,
     noise: NoiseKind = "gaussian",
     repeats: int = 3,
     seed: int = 0,
@@ -64,6 +69,9 @@ def snr(
 ) -> pd.DataFrame:
     """SNR (Eq. 6) at the input of every conv block of ``model`` on ``data``; one row per block.
 
+    ``layers`` (full module names, e.g. from :func:`hahrobust.nn.hooks.select_layers`) takes the input of
+    each of those modules instead, for any model; without it the model must be a :class:`HahrobustModel`.
+
     Columns: ``block`` (1-based), ``block_name``, ``block_type`` (the block's class, e.g. ``HaHBlock``,
     ``ConvBlock``), ``sigma``, ``noise``, ``repeats``, ``snr_db``, ``snr_db_std``. Streams ``data`` in batches:
     memory holds one batch's clean block inputs and one noisy forward pass at a time. Under torchrun each
@@ -73,8 +81,10 @@ def snr(
     (sigma,) = check_sigmas([sigma])
     noise = check_noise(noise)
     repeats = check_repeats(repeats)
+    if layers is None and not isinstance(model, HahrobustModel):
+        raise HahrobustError("a model that is not a hahrobust model has no blocks: name the layers to measure")
     model.eval()
-    names = model.block_names()
+    names = list(layers) if layers is not None else model.block_names()
     modules = dict(model.named_modules())
     ratio_sum = BatchSum(torch.zeros(len(names), repeats, dtype=torch.float64), shard)  # Σ_images linear ratio
     steps = shard.own_count(num_batches(len(data), batch_size, False)) * (1 + repeats)

@@ -53,6 +53,7 @@ from hahrobust.nn import ActivationExtractor
 
 TENSOR_OUTPUT = "block output"
 TENSOR_BN_INPUT = "BatchNorm input (rectified activations)"
+TENSOR_LAYER_OUTPUT = "layer output"
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -98,10 +99,11 @@ def default_block_count(models: Sequence[HahrobustModel]) -> int:
 
 @torch.no_grad()
 def sparsity(
-    model: HahrobustModel,
+    model: nn.Module,
     data: ImageSet,
     blocks: int | None = None,
     *,
+    layers: Sequence[str] | None = None,
     batch_size: int = 500,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
@@ -110,20 +112,30 @@ def sparsity(
 ) -> pd.DataFrame:
     """Sparsity of the first ``blocks`` conv blocks (default: the model's HaH blocks) on ``data``; a row per block.
 
+    ``layers`` (full module names, e.g. from :func:`hahrobust.nn.hooks.select_layers`) measures the output
+    of each of those modules instead, as it is, for any model; ``blocks`` then takes the first ones.
+    Without ``layers`` the model must be a :class:`HahrobustModel` (it names its blocks).
+
     Columns: ``block`` (1-based), ``block_name``, ``block_type`` (the block's class, e.g. ``HaHBlock``,
     ``ConvBlock``), ``tensor`` (what was measured), ``channels``, ``hoyer``, ``nonzero``, ``zero_locations``
     (fractions in [0, 1]). Under torchrun each rank takes whole batches, and the per-batch sums are added
     in batch order: the same floats as one process.
     """
     shard = shard or distributed.current()
-    names = model.block_names()
+    if layers is None and not isinstance(model, HahrobustModel):
+        raise HahrobustError("a model that is not a hahrobust model has no blocks: name the layers to measure")
+    names = list(layers) if layers is not None else model.block_names()
     if blocks is None:
-        blocks = len(model.hah_block_names()) or len(names)
+        blocks = len(names) if layers is not None else (len(model.hah_block_names()) or len(names))
     if not 1 <= blocks <= len(names):
-        raise HahrobustError(f"cannot measure {blocks} blocks: the model has {len(names)} conv blocks")
+        what = "selected layers" if layers is not None else "conv blocks"
+        raise HahrobustError(f"cannot measure {blocks} blocks: the model has {len(names)} {what}")
     names = names[:blocks]
     modules = dict(model.named_modules())
-    measured = [measured_tensor(model, name) for name in names]
+    measured = [
+        MeasuredTensor(name, "output", TENSOR_LAYER_OUTPUT) if layers is not None else measured_tensor(model, name)
+        for name in names
+    ]
     model.eval()
     # Per block: Σ Hoyer over non-zero locations, #non-zero locations, #zero locations, #non-zero entries,
     # #entries. float64 so 10,000 images × 1,024 locations sum without rounding drift.

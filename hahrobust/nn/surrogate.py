@@ -15,15 +15,20 @@ Evidence it matters: on the reference HaH VGG-16 (200 test images, ℓ∞ 2/255,
 gradients leave 10.5 % robust, the sigmoid surrogate 2.5 % (issue 11's probe; ``hahrobust audit`` measures it).
 
 A layer declares its own surrogate by subclassing :class:`SurrogateLayer` and calling :meth:`with_surrogate`
-on its exact output; any other module type (a user's own threshold) can be given one with
-:func:`register_surrogate` (applied through a forward hook: the exact output is kept, the gradient is the
-surrogate's). :class:`BPDA` wraps a model so that every attack (which only calls the model) sees it.
+on its exact output; any other module type (a user's own threshold) can be given one for one model with
+``BPDA(model, types={Type: kind})`` (the type names of a user's command line resolve with
+:func:`surrogate_types`), or for every model with :func:`register_surrogate` (both applied through a forward
+hook: the exact output is kept, the gradient is the surrogate's). hahtorch's thresholds
+(``FractionalThreshold``, ``AdaptiveThreshold``: x·[x > τ]) get the sigmoid surrogate out of the box when
+hahtorch is imported (:func:`known_surrogates`). :class:`BPDA` wraps a model so that every attack (which
+only calls the model) sees it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -103,26 +108,73 @@ def register_surrogate(module_type: type[nn.Module], kind: SurrogateKind) -> Non
     _REGISTERED[module_type] = kind
 
 
-def surrogate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The layers of ``model`` that BPDA changes: built-in surrogate layers and registered module types."""
+#: hahtorch 0.0.5's threshold layers (module, class name): both compute x·[x > τ] with τ per image and channel.
+HAHTORCH_THRESHOLDS: tuple[tuple[str, str], ...] = (
+    ("hahtorch", "FractionalThreshold"), ("hahtorch", "AdaptiveThreshold"),
+)
+
+SurrogateTypes = Mapping[type[nn.Module], SurrogateKind]
+
+
+def known_surrogates() -> dict[type[nn.Module], SurrogateKind]:
+    """Foreign threshold types recognised without being named: hahtorch's, when hahtorch has been imported
+    (a model built from hahtorch has imported it; hahrobust never imports it on its own)."""
+    found: dict[type[nn.Module], SurrogateKind] = {}
+    for module_name, class_name in HAHTORCH_THRESHOLDS:
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            found[cls] = "sigmoid"
+    return found
+
+
+def surrogate_types(model: nn.Module, names: Mapping[str, SurrogateKind]) -> dict[type[nn.Module], SurrogateKind]:
+    """The module types of ``model`` named in ``names`` (class name, or module.qualname), with their kind.
+
+    Names no module of ``model`` has are left out (the caller decides whether that is an error); a type
+    that declares its own surrogate (:class:`SurrogateLayer`) raises ValueError.
+    """
+    found: dict[type[nn.Module], SurrogateKind] = {}
+    for module in model.modules():
+        cls = type(module)
+        for name, kind in names.items():
+            if name in (cls.__name__, f"{cls.__module__}.{cls.__qualname__}"):
+                if issubclass(cls, SurrogateLayer):
+                    raise ValueError(f"{cls.__name__} declares its own surrogate; it needs no mapping")
+                Surrogate(kind)  # validates the kind
+                found[cls] = kind
+    return found
+
+
+def _type_kinds(types: SurrogateTypes | None) -> dict[type[nn.Module], SurrogateKind]:
+    """Every mapped type in force for one model: known ones, then registered ones, then ``types`` (the most
+    specific wins)."""
+    return {**known_surrogates(), **_REGISTERED, **(types or {})}
+
+
+def surrogate_layers(model: nn.Module, types: SurrogateTypes | None = None) -> list[tuple[str, nn.Module]]:
+    """The layers of ``model`` that BPDA changes: built-in surrogate layers, and modules of a mapped type
+    (``types``, registered or known ones)."""
+    mapped = tuple(_type_kinds(types))
     return [
         (name, m) for name, m in model.named_modules()
-        if isinstance(m, SurrogateLayer) or isinstance(m, tuple(_REGISTERED))
+        if isinstance(m, SurrogateLayer) or isinstance(m, mapped)
     ]
 
 
 @contextlib.contextmanager
-def surrogate_gradients(model: nn.Module, surrogate: Surrogate) -> Iterator[int]:
-    """Within the block, every surrogate layer of ``model`` back-propagates through ``surrogate``; yields how
-    many layers that is. The forward pass is unchanged (bit-identical outputs)."""
-    layers = surrogate_layers(model)
+def surrogate_gradients(model: nn.Module, surrogate: Surrogate, types: SurrogateTypes | None = None) -> Iterator[int]:
+    """Within the block, every surrogate layer of ``model`` back-propagates through ``surrogate`` (a mapped
+    type's layers through its own kind at the same temperature); yields how many layers that is. The
+    forward pass is unchanged (bit-identical outputs)."""
+    kinds = _type_kinds(types)
+    layers = surrogate_layers(model, types)
     hooks = []
     try:
         for _, layer in layers:
             if isinstance(layer, SurrogateLayer):
                 layer.surrogate = surrogate
             else:
-                kind = next(k for t, k in _REGISTERED.items() if isinstance(layer, t))
+                kind = _kind_of(layer, kinds)
                 hooks.append(layer.register_forward_hook(_hook(Surrogate(kind, surrogate.temperature))))
         yield len(layers)
     finally:
@@ -131,6 +183,11 @@ def surrogate_gradients(model: nn.Module, surrogate: Surrogate) -> Iterator[int]
                 layer.surrogate = None
         for hook in hooks:
             hook.remove()
+
+
+def _kind_of(layer: nn.Module, kinds: Mapping[type[nn.Module], SurrogateKind]) -> SurrogateKind:
+    """The kind mapped to ``layer``'s closest class (its own before a base class)."""
+    return next(kinds[cls] for cls in type(layer).__mro__ if cls in kinds)
 
 
 def _hook(surrogate: Surrogate):  # type: ignore[no-untyped-def]
@@ -148,17 +205,24 @@ def _hook(surrogate: Surrogate):  # type: ignore[no-untyped-def]
 
 class BPDA(nn.Module):
     """``model`` with every surrogate layer back-propagating through ``surrogate``: logits identical to
-    ``model``'s, gradients those of the smooth surrogate. A callable model, so every attack can use it."""
+    ``model``'s, gradients those of the smooth surrogate. A callable model, so every attack can use it.
 
-    def __init__(self, model: nn.Module, surrogate: Surrogate = Surrogate()) -> None:
+    ``types`` maps further module types of this model to a surrogate kind, for this wrapper only (nothing
+    is registered globally, so one model's mapping never reaches another)."""
+
+    def __init__(self, model: nn.Module, surrogate: Surrogate = Surrogate(), types: SurrogateTypes | None = None) -> None:
         super().__init__()
-        if not surrogate_layers(model):
+        self.types = dict(types or {})
+        for cls in self.types:
+            if issubclass(cls, SurrogateLayer):
+                raise ValueError(f"{cls.__name__} declares its own surrogate; it needs no mapping")
+        if not surrogate_layers(model, self.types):
             raise ValueError(
                 "BPDA: the model has no layer with a surrogate gradient (no threshold to bypass); "
-                "register its non-differentiable module types with register_surrogate"
+                "map its non-differentiable module types to a surrogate (types=, or register_surrogate)"
             )
         self.model, self.surrogate = model, surrogate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with surrogate_gradients(self.model, self.surrogate):
+        with surrogate_gradients(self.model, self.surrogate, self.types):
             return self.model(x)

@@ -51,7 +51,7 @@ from hahrobust.attacks.run import ATTACK_NORMS, AttackOutcome, run_attack_images
 from hahrobust.attacks.verify import verify
 from hahrobust.data import ImageSet, balanced_indices, balanced_subset, batches
 from hahrobust.errors import HahrobustError
-from hahrobust.nn.surrogate import surrogate_layers
+from hahrobust.nn.surrogate import SurrogateTypes, surrogate_layers
 
 Kind = Literal["standard", "white-box", "adaptive", "transfer", "black-box"]
 #: Norms the whole ensemble supports (AutoAttack and the black-box attacks have no ℓ0 or ℓ1 here).
@@ -150,10 +150,12 @@ def check_audit_norm(norm: str) -> str:
     return norm
 
 
-def members_for(model: nn.Module, ensemble: Sequence[Member], surrogate: nn.Module | None) -> list[Member]:
+def members_for(
+    model: nn.Module, ensemble: Sequence[Member], surrogate: nn.Module | None, bpda_types: SurrogateTypes | None = None
+) -> list[Member]:
     """The ensemble as it applies to ``model``: BPDA parts dropped (or the member skipped) without a threshold,
     transfer skipped without a surrogate, attacks the runner does not know left out."""
-    thresholded = bool(surrogate_layers(model))
+    thresholded = bool(surrogate_layers(model, bpda_types))
     chosen = []
     for member in ensemble:
         if member.transfer and surrogate is None:
@@ -176,6 +178,7 @@ def audit_model(
     norm: str,
     eps: Sequence[float],
     surrogate: nn.Module | None = None,
+    bpda_types: SurrogateTypes | None = None,
     ensemble: Sequence[Member] = DEFAULT_ENSEMBLE,
     config: AuditConfig = AuditConfig(),
     seed: int = 0,
@@ -191,7 +194,7 @@ def audit_model(
     audit resumes per member and batch."""
     norm = check_audit_norm(norm)
     eps = check_eps(eps, norm)
-    members = [m for m in members_for(model, ensemble, surrogate) if norm in ATTACK_NORMS[m.attack]]
+    members = [m for m in members_for(model, ensemble, surrogate, bpda_types) if norm in ATTACK_NORMS[m.attack]]
     outcomes: dict[str, AttackOutcome] = {}
     for member in members:
         subset = balanced_subset(data, min(member.subset or config.decision_subset, len(data)), seed) \
@@ -205,10 +208,10 @@ def audit_model(
         outcomes[member.name] = run_attack_images(
             model, subset, attack=member.attack, norm=norm, eps=eps, seed=seed, batch_size=batch_size,
             device=device, progress=progress, journal_path=journal, resume=resume, aa_version=member.aa_version,
-            pgd_config=pgd_config, gradient=path, surrogate=surrogate if member.transfer else None,
+            pgd_config=pgd_config, gradient=path, bpda_types=None if member.transfer else bpda_types,
+            surrogate=surrogate if member.transfer else None,
             description=f"{journal_stem} {member.name} {SYMBOLS[norm]}",
         )
-    index = np.arange(len(data))
     robust = np.ones((len(eps), len(data)), dtype=bool)
     broken_by: dict[str, np.ndarray] = {}
     for member in members:
@@ -247,7 +250,7 @@ def audit_model(
         model, data, norm=norm, eps=eps[0], members=members, outcomes=outcomes, worst=robust[0], correct=correct,
         surrogate=surrogate, config=config, seed=seed, batch_size=batch_size, device=device,
         journal=journal_dir / f"{journal_stem}-{norm}-effort.jsonl" if journal_dir else None, resume=resume,
-        progress=progress, index=index,
+        progress=progress, bpda_types=bpda_types,
     )
     return attacks, diagnostics, (plain, float(robust[0].mean()))
 
@@ -273,7 +276,7 @@ def _diagnose(
     model: nn.Module, data: ImageSet, *, norm: str, eps: float, members: list[Member],
     outcomes: dict[str, AttackOutcome], worst: np.ndarray, correct: np.ndarray, surrogate: nn.Module | None,
     config: AuditConfig, seed: int, batch_size: int, device: torch.device | str, journal: Path | None,
-    resume: bool, progress: Progress | None, index: np.ndarray,
+    resume: bool, progress: Progress | None, bpda_types: SurrogateTypes | None,
 ) -> pd.DataFrame:
     values: dict[str, tuple[float, bool, str]] = {}  # key → (value, fired, shown value)
 
@@ -307,7 +310,7 @@ def _diagnose(
 
     survivors = np.flatnonzero(worst & correct)
     extra = _more_effort(model, data, survivors, norm, eps, members, config, seed, batch_size, device, journal,
-                         resume, progress)
+                         resume, progress, bpda_types)
     values["more_effort"] = (extra, extra > 0, f"{extra} of {len(survivors)} survivors broken")
 
     white = [outcomes[m.name] for m in members if m.kind == "white-box"]
@@ -399,7 +402,7 @@ def _unbounded_success(model: nn.Module, data: ImageSet, norm: str, config: Audi
 def _more_effort(
     model: nn.Module, data: ImageSet, survivors: np.ndarray, norm: str, eps: float, members: list[Member],
     config: AuditConfig, seed: int, batch_size: int, device: torch.device | str, journal: Path | None,
-    resume: bool, progress: Progress | None,
+    resume: bool, progress: Progress | None, bpda_types: SurrogateTypes | None,
 ) -> int:
     """How many of the images no member broke fall to the strongest PGD with more steps and restarts."""
     if len(survivors) == 0:
@@ -414,7 +417,7 @@ def _more_effort(
     outcome = run_attack_images(
         model, subset, attack="pgd", norm=norm, eps=[eps], seed=seed, batch_size=batch_size, device=device,
         pgd_config=pgd_config, gradient=GradientPath(strongest.gradient, temperature=config.temperature),  # type: ignore[arg-type]
-        journal_path=journal, resume=resume, progress=progress, description=f"more effort {SYMBOLS[norm]}",
+        bpda_types=bpda_types, journal_path=journal, resume=resume, progress=progress, description=f"more effort {SYMBOLS[norm]}",
     )
     return int((~outcome.robust[0]).sum())
 
