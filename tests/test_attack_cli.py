@@ -46,7 +46,7 @@ FAST_PGD = ["--attack", "pgd", "--steps", "10", "--restarts", "2"]
 
 def test_pgd_run_writes_verified_results(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = invoke(checkpoint, tiny_data, *FAST_PGD, "--norm", "l2", "--eps", "0.5, 1", "--n", "20",
+    result = invoke(checkpoint, tiny_data, *FAST_PGD, "--norm", "l2", "--eps", "0.5, 1", "--images", "20",
                     "--batch-size", "10", "--out", str(out), "--save-adv")
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(out / "attack.csv", dtype={"eps_label": str})
@@ -64,7 +64,7 @@ def test_pgd_run_writes_verified_results(checkpoint: Path, tiny_data: Path, tmp_
 
 
 def test_fmn_over_several_norms(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
-    result = invoke(checkpoint, tiny_data, "--attack", "fmn", "--norm", "l0,linf", "--steps", "20", "--n", "10",
+    result = invoke(checkpoint, tiny_data, "--attack", "fmn", "--norm", "l0,linf", "--steps", "20", "--images", "10",
                     "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(tmp_path / "attack.csv")
@@ -113,7 +113,7 @@ def test_unreadable_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
 def test_killed_run_resumes_with_the_same_numbers(
     checkpoint: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = [*FAST_PGD, "--norm", "linf", "--eps", "4/255,8/255", "--n", "30", "--batch-size", "10"]
+    args = [*FAST_PGD, "--norm", "linf", "--eps", "4/255,8/255", "--images", "30", "--batch-size", "10"]
     fresh = invoke(checkpoint, tiny_data, *args, "--out", str(tmp_path / "fresh"))
     assert fresh.exit_code == 0, fresh.output
 
@@ -154,7 +154,7 @@ def test_killed_run_resumes_with_the_same_numbers(
 
 
 def test_table_paper(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
-    result = invoke(checkpoint, tiny_data, "--table", "paper", "--aa-version", "paper", "--n", "10", "--out", str(tmp_path))
+    result = invoke(checkpoint, tiny_data, "--table", "paper", "--aa-version", "paper", "--images", "10", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(tmp_path / "attack-table1.csv")
     assert rows["condition"].tolist() == ["Clean", "Noisy (σ = 0.1)", "Adv ℓ∞ (ε = 2/255)", "Adv ℓ2 (ε = 0.25)"]
