@@ -11,8 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner, Result
 
+import hahrobust.attacks.journal as journal_module
+import hahrobust.attacks.run as run_module
 import hahrobust.cli.attack as attack_cli
-from conftest import train_tiny_vgg11
+from conftest import fill_disk_after, train_tiny_vgg11
 from hahrobust.attacks import recheck
 from hahrobust.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from hahrobust.data import balanced_subset, load_cifar10
@@ -62,6 +64,33 @@ def test_pgd_run_writes_verified_results(checkpoint: Path, tiny_data: Path, tmp_
     assert again["robust_acc"].tolist() == rows["robust_acc"].tolist()
     assert "| vgg11   | ℓ2     | 0.5" in (out / "attack.md").read_text()
 
+
+
+def test_save_adv_on_a_full_disk(checkpoint: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while --save-adv writes a batch's examples, or the final file: one line naming the file and
+    the cause, no partial file, and --resume continues from the batches finished."""
+    out = tmp_path / "out"
+    args = [*FAST_PGD, "--norm", "linf", "--images", "20", "--batch-size", "10", "--out", str(out), "--save-adv"]
+    journal = out / "journal" / "vgg11-pgd-linf.jsonl"
+    with monkeypatch.context() as patch:  # full after the first batch's examples
+        fill_disk_after(patch, journal_module, 1)
+        result = invoke(checkpoint, tiny_data, *args)
+    batch = journal.with_suffix(".adv") / "batch-00001.safetensors"
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr == f"error: {batch}: cannot write adversarial examples (No space left on device)\n"
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["batch-00000.safetensors", journal.name]
+
+    with monkeypatch.context() as patch:  # resumed, full when the examples are put in one file
+        fill_disk_after(patch, run_module, 0)
+        result = invoke(checkpoint, tiny_data, *args, "--resume")
+    adv = out / "adv-vgg11-pgd-linf.safetensors"
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {adv}: cannot write adversarial examples (No space left on device)\n"
+    assert not adv.exists() and not (out / "attack.csv").exists()
+
+    result = invoke(checkpoint, tiny_data, *args, "--resume")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [adv.name, "attack.csv", "attack.json", "attack.md", "attack.png"]
 
 def test_fmn_over_several_norms(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
     result = invoke(checkpoint, tiny_data, "--attack", "fmn", "--norm", "l0,linf", "--steps", "20", "--images", "10",
