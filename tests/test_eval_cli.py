@@ -131,12 +131,12 @@ def test_same_model_name_twice_is_labelled_by_file(make_checkpoint: Callable[...
 def test_bad_input(
     command: str, args: list[str], message: str, models: list[Path], tiny_data: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "out"
     result = invoke(command, models, tiny_data, *args, "--out", str(out))
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1  # one line
-    assert not out.exists() or list(out.iterdir()) == []  # nothing half-written
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even an empty --out folder
 
 
 def test_old_subset_name_still_works_but_is_shown_nowhere(models: list[Path], tiny_data: Path, tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_file_that_is_not_a_checkpoint(content: bytes, models: list[Path], tiny_
     fake.write_bytes(content)
     result = invoke("snr", [models[0], fake], tiny_data, "--out", str(tmp_path / "out"))
     assert result.exit_code == 2 and "not a hahrobust checkpoint" in result.stderr
-    assert result.stderr.count("\n") == 1 and list((tmp_path / "out").iterdir()) == []
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
 def test_unwritable_out_fails_before_any_work(models: list[Path], tmp_path: Path) -> None:

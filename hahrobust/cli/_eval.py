@@ -44,7 +44,7 @@ from hahrobust.data import ImageSet, balanced_subset
 from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
 from hahrobust.models import HahrobustModel
-from hahrobust.results import Result, prepare_out_dir, show, write
+from hahrobust.results import Result, check_out_dir, show, write
 
 # Typer option declarations shared by every evaluation command (use them as parameter defaults).
 CHECKPOINTS = typer.Argument(..., help="One or more hahrobust .safetensors checkpoints to compare.")
@@ -112,7 +112,10 @@ class Session:
 def open_session(options: EvalOptions) -> Session:
     """Check the shared options and load every checkpoint (in eval mode, on the device); nothing is computed."""
     started = datetime.now(timezone.utc)
-    out_dir = prepare_out_dir(options.out) if options.out is not None else None
+    out = options.out
+    out_dir = Path(out).expanduser() if out is not None else None
+    if out is not None:  # rank 0 writes the results; the folder is made when there are results to write
+        distributed.on_rank0(lambda: check_out_dir(out))
     device = resolve_device(options.device)
     if options.batch_size < 1:
         raise HahrobustError(f"--batch-size must be at least 1, got {options.batch_size}")

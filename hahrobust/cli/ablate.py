@@ -14,7 +14,7 @@ from hahrobust.studies.ablation import VARIANTS, run_ablation
 from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
 from hahrobust.cli._eval import N
 from hahrobust.devices import resolve_device
-from hahrobust.results import Result, prepare_out_dir, show, write
+from hahrobust.results import Result, check_out_dir, show, write
 from hahrobust.studies.paper_table import paper_layout
 
 NAME = "ablate"
@@ -38,7 +38,7 @@ def command(
 ) -> None:
     require_single_process("ablate (run each variant's `hahrobust train` under torchrun instead)")
     started = datetime.now(timezone.utc)
-    out_dir = prepare_out_dir(out)
+    out_dir = check_out_dir(out)  # made by the first checkpoint or the results
     torch_device = resolve_device(device)
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     path = data_path(data)

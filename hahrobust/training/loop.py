@@ -128,7 +128,7 @@ def train(
         )
         state.history.append(row)
         state.epochs_done = epoch + 1
-        _raise_on_all(_rank0_problem(shard, lambda: save_progress(state_path, log_path, model, optimizer, state)), shard)
+        distributed.on_rank0(lambda: save_progress(state_path, log_path, model, optimizer, state), shard)
 
     final = state.history[-1]
     metadata = checkpoint_metadata(
@@ -137,19 +137,8 @@ def train(
         metrics={"test_acc": final["test_acc"], "test_n": len(test_data), "train_acc": final["train_acc"]},
         history=state.history, runtime={**dataclasses.asdict(runtime), "processes": shard.world_size},
     )
-    _raise_on_all(_rank0_problem(shard, lambda: save_final(out, model, metadata, state_path)), shard)
+    distributed.on_rank0(lambda: save_final(out, model, metadata, state_path), shard)
     return TrainResult(out, model.eval(), metadata)
-
-
-def _rank0_problem(shard: Shard, write: Callable[[], None]) -> str | None:
-    """Run rank 0's ``write`` (only rank 0 writes files); the one-line error it raised, if any, for every rank."""
-    if not shard.is_main:
-        return None
-    try:
-        write()
-    except HahrobustError as exc:
-        return str(exc)
-    return None
 
 
 def _output_problem(out: Path, state_path: Path, resume: bool, overwrite: bool) -> str | None:
