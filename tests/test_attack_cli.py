@@ -170,10 +170,8 @@ def test_killed_run_resumes_with_the_same_numbers(
     assert again.exit_code == 2 and "pass --resume" in again.output
 
     calls: list[int] = []
-    import hahrobust.attacks as attacks
-
-    real_batch = attacks._attack_batch
-    monkeypatch.setattr(attacks, "_attack_batch", lambda *a, **kw: (calls.append(a[4]), real_batch(*a, **kw))[1])
+    real_batch = run_module._attack_batch  # the runner lives in attacks/run.py; the package only re-exports
+    monkeypatch.setattr(run_module, "_attack_batch", lambda *a, **kw: (calls.append(a[4]), real_batch(*a, **kw))[1])
     resumed = invoke(checkpoint, tiny_data, *args, "--out", str(out), "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert calls == [2]  # only the batch that had not finished
