@@ -10,8 +10,8 @@ over rounds of the per-round ratio (the machine is shared: ratios from one round
 times are not).
 
     python benchmarks/eval_throughput.py --checkpoint checkpoints/hah-vgg16-small.safetensors \\
-        --data cifar10-jpeg.tar.gz --n 100 --rounds 3 --device cpu
-    python benchmarks/eval_throughput.py --checkpoint hah.safetensors --data ~/data --n 1000 --device cuda
+        --data cifar10-jpeg.tar.gz --images 100 --rounds 3 --device cpu
+    python benchmarks/eval_throughput.py --checkpoint hah.safetensors --data ~/data --images 1000 --device cuda
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="hah-vgg16", help="with no --checkpoint: an untrained registry model")
     parser.add_argument("--width", type=float, default=0.25, help="with no --checkpoint")
     parser.add_argument("--data", default=None, help="CIFAR-10 (test split); default: random images labelled by the model")
-    parser.add_argument("--n", type=int, default=100, help="images per run")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: all n at once")
+    parser.add_argument("--images", type=int, default=100, help="images per run")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: all images at once")
     parser.add_argument("--norms", nargs="+", default=["linf", "l2"], choices=sorted(AA_NORMS))
     parser.add_argument("--aa-version", default="standard", choices=["standard", "paper"])
     parser.add_argument("--pgd-steps", type=int, default=PGDConfig().steps)
@@ -53,7 +53,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write settings, versions and timings here")
     args = parser.parse_args(argv)
-    for name in ("n", "rounds", "pgd_steps"):
+    for name in ("images", "rounds", "pgd_steps"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     return args
@@ -61,9 +61,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def images(args: argparse.Namespace, model: torch.nn.Module) -> ImageSet:
     if args.data:
-        return balanced_subset(load_cifar10(args.data, "test"), args.n, seed=args.seed)
+        return balanced_subset(load_cifar10(args.data, "test"), args.images, seed=args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    x = torch.randint(0, 256, (args.n, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    x = torch.randint(0, 256, (args.images, 3, 32, 32), generator=generator, dtype=torch.uint8)
     with torch.no_grad():
         labels = model(x.float().div(255).to(next(model.parameters()).device)).argmax(1).cpu()
     return ImageSet(x, labels, source="random images labelled by the model")
@@ -75,7 +75,7 @@ def reference_autoattack(model: torch.nn.Module, data: ImageSet, norm: str, eps:
     images, seed and batch size, with none of hahrobust's bookkeeping around it."""
     x, y = data.images.float().div(255).to(device), data.labels.to(device)
     run = reference_adversary(model, norm=norm, eps=eps, seed=args.seed, version=args.aa_version, device=device,
-                              batch_size=args.batch_size or args.n)
+                              batch_size=args.batch_size or args.images)
     return lambda: run(x, y)
 
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except HahrobustError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    bs = args.batch_size or args.n
+    bs = args.batch_size or args.images
     runs: dict[str, Callable[[], object]] = {}
     for norm in args.norms:
         eps = DEFAULT_EPS[norm][0]
@@ -111,13 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 
     name = args.checkpoint.name if args.checkpoint else f"{args.model} width {args.width} (untrained)"
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"{name} on {data.source}: n={args.n}, batch {bs}, {device_name}, AutoAttack {args.aa_version}")
+    print(f"{name} on {data.source}: n={args.images}, batch {bs}, {device_name}, AutoAttack {args.aa_version}")
     print(f"{'run':<28}{'median s':>10}{'images/s':>10}")
     results = []
     for key, times in seconds.items():
         median = statistics.median(times)
-        results.append({"run": key, "seconds": times, "median_s": median, "images_per_s": args.n / median})
-        print(f"{key:<28}{median:>10.2f}{args.n / median:>10.1f}")
+        results.append({"run": key, "seconds": times, "median_s": median, "images_per_s": args.images / median})
+        print(f"{key:<28}{median:>10.2f}{args.images / median:>10.1f}")
     overheads = {}
     for norm in args.norms:
         ours, theirs = seconds[f"autoattack {norm} hahrobust"], seconds[f"autoattack {norm} reference"]

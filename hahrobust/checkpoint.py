@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from hahrobust.errors import HahrobustError
 from hahrobust.models import HahrobustModel, from_config, make_config
-from hahrobust.provenance import atomic_path, git_commit, versions
+from hahrobust.provenance import git_commit, versions, write_atomically
 
 FORMAT = "hahrobust.checkpoint/1"
 
@@ -37,11 +37,11 @@ def checkpoint_metadata(model: HahrobustModel, model_name: str, family: str, **e
 
 
 def save_checkpoint(path: str | Path, model: HahrobustModel, metadata: dict[str, Any]) -> None:
-    """Write weights and metadata atomically (a crash never leaves a truncated file)."""
+    """Write weights and metadata atomically (a crash never leaves a truncated file; a full disk raises a
+    one-line :class:`HahrobustError` and leaves ``path`` as it was)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {"format": FORMAT, "hahrobust": json.dumps(metadata, sort_keys=True)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), "the checkpoint")
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

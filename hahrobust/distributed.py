@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -176,6 +176,23 @@ def broadcast(value: T, shard: Shard | None = None) -> T:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]  # type: ignore[return-value]
+
+
+def on_rank0(action: Callable[[], T], shard: Shard | None = None) -> T | None:
+    """``action()`` on rank 0 alone (files are rank 0's; other nodes may not even see them): its result there,
+    None elsewhere. A one-line :class:`HahrobustError` it raises stops every rank with that line (a rank
+    stopping alone would leave the others waiting)."""
+    shard = shard or current()
+    result, problem = None, None
+    if shard.is_main:
+        try:
+            result = action()
+        except HahrobustError as exc:
+            problem = str(exc)
+    problem = broadcast(problem, shard)
+    if problem is not None:
+        raise HahrobustError(problem)
+    return result
 
 
 def barrier(shard: Shard | None = None) -> None:

@@ -6,12 +6,17 @@ import contextlib
 import hashlib
 import os
 import platform
+import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
+
+from safetensors import SafetensorError
+
+from hahrobust.errors import HahrobustError
 
 _PACKAGES = ("hahrobust", "torch", "torchvision", "numpy", "safetensors", "pyautoattack", "foolbox")
 
@@ -78,3 +83,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], object], what: str) -> None:
+    """``write(tmp)`` through :func:`atomic_path`: ``path`` gets the whole new file or stays as it was.
+
+    A failure of the file system (a full disk, no permission, a folder gone) becomes one
+    :class:`HahrobustError` line naming ``path``, ``what`` it was and the cause, instead of a traceback.
+    """
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            write(tmp)
+    except OSError as exc:
+        raise HahrobustError(f"{path}: cannot write {what} ({exc.strerror or exc})") from None
+    except SafetensorError as exc:
+        # safetensors reports the OS error inside its own: "Error while serializing: I/O error: No space
+        # left on device (os error 28)". Anything else it raises is not about the file system.
+        cause = re.search(r"I/O error: (.*?)(?: \(os error \d+\))?$", str(exc).strip().splitlines()[0])
+        if cause is None:
+            raise
+        raise HahrobustError(f"{path}: cannot write {what} ({cause.group(1)})") from None

@@ -1,9 +1,11 @@
 """Compare a results file with an expected one, row by row: the engine behind ``hahrobust check``.
 
-Any CSV or JSON that :mod:`hahrobust.results` writes can be compared. Rows are matched on their key
-columns (model, block, σ, ε, norm, attack, n, seed, …: every column that is not a metric and not a
-timing); metric columns are compared within a tolerance. Whether a change is a regression depends
-on the metric's direction, kept in :data:`METRICS` (data, not code).
+Any CSV or JSON that :mod:`hahrobust.results` writes can be compared, under any file name. Rows are matched
+on their key columns (model, block, σ, ε, norm, attack, n, seed, …: every column that is not a metric and
+not a timing); metric columns are compared within a tolerance. Whether a change is a regression depends
+on the metric's direction, kept in :data:`METRICS` (data, not code). A JSON file names the command that
+wrote it; a CSV holds rows only, so what it is is told by its columns: the two files must have the same
+key and metric columns, and, when both name their command, the same command.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ NUMERIC_KEYS = {"block", "sigma", "eps", "n", "seed", "repeats", "channels", "ep
 VOLATILE_SETTINGS = {"out", "device", "batch_size", "data", "checkpoints", "resume", "labels", "label", "progress"}
 
 
+#: Columns of :attr:`Comparison.table`.
+TABLE_COLUMNS = ["key", "metric", "expected", "actual", "delta", "tolerance", "unit", "verdict"]
+
+
 class Status(IntEnum):
     """Exit status of a check: 0 all within tolerance, 1 a regression, 2 unusable input."""
 
@@ -65,9 +71,9 @@ class Status(IntEnum):
 
 @dataclass(frozen=True)
 class ResultsFile:
-    command: str
+    command: str | None  # None for CSV, which carries rows only (and may be saved under any name)
     rows: pd.DataFrame
-    settings: dict[str, Any] | None  # None for CSV, which carries rows only
+    settings: dict[str, Any] | None  # None for CSV
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,15 @@ class Comparison:
     table: pd.DataFrame  # one row per key × metric: expected, actual, delta, tolerance, verdict
     status: Status
     problems: list[str]  # why the input is unusable (missing rows, different settings), if it is
+
+    @property
+    def verdict(self) -> str:
+        """One line: the status, why when unusable, and the verdicts of the values compared (the table's)."""
+        counts = self.table["verdict"].value_counts().to_dict() if len(self.table) else {}
+        compared = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())) or "nothing compared"
+        if self.status != Status.UNUSABLE:
+            return f"{self.status.name.lower()}: {compared}"
+        return f"unusable: {'; '.join(self.problems)}" + (f"; of the values compared: {compared}" if counts else "")
 
 
 def read_results(path: str | Path) -> ResultsFile:
@@ -86,9 +101,9 @@ def read_results(path: str | Path) -> ResultsFile:
         if path.suffix == ".json":
             document = json.loads(path.read_text(encoding="utf-8"))
             rows = pd.DataFrame(document["rows"], columns=document.get("columns"))
-            return ResultsFile(document.get("command", path.stem), _numeric(rows), document.get("settings", {}))
+            return ResultsFile(document.get("command"), _numeric(rows), document.get("settings", {}))
         if path.suffix == ".csv":
-            return ResultsFile(path.stem, _numeric(pd.read_csv(path)), None)
+            return ResultsFile(None, _numeric(pd.read_csv(path)), None)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, pd.errors.ParserError,
             pd.errors.EmptyDataError) as exc:
         raise HahrobustError(f"{path}: unreadable results file ({type(exc).__name__})") from None
@@ -132,17 +147,19 @@ def compare(
     if tol < 0 or any(v < 0 for v in tol_metric.values()):
         raise HahrobustError("tolerances must be >= 0")
     problems: list[str] = []
-    if actual.command != expected.command:
+    if actual.command is not None and expected.command is not None and actual.command != expected.command:
         problems.append(f"different commands: {actual.command} vs expected {expected.command}")
     if actual.settings is not None and expected.settings is not None:
         differing = _differing_settings(actual.settings, expected.settings)
         if differing:
             problems.append(f"different settings: {', '.join(differing)}")
-
     keys = key_columns(expected.rows)
-    if set(keys) != set(key_columns(actual.rows)):
-        problems.append("different columns: " + ", ".join(sorted(set(keys) ^ set(key_columns(actual.rows)))))
-        return Comparison(pd.DataFrame(), Status.UNUSABLE, problems)
+    columns, actual_columns = _compared_columns(expected.rows), _compared_columns(actual.rows)
+    if columns != actual_columns:
+        problems.append("different columns: " + ", ".join(sorted(columns ^ actual_columns)))
+    if problems:  # results of another command, settings or shape: no value of one measures what the other did
+        return Comparison(_empty_table(), Status.UNUSABLE, problems)
+
     left, right = _keyed(expected.rows, keys), _keyed(actual.rows, keys)
     missing = left.index.difference(right.index)
     extra = right.index.difference(left.index)
@@ -152,7 +169,7 @@ def compare(
         problems.append(f"{len(extra)} row(s) not in the expectation, e.g. {_describe(keys, extra[0])}")
 
     records = []
-    metrics = [m for m in expected.rows.columns if m in METRICS and m in actual.rows.columns]
+    metrics = [m for m in expected.rows.columns if m in METRICS]
     for key in left.index.intersection(right.index, sort=False):
         for metric in metrics:
             spec = METRICS[metric]
@@ -161,9 +178,7 @@ def compare(
             delta, verdict = _judge(spec, want, got, limit, strict)
             records.append({"key": _describe(keys, key), "metric": metric, "expected": want, "actual": got,
                             "delta": delta, "tolerance": limit, "unit": spec.unit, "verdict": verdict})
-    table = pd.DataFrame.from_records(
-        records, columns=["key", "metric", "expected", "actual", "delta", "tolerance", "unit", "verdict"]
-    )
+    table = pd.DataFrame.from_records(records, columns=TABLE_COLUMNS)
     if problems:
         status = Status.UNUSABLE
     elif table["verdict"].isin(["regression", "changed"]).any() or (strict and (table["verdict"] == "improved").any()):
@@ -171,6 +186,14 @@ def compare(
     else:
         status = Status.OK
     return Comparison(table, status, problems)
+
+
+def _compared_columns(rows: pd.DataFrame) -> set[str]:
+    return {*key_columns(rows), *(c for c in rows.columns if c in METRICS)}
+
+
+def _empty_table() -> pd.DataFrame:
+    return pd.DataFrame(columns=TABLE_COLUMNS)
 
 
 def _judge(spec: MetricSpec, want: float, got: float, limit: float, strict: bool) -> tuple[float, str]:

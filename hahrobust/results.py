@@ -36,8 +36,8 @@ Files:
   (grouped bars) or as lines, labelled axes, legend. Non-finite values are left out of the plot.
 
 All files are written through :func:`hahrobust.provenance.atomic_path` and replaced together at the end, so a
-failure leaves none of them half-written. Call :func:`prepare_out_dir` before computing anything so an
-unwritable ``--out`` fails fast.
+failure leaves none of them half-written. Call :func:`check_out_dir` before computing anything so an
+unwritable ``--out`` fails fast; :func:`write` creates the folder when there is something to write.
 """
 
 from __future__ import annotations
@@ -309,10 +309,7 @@ def show(result: Result, console: Console) -> None:
 
 
 def prepare_out_dir(out: str | Path) -> Path:
-    """Create ``out`` (with parents) and check that files can be written there, or raise a one-line error.
-
-    Commands call this before any computation so a bad ``--out`` costs nothing.
-    """
+    """Create ``out`` (with parents) and check that files can be written there, or raise a one-line error."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise HahrobustError(f"--out {out}: exists and is not a directory")
@@ -325,6 +322,22 @@ def prepare_out_dir(out: str | Path) -> Path:
         reason = exc.strerror or type(exc).__name__
         raise HahrobustError(f"--out {out}: cannot write there ({reason})") from None
     return out
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """:func:`prepare_out_dir`, then remove the folders it created: the check without its side effect.
+
+    Commands call this before any computation so a bad ``--out`` costs nothing, and a run that then fails
+    (a bad checkpoint, too many images asked for) leaves no empty folder behind.
+    """
+    out = Path(out).expanduser()
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
+    try:
+        return prepare_out_dir(out)
+    finally:
+        for folder in created:
+            with contextlib.suppress(OSError):  # not empty (another process wrote there): leave it
+                folder.rmdir()
 
 
 def output_paths(command: str, out_dir: str | Path) -> list[Path]:
@@ -479,5 +492,5 @@ def _finite(series: pd.Series) -> np.ndarray:
 
 __all__ = [
     "Figure", "Layout", "Result", "SUFFIXES", "csv_text", "display_frame", "draw", "format_value", "json_document",
-    "markdown", "output_paths", "prepare_out_dir", "show", "write",
+    "check_out_dir", "markdown", "output_paths", "prepare_out_dir", "show", "write",
 ]

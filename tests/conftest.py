@@ -6,12 +6,14 @@ import contextlib
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import SafetensorError
 from torch import nn
 
 from hahrobust.checkpoint import checkpoint_metadata, save_checkpoint
@@ -119,3 +121,22 @@ def train_tiny_vgg11(train_set: ImageSet, epochs: int = 10) -> nn.Module:
             loss.backward()
             optimizer.step()
     return model
+
+
+#: What safetensors raises when the disk fills up during a write.
+NO_SPACE = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def fill_disk_after(monkeypatch: pytest.MonkeyPatch, module: ModuleType, files: int) -> None:
+    """Let ``module``'s safetensors writer save ``files`` files, then fail as on a full disk: part of the file
+    written, then safetensors' error."""
+    real, calls = module.save_file, []
+
+    def writer(tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str] | None = None) -> None:
+        calls.append(filename)
+        if len(calls) <= files:
+            return real(tensors, filename, metadata=metadata)
+        Path(filename).write_bytes(b"\0" * 1000)
+        raise NO_SPACE
+
+    monkeypatch.setattr(module, "save_file", writer)

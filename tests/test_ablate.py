@@ -22,7 +22,7 @@ runner = CliRunner()
 def ablate_args(tiny_data: Path, out: Path, *extra: str) -> list[str]:
     # pgd keeps the adversarial columns fast; a tiny test set keeps evaluation to seconds
     return ["ablate", "--preset", "small", "--epochs", "1", "--variants", "all,no-threshold,baseline",
-            "--attack", "pgd", "--n", "20", "--data", str(tiny_data), "--device", "cpu", "--out", str(out), *extra]
+            "--attack", "pgd", "--images", "20", "--data", str(tiny_data), "--device", "cpu", "--out", str(out), *extra]
 
 
 @pytest.fixture(scope="module")

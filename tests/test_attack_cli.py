@@ -11,8 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner, Result
 
+import hahrobust.attacks.journal as journal_module
+import hahrobust.attacks.run as run_module
 import hahrobust.cli.attack as attack_cli
-from conftest import train_tiny_vgg11
+from conftest import fill_disk_after, train_tiny_vgg11
 from hahrobust.attacks import recheck
 from hahrobust.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from hahrobust.data import balanced_subset, load_cifar10
@@ -46,7 +48,7 @@ FAST_PGD = ["--attack", "pgd", "--steps", "10", "--restarts", "2"]
 
 def test_pgd_run_writes_verified_results(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = invoke(checkpoint, tiny_data, *FAST_PGD, "--norm", "l2", "--eps", "0.5, 1", "--n", "20",
+    result = invoke(checkpoint, tiny_data, *FAST_PGD, "--norm", "l2", "--eps", "0.5, 1", "--images", "20",
                     "--batch-size", "10", "--out", str(out), "--save-adv")
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(out / "attack.csv", dtype={"eps_label": str})
@@ -63,8 +65,35 @@ def test_pgd_run_writes_verified_results(checkpoint: Path, tiny_data: Path, tmp_
     assert "| vgg11   | ℓ2     | 0.5" in (out / "attack.md").read_text()
 
 
+
+def test_save_adv_on_a_full_disk(checkpoint: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while --save-adv writes a batch's examples, or the final file: one line naming the file and
+    the cause, no partial file, and --resume continues from the batches finished."""
+    out = tmp_path / "out"
+    args = [*FAST_PGD, "--norm", "linf", "--images", "20", "--batch-size", "10", "--out", str(out), "--save-adv"]
+    journal = out / "journal" / "vgg11-pgd-linf.jsonl"
+    with monkeypatch.context() as patch:  # full after the first batch's examples
+        fill_disk_after(patch, journal_module, 1)
+        result = invoke(checkpoint, tiny_data, *args)
+    batch = journal.with_suffix(".adv") / "batch-00001.safetensors"
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr == f"error: {batch}: cannot write adversarial examples (No space left on device)\n"
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["batch-00000.safetensors", journal.name]
+
+    with monkeypatch.context() as patch:  # resumed, full when the examples are put in one file
+        fill_disk_after(patch, run_module, 0)
+        result = invoke(checkpoint, tiny_data, *args, "--resume")
+    adv = out / "adv-vgg11-pgd-linf.safetensors"
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {adv}: cannot write adversarial examples (No space left on device)\n"
+    assert not adv.exists() and not (out / "attack.csv").exists()
+
+    result = invoke(checkpoint, tiny_data, *args, "--resume")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [adv.name, "attack.csv", "attack.json", "attack.md", "attack.png"]
+
 def test_fmn_over_several_norms(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
-    result = invoke(checkpoint, tiny_data, "--attack", "fmn", "--norm", "l0,linf", "--steps", "20", "--n", "10",
+    result = invoke(checkpoint, tiny_data, "--attack", "fmn", "--norm", "l0,linf", "--steps", "20", "--images", "10",
                     "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(tmp_path / "attack.csv")
@@ -107,13 +136,13 @@ def test_unreadable_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
     bad.write_text("not a checkpoint")
     result = runner.invoke(app, ["attack", str(bad), "--data", str(tiny_data), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "not a hahrobust checkpoint" in result.output
-    assert not any((tmp_path / "out").glob("*"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_killed_run_resumes_with_the_same_numbers(
     checkpoint: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = [*FAST_PGD, "--norm", "linf", "--eps", "4/255,8/255", "--n", "30", "--batch-size", "10"]
+    args = [*FAST_PGD, "--norm", "linf", "--eps", "4/255,8/255", "--images", "30", "--batch-size", "10"]
     fresh = invoke(checkpoint, tiny_data, *args, "--out", str(tmp_path / "fresh"))
     assert fresh.exit_code == 0, fresh.output
 
@@ -141,10 +170,8 @@ def test_killed_run_resumes_with_the_same_numbers(
     assert again.exit_code == 2 and "pass --resume" in again.output
 
     calls: list[int] = []
-    import hahrobust.attacks.run as attack_run
-
-    real_batch = attack_run._attack_batch
-    monkeypatch.setattr(attack_run, "_attack_batch", lambda *a, **kw: (calls.append(a[5]), real_batch(*a, **kw))[1])
+    real_batch = run_module._attack_batch  # the runner lives in attacks/run.py; the package only re-exports
+    monkeypatch.setattr(run_module, "_attack_batch", lambda *a, **kw: (calls.append(a[5]), real_batch(*a, **kw))[1])
     resumed = invoke(checkpoint, tiny_data, *args, "--out", str(out), "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert calls == [2]  # only the batch that had not finished
@@ -154,7 +181,7 @@ def test_killed_run_resumes_with_the_same_numbers(
 
 
 def test_table_paper(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
-    result = invoke(checkpoint, tiny_data, "--table", "paper", "--aa-version", "paper", "--n", "10", "--out", str(tmp_path))
+    result = invoke(checkpoint, tiny_data, "--table", "paper", "--aa-version", "paper", "--images", "10", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(tmp_path / "attack-table1.csv")
     assert rows["condition"].tolist() == ["Clean", "Noisy (σ = 0.1)", "Adv ℓ∞ (ε = 2/255)", "Adv ℓ2 (ε = 0.25)"]

@@ -57,7 +57,7 @@ EVAL_SCRIPT = ROOT / "benchmarks" / "eval_throughput.py"
 def test_eval_throughput_benchmark_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     proc = subprocess.run(
-        [sys.executable, str(EVAL_SCRIPT), "--model", "vgg11", "--width", "0.0625", "--n", "4", "--rounds", "1",
+        [sys.executable, str(EVAL_SCRIPT), "--model", "vgg11", "--width", "0.0625", "--images", "4", "--rounds", "1",
          "--aa-version", "paper", "--pgd-steps", "2", "--norms", "linf", "--threads", "1", "--device", "cpu",
          "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,

@@ -77,6 +77,7 @@ def test_metric_directions_and_units(metric: str, expected: float, actual: float
         (pd.concat([EXPECTED, EXPECTED.iloc[:1].assign(sigma=0.2)]), "not in the expectation"),
         (EXPECTED.assign(extra_key="x"), "different columns"),
         (EXPECTED.assign(sigma=EXPECTED["sigma"] + 0.05), "missing"),
+        (EXPECTED.drop(columns="accuracy"), "different columns: accuracy"),  # a metric that is not there is no pass
     ],
 )
 def test_unusable_comparisons(actual: pd.DataFrame, problem: str) -> None:
@@ -115,9 +116,46 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "regression" in bad.output and "-10" in bad.output
     loose = runner.invoke(app, ["check", str(worse), "--expected", str(expected_named), "--tol-metric", "accuracy=15"])
     assert loose.exit_code == 0
-    # a CSV's command is its file name: comparing noise-sweep.csv with expected.csv is comparing different commands
-    mismatch = runner.invoke(app, ["check", str(same), "--expected", str(expected)])
-    assert mismatch.exit_code == 2 and "different commands" in mismatch.output
+
+
+def test_cli_csv_expectation_under_a_name_of_ones_own(tmp_path: Path) -> None:
+    """A CSV holds no command name and its file name is the user's choice: its columns say what it holds."""
+    expected = tmp_path / "expected-hah.csv"
+    EXPECTED.to_csv(expected, index=False)
+    actual = tmp_path / "out" / "noise-sweep.csv"
+    actual.parent.mkdir()
+    frame(("hah", 0.1, 0.5), ("base", 0.1, 0.2)).to_csv(actual, index=False)
+    result = runner.invoke(app, ["check", str(actual), "--expected", str(expected)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == "" and result.stdout.splitlines()[-1] == "regression: 2 ok, 2 regression"
+
+    snr = tmp_path / "out" / "snr.csv"  # another command's results: other columns
+    EXPECTED.rename(columns={"accuracy": "snr_db", "accuracy_std": "snr_db_std"}).assign(block=1).to_csv(snr, index=False)
+    result = runner.invoke(app, ["check", str(snr), "--expected", str(expected)])
+    assert result.exit_code == 2 and "regression" not in result.output
+    assert result.stderr == "error: unusable: different columns: accuracy, block, snr_db\n"
+
+
+def test_cli_verdict_agrees_with_the_table(tmp_path: Path) -> None:
+    """Rows missing make the input unusable; the values that could be compared are still shown, and the
+    verdict line counts what the table shows."""
+    expected = tmp_path / "expected.csv"
+    EXPECTED.to_csv(expected, index=False)
+    actual = tmp_path / "noise-sweep.csv"
+    frame(("base", 0.1, 0.2)).iloc[1:].to_csv(actual, index=False)  # hah σ=0 missing, base σ=0.1 regressed
+    result = runner.invoke(app, ["check", str(actual), "--expected", str(expected)])
+    assert result.exit_code == 2
+    assert result.stdout.count("regression") == 1  # the table's one row
+    assert result.stderr == ("error: unusable: 1 expected row(s) missing, e.g. model=hah sigma=0.0; "
+                             "of the values compared: 2 ok, 1 regression\n")
+
+
+def test_cli_json_of_another_command(tmp_path: Path) -> None:
+    expected = _json(tmp_path / "expected.json", EXPECTED, {"seed": 0}, command="noise-sweep")
+    other = _json(tmp_path / "other.json", frame(("hah", 0.1, 0.1)), {"seed": 0}, command="attack-table1")
+    result = runner.invoke(app, ["check", str(other), "-e", str(expected)])
+    assert result.exit_code == 2 and "regression" not in result.output  # another command's values are not judged
+    assert result.stderr == "error: unusable: different commands: attack-table1 vs expected noise-sweep\n"
 
 
 def test_cli_settings_must_match_but_volatile_ones_may_differ(tmp_path: Path) -> None:

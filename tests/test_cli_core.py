@@ -1,22 +1,28 @@
-"""`hahrobust train` and `hahrobust info` driven as a user would: CliRunner, and a real kill -9."""
+"""`hahrobust train` and `hahrobust info` driven as a user would: CliRunner, a real kill -9, a full disk."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import fill_disk_after
+from hahrobust import checkpoint as checkpoint_module
 from hahrobust import load_checkpoint
 from hahrobust.cli import app
 from hahrobust.training import run_paths
+from hahrobust.training import state as state_module
 
 runner = CliRunner()
 TINY_TRAIN = ["--model", "hah-vgg11", "--width", "0.125", "--epochs", "2", "--batch-size", "50", "--device", "cpu",
@@ -118,3 +124,91 @@ def test_kill_9_then_resume_equals_uninterrupted(tiny_data: Path, tmp_path: Path
     expected, got = load_checkpoint(reference)[0].state_dict(), load_checkpoint(out)[0].state_dict()
     for key, value in expected.items():
         assert torch.equal(value, got[key]), key
+
+
+# ------------------------------------------------------------------------------------------------ full disk
+
+def kept(state: Path, epochs: int) -> str:
+    return f"the state after {epochs} finished epoch(s) is kept in {state}: free space, then resume from it"
+
+
+def test_full_disk_during_training_keeps_the_last_epoch_for_resume(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk stops `train` with one line naming the file and the cause, never a partial file, and with
+    the last finished epoch's state kept: --resume then ends where an undisturbed run ends."""
+    reference, out = tmp_path / "reference.safetensors", tmp_path / "run" / "hah.safetensors"
+    out.parent.mkdir()
+    state, log = run_paths(out)
+    args = ["train", *TINY_TRAIN, "--seed", "3", "--data", str(tiny_data), "--out"]
+    assert runner.invoke(app, [*args, str(reference)]).exit_code == 0
+
+    with monkeypatch.context() as patch:  # the disk is full from the start: nothing to keep
+        fill_disk_after(patch, state_module, 0)
+        result = runner.invoke(app, [*args, str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr == f"error: {state}: cannot write the training state (No space left on device); no finished epoch is saved\n"
+    assert list(out.parent.iterdir()) == []
+
+    with monkeypatch.context() as patch:  # full during epoch 2's save
+        fill_disk_after(patch, state_module, 1)
+        result = runner.invoke(app, [*args, str(out)])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {state}: cannot write the training state (No space left on device); {kept(state, 1)}\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == [log.name, state.name]  # no temporary file left
+    assert len(pd.read_csv(log)) == 1
+
+    with monkeypatch.context() as patch:  # resumed, then full when the checkpoint is written
+        fill_disk_after(patch, checkpoint_module, 0)
+        result = runner.invoke(app, [*args, str(out), "--resume"])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {out}: cannot write the checkpoint (No space left on device); {kept(state, 2)}\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == [log.name, state.name]
+
+    result = runner.invoke(app, [*args, str(out), "--resume"])  # space again
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.parent.iterdir()) == [log.name, out.name]
+    expected, got = load_checkpoint(reference)[0].state_dict(), load_checkpoint(out)[0].state_dict()
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """``small_disk("2500k")``: a tmpfs of that size mounted in tmp_path, mounted again with a new size on the
+    next call; skipped where mounting is not permitted (not root, or a container without the capability)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = False
+
+    def mount(size: str) -> Path:
+        nonlocal mounted
+        options = f"remount,size={size}" if mounted else f"size={size}"
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted = True
+        return where
+
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    try:
+        yield mount
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(where)], check=True)
+
+
+def test_train_on_a_real_full_file_system(small_disk: Callable[[str], Path], tiny_data: Path) -> None:
+    """The same on a real tmpfs: room for one training state (1.8 MB) but not for its replacement beside it."""
+    out = small_disk("2500k") / "hah.safetensors"
+    state, log = run_paths(out)
+    args = ["train", *TINY_TRAIN, "--data", str(tiny_data), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr == f"error: {state}: cannot write the training state (No space left on device); {kept(state, 1)}\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == [log.name, state.name]
+    small_disk("16m")
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.parent.iterdir()) == [log.name, out.name]

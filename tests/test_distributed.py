@@ -4,7 +4,9 @@
   (the HaH model here has HaH blocks only, so no BatchNorm statistics differ between ranks); a run
   interrupted in one process resumes under torchrun with 2;
 - evaluation: noise sweep, SNR, sparsity and PGD computed on 2 ranks equal the single-process tables
-  exactly, through the library and through the CLI.
+  exactly, through the library and through the CLI (each evaluation command's README torchrun example,
+  with --images);
+- torchrun's own argument parser lets every option of every command through to hahrobust.
 
 Both sides run single-threaded (torchrun's default OMP_NUM_THREADS=1), so that every batch is computed
 with the same kernels.
@@ -12,9 +14,12 @@ with the same kernels.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,13 +29,17 @@ import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
+import typer.main
 from safetensors.torch import load_file
+from torch.distributed.run import get_args_parser
 from typer.testing import CliRunner
 
 from conftest import single_thread
 
+import hahrobust
 from hahrobust.checkpoint import read_metadata
 from hahrobust.cli import app
+from hahrobust.cli._eval import takes_subset_option
 from hahrobust.training import loop as loop_module
 
 pytestmark = pytest.mark.skipif(
@@ -38,6 +47,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
+PACKAGE = Path(hahrobust.__file__).resolve().parent  # hahrobust's own code, wherever the checkout lives
 # All-HaH VGG-11 (no BatchNorm), augmentation on, 200 images in batches of 33: ranks get 17 + 16 images
 # (unequal, so the loss weighting matters) and the last batch (2) is split 1 + 1.
 TRAIN = [
@@ -106,8 +116,10 @@ def test_bad_output_stops_every_rank_with_one_line(single_run: Path, tiny_data: 
     done = torchrun(hahrobust(*TRAIN, "--data", str(tiny_data), "--out", str(single_run)), cwd=tmp_path, ok=False)
     assert done.returncode != 0
     assert done.stderr.count(f"error: {single_run} already exists; pass --overwrite to replace it") == 2
-    # torchrun's launcher prints its own traceback for a failed child; none comes from hahrobust's code.
-    assert not re.search(r'File ".*hahrobust', done.stderr)
+    # torchrun's launcher prints its own traceback for a failed child; no frame of it is in hahrobust's code
+    # (judged by the package's own path: the checkout or the environment may well be in a folder "hahrobust").
+    frames = [Path(name).resolve() for name in re.findall(r'File "([^"]+)"', done.stderr)]
+    assert frames and not [frame for frame in frames if frame.is_relative_to(PACKAGE)]
     assert single_run.read_bytes() == before
 
 
@@ -152,24 +164,74 @@ def test_metrics_on_two_ranks_equal_one_process_exactly(
     assert (pgd["clean_acc"] > pgd["robust_acc"]).all()  # the attack had work to do on both sides
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["noise-sweep", "--sigmas", "0,0.1", "--repeats", "2", "--batch-size", "30"],
-        ["attack", "--attack", "pgd", "--norm", "linf,l2", "--steps", "5", "--restarts", "1", "--batch-size", "30"],
-    ],
-    ids=["noise-sweep", "attack"],
+def torchrun_parser_error(arguments: list[str]) -> str | None:
+    """What torchrun's own argument parser says about ``torchrun --standalone --nproc-per-node 2 -m hahrobust
+    ARGUMENTS`` (None: it hands ARGUMENTS to hahrobust unchanged)."""
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            parsed = get_args_parser().parse_args(["--standalone", "--nproc-per-node", "2", "-m", "hahrobust", *arguments])
+    except SystemExit:
+        return stderr.getvalue().strip().splitlines()[-1]
+    return None if parsed.training_script_args == arguments else f"hahrobust gets {parsed.training_script_args}"
+
+
+@pytest.mark.parametrize("command", sorted(c.name for c in app.registered_commands))
+def test_every_option_gets_through_torchruns_parser(command: str) -> None:
+    """torchrun's parser (argparse, abbreviations allowed) looks at every argument, also those after
+    ``-m hahrobust``, and stops at one that could abbreviate two of its options: ``--n`` (the old name of
+    --images) could be --nnodes, --nproc-per-node, … No option of any hahrobust command may do that."""
+    assert "ambiguous option: --n could match --nnodes" in torchrun_parser_error([command, "--n", "5"])
+    for param in typer.main.get_command(app).commands[command].params:  # type: ignore[attr-defined]
+        for name in [*param.opts, *param.secondary_opts] if param.param_type_name == "option" else []:
+            spellings = [[name]] if param.is_flag else [[name, "1"], *([[f"{name}=1"]] if name.startswith("--") else [])]
+            for spelling in spellings:
+                assert torchrun_parser_error([command, "CKPT", *spelling]) is None
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+#: Commands that take --images but refuse torchrun (the README says to train each variant under torchrun instead).
+SINGLE_PROCESS = {"ablate"}
+EVALUATION_COMMANDS = sorted(
+    c.name for c in app.registered_commands if takes_subset_option(c.callback) and c.name not in SINGLE_PROCESS
 )
-def test_cli_evaluation_under_torchrun_writes_the_single_process_table(
-    command: list[str], single_run: Path, tiny_data: Path, tmp_path: Path, one_thread: None
+
+
+def readme_torchrun_examples() -> dict[str, list[str]]:
+    """The README's one-line ``torchrun … -m hahrobust COMMAND … --images N`` examples, by command."""
+    examples = {}
+    for line in README.read_text(encoding="utf-8").splitlines():
+        if line.startswith("torchrun ") and " --images " in line:
+            words = shlex.split(line)
+            examples[words[words.index("hahrobust") + 1]] = words
+    return examples
+
+
+def test_every_evaluation_command_has_a_readme_torchrun_example_with_images() -> None:
+    assert sorted(readme_torchrun_examples()) == EVALUATION_COMMANDS
+
+
+@pytest.mark.parametrize("command", EVALUATION_COMMANDS)
+def test_readme_torchrun_example_writes_the_single_process_table(
+    command: str, single_run: Path, make_checkpoint, tiny_data: Path, tmp_path: Path, one_thread: None
 ) -> None:
-    args = [*command, str(single_run), "--data", str(tiny_data), "--device", "cpu", "--seed", "1"]
+    """The README's torchrun line, as written but for the files, 2 processes, a subset of the tiny test set in
+    several batches (so both ranks work) and, for attack, a 5-step PGD, gives the table one process gives."""
+    words = readme_torchrun_examples()[command]
+    launcher, rest = words[: words.index("-m")], words[words.index("-m") :]
+    assert launcher == ["torchrun", "--standalone", "--nproc-per-node", "8"]  # what torchrun() runs, with 2
+    files = {"hah.safetensors": str(single_run), "base.safetensors": str(make_checkpoint("vgg11", seed=1)),
+             "$D": str(tiny_data)}
+    rest = [files.get(word, word) for word in rest]
+    rest[rest.index("--images") + 1] = "20"
+    speed = ["--batch-size", "6", "--device", "cpu", *(["--steps", "5", "--restarts", "1"] if command == "attack" else [])]
+    args = [*rest[2:], *speed]  # without "-m hahrobust"
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
     assert result.exit_code == 0, result.output
-    done = torchrun(hahrobust(*args, "--out", str(tmp_path / "two")), cwd=tmp_path)
-    name = command[0]
-    one, two = pd.read_csv(tmp_path / "one" / f"{name}.csv"), pd.read_csv(tmp_path / "two" / f"{name}.csv")
+    done = torchrun([*rest[:2], *args, "--out", str(tmp_path / "two")], cwd=tmp_path)
+    one, two = pd.read_csv(tmp_path / "one" / f"{command}.csv"), pd.read_csv(tmp_path / "two" / f"{command}.csv")
     pd.testing.assert_frame_equal(one.drop(columns="seconds", errors="ignore"), two.drop(columns="seconds", errors="ignore"),
                                   check_exact=True)
+    assert json.loads((tmp_path / "two" / f"{command}.json").read_text())["settings"]["n"] == 20
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
     assert done.stdout.count("wrote ") == 1  # rank 0 alone reports (and writes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,9 +13,11 @@ import torch
 from typer.testing import CliRunner, Result
 
 from hahrobust.cli import app
+from hahrobust.cli._eval import takes_subset_option
 from hahrobust.provenance import sha256_file
 
 runner = CliRunner()
+OLD_NAME = re.compile(r"--n\b")  # the subset option's name before --images
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
@@ -56,7 +59,7 @@ def test_command_writes_deterministic_files(command: str, models: list[Path], ti
     outputs = []
     for run in ("first", "second"):
         out = tmp_path / run
-        result = invoke(command, models, tiny_data, *extra, "--n", "20", "--seed", "3", "-l", "HaH", "-l", "base",
+        result = invoke(command, models, tiny_data, *extra, "--images", "20", "--seed", "3", "-l", "HaH", "-l", "base",
                         "--out", str(out))
         assert result.exit_code == 0, result.output
         outputs.append(out)
@@ -76,7 +79,7 @@ def test_command_writes_deterministic_files(command: str, models: list[Path], ti
 
 
 def test_sparsity_values_are_fractions_and_blocks_option(models: list[Path], tiny_data: Path, tmp_path: Path) -> None:
-    result = invoke("sparsity", models, tiny_data, "--n", "10", "--blocks", "2", "--out", str(tmp_path))
+    result = invoke("sparsity", models, tiny_data, "--images", "10", "--blocks", "2", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(tmp_path / "sparsity.csv")
     assert rows["block"].tolist() == [1, 2, 1, 2]
@@ -87,14 +90,14 @@ def test_sparsity_values_are_fractions_and_blocks_option(models: list[Path], tin
 
 
 def test_snr_sigma_zero_shows_infinity(models: list[Path], tiny_data: Path, tmp_path: Path) -> None:
-    result = invoke("snr", models[:1], tiny_data, "--n", "10", "--sigma", "0", "--repeats", "1", "--out", str(tmp_path))
+    result = invoke("snr", models[:1], tiny_data, "--images", "10", "--sigma", "0", "--repeats", "1", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "∞" in result.output and "∞" in (tmp_path / "snr.md").read_text()
     assert (pd.read_csv(tmp_path / "snr.csv")["snr_db"] == float("inf")).all()
 
 
 def test_noise_sweep_uniform_without_out(models: list[Path], tiny_data: Path) -> None:
-    result = invoke("noise-sweep", models[1:], tiny_data, "--n", "10", "--sigmas", "0,0.3", "--repeats", "1",
+    result = invoke("noise-sweep", models[1:], tiny_data, "--images", "10", "--sigmas", "0,0.3", "--repeats", "1",
                     "--noise", "uniform")
     assert result.exit_code == 0, result.output
     assert "(Fig. 4)" in result.output and "vgg11" in result.output and "wrote" not in result.output
@@ -102,7 +105,7 @@ def test_noise_sweep_uniform_without_out(models: list[Path], tiny_data: Path) ->
 
 def test_same_model_name_twice_is_labelled_by_file(make_checkpoint: Callable[..., Path], tiny_data: Path) -> None:
     twins = [make_checkpoint("vgg11", seed=5), make_checkpoint("vgg11", seed=6)]
-    result = invoke("noise-sweep", twins, tiny_data, "--n", "10", "--sigmas", "0", "--repeats", "1")
+    result = invoke("noise-sweep", twins, tiny_data, "--images", "10", "--sigmas", "0", "--repeats", "1")
     assert result.exit_code == 0, result.output
     assert twins[0].stem[:12] in result.output
 
@@ -115,8 +118,8 @@ def test_same_model_name_twice_is_labelled_by_file(make_checkpoint: Callable[...
         ("noise-sweep", ["--sigmas", "0,x"], "--sigmas must be comma-separated numbers"),
         ("noise-sweep", ["--noise", "laplace"], "unknown noise 'laplace'"),
         ("snr", ["--repeats", "0"], "--repeats must be at least 1"),
-        ("sparsity", ["--n", "1000"], "--n 1000 is larger than the test set (100 images"),
-        ("noise-sweep", ["--n", "0"], "--n must be at least 1"),
+        ("sparsity", ["--images", "1000"], "--images 1000 is larger than the test set (100 images"),
+        ("noise-sweep", ["--images", "0"], "--images must be at least 1"),
         ("sparsity", ["--blocks", "9"], "--blocks 9"),
         ("sparsity", ["-l", "only-one"], "1 --label value(s) for 2 checkpoint(s)"),
         ("snr", ["-l", "same", "-l", "same"], "must be distinct"),
@@ -128,12 +131,31 @@ def test_same_model_name_twice_is_labelled_by_file(make_checkpoint: Callable[...
 def test_bad_input(
     command: str, args: list[str], message: str, models: list[Path], tiny_data: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "out"
     result = invoke(command, models, tiny_data, *args, "--out", str(out))
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1  # one line
-    assert not out.exists() or list(out.iterdir()) == []  # nothing half-written
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even an empty --out folder
+
+
+def test_old_subset_name_still_works_but_is_shown_nowhere(models: list[Path], tiny_data: Path, tmp_path: Path) -> None:
+    """``--n``, the name --images had before torchrun's parser turned out to reject it, still runs outside
+    torchrun (old scripts keep working); no help text or document shows it."""
+    args = ["--sigmas", "0", "--repeats", "1"]
+    for spelling, run in ((["--n", "10"], "old"), (["--n=10"], "old="), (["--images", "10"], "new")):
+        result = invoke("noise-sweep", models[:1], tiny_data, *spelling, *args, "--out", str(tmp_path / run))
+        assert result.exit_code == 0, result.output
+    csvs = {(tmp_path / run / "noise-sweep.csv").read_bytes() for run in ("old", "old=", "new")}
+    assert len(csvs) == 1 and json.loads((tmp_path / "old" / "noise-sweep.json").read_text())["settings"]["n"] == 10
+    subset_commands = [c.name for c in app.registered_commands if takes_subset_option(c.callback)]
+    assert {"sparsity", "snr", "noise-sweep", "attack", "ablate"} <= set(subset_commands)
+    for command in subset_commands:
+        shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+        assert "--images" in shown and not OLD_NAME.search(shown), command
+    root = Path(__file__).resolve().parents[1]
+    for doc in ("README.md", "checkpoints/README.md", "benchmarks/README.md", "checkpoints/expected/manifest.json"):
+        assert not OLD_NAME.search((root / doc).read_text(encoding="utf-8")), doc
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"\x00" * 64])
@@ -142,7 +164,7 @@ def test_file_that_is_not_a_checkpoint(content: bytes, models: list[Path], tiny_
     fake.write_bytes(content)
     result = invoke("snr", [models[0], fake], tiny_data, "--out", str(tmp_path / "out"))
     assert result.exit_code == 2 and "not a hahrobust checkpoint" in result.stderr
-    assert result.stderr.count("\n") == 1 and list((tmp_path / "out").iterdir()) == []
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
 def test_unwritable_out_fails_before_any_work(models: list[Path], tmp_path: Path) -> None:
@@ -166,7 +188,7 @@ def test_unwritable_out_fails_before_any_work(models: list[Path], tmp_path: Path
     ],
 )
 def test_real_cifar(command: str, args: list[str], models: list[Path], shared_cifar: Path, tmp_path: Path) -> None:
-    result = invoke(command, models, shared_cifar, "--n", "200", "--batch-size", "100", *args, "--out", str(tmp_path))
+    result = invoke(command, models, shared_cifar, "--images", "200", "--batch-size", "100", *args, "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(tmp_path / f"{command}.csv")
     doc = json.loads((tmp_path / f"{command}.json").read_text())

@@ -308,6 +308,28 @@ def test_noise_sweep_batch_size_independent(hah: HahrobustModel, images: ImageSe
     assert a.equals(b)
 
 
+class AlwaysClassZero(nn.Module):
+    """Predicts class 0 for every image, and counts its forward passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
+
+
+def test_noise_sweep_numbers_are_whole_counts_divided_once() -> None:
+    """1 of 5 images right in every repeat: the accuracy is exactly 1/5 and its spread exactly 0 (averaging
+    three copies of 0.2 gives 0.20000000000000004 ± 3.4e-17). σ = 0 has no randomness: one pass per batch."""
+    images = ImageSet(torch.zeros(5, 3, 32, 32, dtype=torch.uint8), torch.arange(5), source="five images")
+    model = AlwaysClassZero()
+    rows = noise_accuracy(model, images, [0.0, 0.1], repeats=3, batch_size=5)
+    assert rows["accuracy"].tolist() == [0.2, 0.2] and rows["accuracy_std"].tolist() == [0.0, 0.0]
+    assert model.calls == 1 + 3  # σ = 0 once, σ = 0.1 once per repeat
+
+
 def test_single_repeat_has_no_std(hah: HahrobustModel, images: ImageSet) -> None:
     rows = noise_accuracy(hah, images, [0.1], repeats=1, batch_size=50)
     assert math.isnan(rows.loc[0, "accuracy_std"])

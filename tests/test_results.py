@@ -16,7 +16,9 @@ from rich.console import Console
 from hahrobust import results
 from hahrobust.errors import HahrobustError
 from hahrobust.provenance import sha256_file
-from hahrobust.results import Figure, Layout, Result, display_frame, format_value, markdown, prepare_out_dir, write
+from hahrobust.results import (
+    Figure, Layout, Result, check_out_dir, display_frame, format_value, markdown, prepare_out_dir, write,
+)
 
 
 @pytest.fixture()
@@ -196,3 +198,17 @@ def test_prepare_out_dir_rejects_unwritable_places(tmp_path: Path) -> None:
         prepare_out_dir(a_file / "sub")
     assert prepare_out_dir(tmp_path / "new" / "dir").is_dir()
     assert list((tmp_path / "new" / "dir").iterdir()) == []  # the write probe is cleaned up
+
+
+def test_check_out_dir_checks_without_creating(tmp_path: Path) -> None:
+    """The same checks as prepare_out_dir, but the folders it had to make are gone again (a run that fails
+    later leaves no empty --out behind); existing folders stay."""
+    assert check_out_dir(tmp_path / "new" / "dir") == tmp_path / "new" / "dir"
+    assert list(tmp_path.iterdir()) == []
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(HahrobustError, match="cannot write there"):
+        check_out_dir(a_file / "sub")
+    (tmp_path / "kept").mkdir()
+    check_out_dir(tmp_path / "kept")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "kept"]

@@ -26,7 +26,7 @@ from torch import nn
 from hahrobust import distributed
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
-from hahrobust.provenance import atomic_path
+from hahrobust.provenance import write_atomically
 
 FORMAT = "hahrobust.attack-journal/1"
 
@@ -105,11 +105,8 @@ class Journal:
         self._rewrite([records[0], *self.batches.values()])
 
     def _rewrite(self, records: list[dict[str, Any]]) -> None:
-        try:
-            with atomic_path(self.path) as tmp:
-                tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
-        except OSError as exc:
-            raise HahrobustError(f"{self.path}: cannot write the journal ({exc.strerror or exc})") from None
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        write_atomically(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the journal")
 
     def done(self, batch: int) -> dict[str, Any] | None:
         """The record of a finished batch, or None."""
@@ -121,15 +118,21 @@ class Journal:
         entry["adv"] = None
         if tensors is not None:
             name = f"batch-{int(entry['batch']):05d}.safetensors"
-            self.adv_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.adv_dir / name) as tmp:
-                save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+            flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+            try:
+                self.adv_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise HahrobustError(f"{self.adv_dir}: cannot create it ({exc.strerror or exc})") from None
+            write_atomically(self.adv_dir / name, lambda tmp: save_file(flat, str(tmp)), "adversarial examples")
             entry["adv"] = name
         line = json.dumps(entry, sort_keys=True) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a torn line is dropped when the journal is reopened: that batch runs again
+            raise HahrobustError(f"{self.path}: cannot write the journal ({exc.strerror or exc})") from None
         self.batches[int(entry["batch"])] = json.loads(line)
 
     def tensors(self, batch: int) -> dict[str, torch.Tensor]:

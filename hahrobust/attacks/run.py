@@ -62,7 +62,7 @@ from hahrobust import distributed
 from hahrobust.data import ImageSet, balanced_subset, batches, num_batches
 from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
-from hahrobust.provenance import atomic_path
+from hahrobust.provenance import write_atomically
 
 AttackName = Literal["autoattack", "pgd", "fmn", "ddn"]
 ATTACKS: tuple[str, ...] = ("autoattack", "pgd", "fmn", "ddn")
@@ -419,10 +419,10 @@ def _write_adversarial(
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     except OSError as exc:
         raise HahrobustError(f"{path}: cannot write adversarial examples ({exc.strerror or exc})") from None
+    flat = {k: v.contiguous() for k, v in tensors.items()}
+    write_atomically(path, lambda tmp: save_file(flat, str(tmp), metadata=metadata), "adversarial examples")
 
 
 def load_adversarial(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

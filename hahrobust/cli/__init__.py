@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from hahrobust.cli import ablate, attack, audit, check, hebbian_sweep, info, noise_sweep, snr, sparsity, train
+from hahrobust.cli._eval import SUBSET_CONTEXT, takes_subset_option
 
 app = typer.Typer(
     name="hahrobust",
@@ -14,7 +15,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 for module in (train, info, sparsity, snr, noise_sweep, hebbian_sweep, check, ablate, attack, audit):
-    app.command(module.NAME, help=module.HELP)(module.command)
+    context = SUBSET_CONTEXT if takes_subset_option(module.command) else None  # the hidden --n alias of --images
+    app.command(module.NAME, help=module.HELP, context_settings=context)(module.command)
 
 
 def main() -> None:

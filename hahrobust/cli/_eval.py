@@ -1,4 +1,4 @@
-"""What every evaluation command shares: checkpoint/--label/--n/--data/--batch-size/--device/--seed/--out options,
+"""What every evaluation command shares: checkpoint/--label/--images/--data/--batch-size/--device/--seed/--out options,
 model specs with --weights/--normalize, loading labelled models and the (subset of the) CIFAR-10 test set, and
 emitting a Result.
 
@@ -11,7 +11,7 @@ A command looks like this (see ``cli/noise_sweep.py``)::
                 normalize: Optional[list[str]] = NORMALIZE, ...own options...) -> None:
         options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out,
                               weights=weights, normalize=normalize)
-        session = open_session(options)          # checks --out, --device, --batch-size, --n, loads the models
+        session = open_session(options)          # checks --out, --device, --batch-size, --images, loads the models
         ...validate the command's own options (before any data is loaded)...
         with make_progress() as progress:
             test = load_test_set(options, progress)
@@ -20,14 +20,18 @@ A command looks like this (see ``cli/noise_sweep.py``)::
                       checkpoints=session.checkpoints, layout=..., started=session.started), session)
 
 Bad input fails before any computation with a one-line :class:`HahrobustError`: an unwritable ``--out``, an
-unknown device, a file that is not a checkpoint, mismatched ``--label``\\ s, ``--n`` outside 1…len(test set),
+unknown device, a file that is not a checkpoint, mismatched ``--label``\\ s, ``--images`` outside 1…len(test set),
 a model spec that does not build, weights that are not a plain state dict, a model that fails
 :func:`hahrobust.models.foreign.check_classifier`.
+
+Register a command with :data:`SUBSET_CONTEXT` as its context settings when it takes :data:`N`
+(``cli/__init__.py`` does so for every command whose signature uses it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,7 +55,7 @@ from hahrobust.models.foreign import (
 )
 from hahrobust.nn.hooks import select_layers
 from hahrobust.nn.surrogate import SURROGATE_KINDS, SurrogateKind, surrogate_types
-from hahrobust.results import Layout, Result, prepare_out_dir, show, write
+from hahrobust.results import Layout, Result, check_out_dir, show, write
 
 # Typer option declarations shared by every evaluation command (use them as parameter defaults).
 CHECKPOINTS = typer.Argument(
@@ -92,7 +96,15 @@ LABEL = typer.Option(
     None, "--label", "-l",
     help="Name of each model in tables and figures, once per checkpoint in order (default: its model name).",
 )
-N = typer.Option(None, "--n", help="Evaluate a deterministic class-balanced subset of N test images (default: all).")
+# Not "--n": torchrun's own parser reads every argument, even those after `-m hahrobust`, and stops at
+# "--n" ("ambiguous option: --n could match --nnodes, --nproc-per-node") before hahrobust starts.
+N = typer.Option(
+    None, "--images", metavar="N", help="Evaluate a deterministic class-balanced subset of N test images (default: all)."
+)
+#: ``--n``, the first name of ``--images``, still works outside torchrun (for scripts written before the rename)
+#: but is shown nowhere: while parsing a command that takes :data:`N`, click reads ``--n`` as ``--images``.
+OLD_OPTION_NAMES = {"n": "images"}
+SUBSET_CONTEXT: dict[str, Any] = {"token_normalize_func": lambda name: OLD_OPTION_NAMES.get(name, name)}
 DATA = typer.Option(
     None, "--data",
     help="CIFAR-10: an image-folder directory or .tar.gz (test/<class>/*.jpg), or a torchvision CIFAR-10 root. "
@@ -100,7 +112,7 @@ DATA = typer.Option(
 )
 BATCH_SIZE = typer.Option(500, "--batch-size", help="Images per forward pass (bounds memory).")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
-SEED = typer.Option(0, "--seed", help="Seed of the --n subset and of every random draw.")
+SEED = typer.Option(0, "--seed", help="Seed of the --images subset and of every random draw.")
 OUT = typer.Option(None, "--out", "-o", help="Write <command>.csv, .md, .json and .png into this directory.")
 
 
@@ -159,12 +171,15 @@ def open_session(options: EvalOptions) -> Session:
     is read; every option is checked before any user code runs.
     """
     started = datetime.now(timezone.utc)
-    out_dir = prepare_out_dir(options.out) if options.out is not None else None
+    out = options.out
+    out_dir = Path(out).expanduser() if out is not None else None
+    if out is not None:  # rank 0 writes the results; the folder is made when there are results to write
+        distributed.on_rank0(lambda: check_out_dir(out))
     device = resolve_device(options.device)
     if options.batch_size < 1:
         raise HahrobustError(f"--batch-size must be at least 1, got {options.batch_size}")
     if options.n is not None and options.n < 1:
-        raise HahrobustError(f"--n must be at least 1, got {options.n}")
+        raise HahrobustError(f"--images must be at least 1, got {options.n}")
     if not options.checkpoints:
         raise HahrobustError("no checkpoint given")
     if options.labels and len(options.labels) != len(options.checkpoints):
@@ -297,13 +312,18 @@ def _check_distinct(labels: list[str], what: str) -> None:
 
 
 def load_test_set(options: EvalOptions, progress: Progress | None = None) -> ImageSet:
-    """The CIFAR-10 test set, or its class-balanced subset of ``--n`` images chosen by ``--seed``."""
+    """The CIFAR-10 test set, or its class-balanced subset of ``--images`` images chosen by ``--seed``."""
     test = load_split(options.data, "test", progress=progress)
     if options.n is None:
         return test
     if options.n > len(test):
-        raise HahrobustError(f"--n {options.n} is larger than the test set ({len(test)} images in {test.source})")
+        raise HahrobustError(f"--images {options.n} is larger than the test set ({len(test)} images in {test.source})")
     return balanced_subset(test, options.n, options.seed)
+
+
+def takes_subset_option(command: Callable[..., Any]) -> bool:
+    """Whether a command's signature uses the shared :data:`N` option."""
+    return any(p.default is N for p in inspect.signature(command).parameters.values())
 
 
 def per_model(session: Session, evaluate: Callable[[LoadedModel], pd.DataFrame]) -> pd.DataFrame:

@@ -12,8 +12,9 @@ from hahrobust.distributed import require_single_process
 
 from hahrobust.studies.ablation import VARIANTS, run_ablation
 from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
+from hahrobust.cli._eval import N
 from hahrobust.devices import resolve_device
-from hahrobust.results import Result, prepare_out_dir, show, write
+from hahrobust.results import Result, check_out_dir, show, write
 from hahrobust.studies.paper_table import paper_layout
 
 NAME = "ablate"
@@ -28,7 +29,7 @@ def command(
     seed: Optional[int] = typer.Option(None, help="Seed for training and evaluation (default: the preset's)."),
     epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
     from_dir: Optional[Path] = typer.Option(None, "--from", help="Reuse <variant>.safetensors checkpoints from this directory."),
-    n: Optional[int] = typer.Option(None, "--n", help="Evaluate on a class-balanced subset of N test images."),
+    n: Optional[int] = N,
     attack: str = typer.Option("autoattack", help="Attack for the adversarial columns: autoattack | pgd."),
     aa_version: str = typer.Option("standard", help="AutoAttack version: standard | paper."),
     batch_size: int = typer.Option(100, help="Evaluation batch size."),
@@ -37,7 +38,7 @@ def command(
 ) -> None:
     require_single_process("ablate (run each variant's `hahrobust train` under torchrun instead)")
     started = datetime.now(timezone.utc)
-    out_dir = prepare_out_dir(out)
+    out_dir = check_out_dir(out)  # made by the first checkpoint or the results
     torch_device = resolve_device(device)
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     path = data_path(data)

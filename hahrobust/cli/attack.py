@@ -202,7 +202,7 @@ def command(
     gradient_notes: list[str] = []
     for m in session.models:
         paths[m.label], note = effective_path(m.model, path, types.get(m.label))
-        gradient_notes += [f"{m.label}: {note}"] if note else []
+        gradient_notes += [f"{m.label} has {note}"] if note else []
     stems = {
         (m.label, name, p): f"{slug(m.label)}-{name}-{p}{_gradient_tag(path, types.get(m.label, {}))}"
         for m in session.models for name, p, _ in plan

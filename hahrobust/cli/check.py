@@ -52,9 +52,8 @@ def command(
                           f"{row.delta:+.4g} {'pts' if row.unit == 'points' else ('×' if row.unit == 'rel' else '')}".rstrip(),
                           f"{row.tolerance:g}", f"[{STYLES[row.verdict]}]{row.verdict}[/]")
         console.print(table)
-    counts = comparison.table["verdict"].value_counts().to_dict() if len(comparison.table) else {}
-    summary = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items())) or "nothing compared"
-    for problem in comparison.problems:
-        error_console.print(f"error: {problem}", markup=False)
-    console.print(f"{Status(comparison.status).name.lower()}: {summary}", markup=False)
+    if comparison.status == Status.UNUSABLE:
+        error_console.print(f"error: {comparison.verdict}", markup=False)
+    else:
+        console.print(comparison.verdict, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(int(comparison.status))

@@ -18,7 +18,7 @@ from rich.table import Table
 from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
 from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
-from hahrobust.results import prepare_out_dir, show, write
+from hahrobust.results import check_out_dir, show, write
 from hahrobust.training import run_paths
 from hahrobust.training.hebbian import (
     HEBBIAN_PRESETS, ROW_SETS, HebbianTrainConfig, default_zca, hebbian_preset, sweep_hebbnet, sweep_rows,
@@ -155,7 +155,7 @@ def command(
              hebbian_lr=hebbian_lr, val_size=val_size, train_subset=train_subset, test_subset=test_subset, seed=seed),
     )
     torch_device = resolve_device(device)
-    out_dir = prepare_out_dir(out)
+    out_dir = check_out_dir(out)  # made by the first checkpoint or the results
     path = data_path(data)
     with make_progress() as progress:
         train_images = load_split(path, "train", download=download, progress=progress)

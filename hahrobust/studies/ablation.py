@@ -20,7 +20,7 @@ from rich.progress import Progress
 from hahrobust.checkpoint import load_checkpoint
 from hahrobust.data import ImageSet, balanced_subset
 from hahrobust.errors import HahrobustError
-from hahrobust.provenance import atomic_path, sha256_file
+from hahrobust.provenance import sha256_file, write_atomically
 from hahrobust.studies.paper_table import check_paper_attack, paper_table
 from hahrobust.training import TrainConfig, preset, run_paths, train
 
@@ -134,6 +134,6 @@ def _evaluate(
             pass  # a damaged cache is recomputed
     model, _ = load_checkpoint(checkpoint, kwargs["device"])
     table = paper_table(model, data, seed=evaluation["seed"], **kwargs)
-    with atomic_path(cache) as tmp:
-        tmp.write_text(json.dumps({"key": key, "rows": table.to_dict(orient="records")}, indent=1), encoding="utf-8")
+    document = json.dumps({"key": key, "rows": table.to_dict(orient="records")}, indent=1)
+    write_atomically(cache, lambda tmp: tmp.write_text(document, encoding="utf-8"), "the evaluation cache")
     return table

@@ -47,11 +47,11 @@ from hahrobust.errors import HahrobustError
 from hahrobust.metrics import accuracy
 from hahrobust.models import HebbNet, HebbNetConfig, from_config, resolve_config
 from hahrobust.nn.hebbian import HebbianLearner, HebbianRule, Similarity
-from hahrobust.provenance import atomic_path, sha256_file
+from hahrobust.provenance import sha256_file
 from hahrobust.results import Figure, Layout, Result
 from hahrobust.training.config import Preset
 from hahrobust.training.loop import TrainResult, run_paths
-from hahrobust.training.state import TrainState, load_state, save_state
+from hahrobust.training.state import TrainState, load_state, save_final, save_progress
 
 MODEL_NAME = "hebb-net"
 FAMILY = "hebbnet"
@@ -341,9 +341,7 @@ def train_hebbnet(
             row = runner.run(index)
             state.history.append(row)
             state.epochs_done = index + 1
-            save_state(state_path, model, optimizer, state)
-            with atomic_path(log_path) as tmp:
-                pd.DataFrame(state.history).to_csv(tmp, index=False)
+            save_progress(state_path, log_path, model, optimizer, state)
 
         best = _best_row(state.history, steps.select_phase)
         snapshot = best_path(out)
@@ -363,8 +361,7 @@ def train_hebbnet(
         train=settings["train"], dataset=settings["dataset"], split=settings["split"], base=settings["base"],
         seed=config.seed, epochs=config.epochs, metrics=metrics, history=state.history,
     )
-    save_checkpoint(out, model, metadata)
-    state_path.unlink(missing_ok=True)
+    save_final(out, model, metadata, state_path)
     snapshot.unlink(missing_ok=True)
     return TrainResult(out, model.eval(), metadata)
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from rich.progress import Progress, TaskID
@@ -18,15 +17,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from hahrobust import distributed
-from hahrobust.checkpoint import checkpoint_metadata, save_checkpoint
+from hahrobust.checkpoint import checkpoint_metadata
 from hahrobust.data import ImageSet, balanced_subset, batches, num_batches
 from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics import accuracy
 from hahrobust.models import HahrobustModel, from_config, resolve_config
-from hahrobust.provenance import atomic_path
 from hahrobust.training.config import Runtime, TrainConfig
-from hahrobust.training.state import TrainState, load_state, save_state
+from hahrobust.training.state import TrainState, load_state, save_final, save_progress
 
 
 @dataclass
@@ -130,11 +128,7 @@ def train(
         )
         state.history.append(row)
         state.epochs_done = epoch + 1
-        if shard.is_main:
-            save_state(state_path, model, optimizer, state)
-            with atomic_path(log_path) as tmp:
-                pd.DataFrame(state.history).to_csv(tmp, index=False)
-        distributed.barrier(shard)
+        distributed.on_rank0(lambda: save_progress(state_path, log_path, model, optimizer, state), shard)
 
     final = state.history[-1]
     metadata = checkpoint_metadata(
@@ -143,10 +137,7 @@ def train(
         metrics={"test_acc": final["test_acc"], "test_n": len(test_data), "train_acc": final["train_acc"]},
         history=state.history, runtime={**dataclasses.asdict(runtime), "processes": shard.world_size},
     )
-    if shard.is_main:
-        save_checkpoint(out, model, metadata)
-        state_path.unlink(missing_ok=True)
-    distributed.barrier(shard)
+    distributed.on_rank0(lambda: save_final(out, model, metadata, state_path), shard)
     return TrainResult(out, model.eval(), metadata)
 
 

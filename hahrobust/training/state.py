@@ -5,6 +5,10 @@ Tensors: the model's state_dict under ``model.``, each optimizer state tensor un
 count done, the optimizer's param_groups (minus parameter identities), non-tensor optimizer state,
 the per-epoch history and the config the run was started with (a resume with other settings is
 refused, since it would not reproduce the run).
+
+:func:`save_progress` is what a training loop calls after each epoch: the state, then the per-epoch CSV log.
+Both replace their file in one rename, so when a write fails (a full disk) the state file still holds the
+last epoch saved, and the error says so.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hahrobust.checkpoint import save_checkpoint
 from hahrobust.errors import HahrobustError
-from hahrobust.provenance import atomic_path
+from hahrobust.models import HahrobustModel
+from hahrobust.provenance import write_atomically
 
 STATE_FORMAT = "hahrobust.train-state/1"
 
@@ -54,8 +61,44 @@ def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, s
         "param_groups": groups,
         "optimizer_scalars": scalars,
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": STATE_FORMAT, "state": json.dumps(meta, sort_keys=True)})
+    header = {"format": STATE_FORMAT, "state": json.dumps(meta, sort_keys=True)}
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), "the training state")
+
+
+def save_log(path: Path, history: list[dict[str, Any]]) -> None:
+    """The per-epoch CSV log, one row per finished epoch."""
+    write_atomically(path, lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False), "the training log")
+
+
+def save_progress(
+    state_path: Path, log_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState
+) -> None:
+    """The end of an epoch: :func:`save_state`, then :func:`save_log`. A failed write raises a one-line
+    :class:`HahrobustError` that also says which finished epoch a resumed run would continue from."""
+    try:
+        save_state(state_path, model, optimizer, state)
+        save_log(log_path, state.history)
+    except HahrobustError as exc:
+        raise HahrobustError(f"{exc}; {kept_state(state_path)}") from None
+
+
+def save_final(out: Path, model: HahrobustModel, metadata: dict[str, Any], state_path: Path) -> None:
+    """The end of a run: the checkpoint, then the training state goes (not before: a failed write keeps it)."""
+    try:
+        save_checkpoint(out, model, metadata)
+    except HahrobustError as exc:
+        raise HahrobustError(f"{exc}; {kept_state(state_path)}") from None
+    state_path.unlink(missing_ok=True)
+
+
+def kept_state(path: Path) -> str:
+    """What a run that stops now leaves to resume from: the epochs done in the state file at ``path``."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            epochs = json.loads((f.metadata() or {})["state"])["epochs_done"]
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError):  # absent or unreadable
+        return "no finished epoch is saved"
+    return f"the state after {epochs} finished epoch(s) is kept in {path}: free space, then resume from it"
 
 
 def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
