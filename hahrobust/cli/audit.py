@@ -72,6 +72,8 @@ def command(
     skip: Optional[str] = typer.Option(
         None, "--skip", help=f"Comma-separated ensemble members to leave out: {', '.join(m.name for m in DEFAULT_ENSEMBLE)}."
     ),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Steps of every PGD member (default 100; EOT: half)."),
+    restarts: Optional[int] = typer.Option(None, "--restarts", help="Restarts of the PGD members (default 5; EOT: 1)."),
     bpda_temperature: float = BPDA_TEMPERATURE,
     bpda: Optional[list[str]] = BPDA_TYPES,
     weights: Optional[list[Path]] = WEIGHTS,
@@ -99,7 +101,14 @@ def command(
         raise HahrobustError("--skip leaves no attack in the ensemble")
     if resume and out is None:
         raise HahrobustError("--resume needs --out DIR (the journals live there)")
-    config = AuditConfig(temperature=bpda_temperature)
+    if (steps is not None and steps < 1) or (restarts is not None and restarts < 1):
+        raise HahrobustError("--steps and --restarts must be at least 1")
+    default = AuditConfig()
+    config = AuditConfig(
+        temperature=bpda_temperature,
+        pgd=dataclasses.replace(default.pgd, **({"steps": steps} if steps else {}), **({"restarts": restarts} if restarts else {})),
+        eot=dataclasses.replace(default.eot, **({"steps": max(1, steps // 2)} if steps else {})),
+    )
     surrogate_names = parse_bpda(bpda)
     if any(m.attack in ("autoattack", "square") for m in ensemble):
         load_autoattack()
