@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from hahrobust.distributed import SINGLE, Shard
 from hahrobust.errors import HahrobustError
+from hahrobust.seeding import derived_seed
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -400,8 +401,7 @@ def batches(
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # A hash rather than e.g. seed + epoch, so distinct (seed, epoch) pairs never share a random stream.
-    digest = hashlib.sha256(f"hahrobust.batches:{seed}:{epoch}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return torch.Generator().manual_seed(derived_seed("batches", seed, epoch))
 
 
 def _iterate(
