@@ -116,7 +116,7 @@ def load_cifar10(
         raise HahrobustError(f"{path}: neither a directory nor a file ({_LAYOUT})")
 
     cache_file = _cache_file(cache_dir, fingerprint, split)
-    cached = _read_cache(cache_file)
+    cached = read_cache(cache_file)
     if cached is not None:
         return ImageSet(*cached, source=str(path))
     if entries is None:
@@ -126,7 +126,7 @@ def load_cifar10(
     else:
         read = lambda rel: (path / rel).read_bytes()  # noqa: E731
     images, labels = _decode_all(entries, read, path, progress)
-    _write_cache(cache_file, images, labels)
+    write_cache(cache_file, images, labels)
     return ImageSet(images, labels, source=str(path))
 
 
@@ -266,14 +266,20 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache_file(cache_dir: str | Path | None, fingerprint: str, split: Split) -> Path:
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where decoded (and corrupted) image sets are cached: ``cache_dir``, else ``$HAHROBUST_CACHE``, else
+    ``~/.cache/hahrobust``."""
     if cache_dir is None:
         cache_dir = Path(os.environ.get("HAHROBUST_CACHE") or Path.home() / ".cache" / "hahrobust")
+    return Path(cache_dir).expanduser()
+
+
+def _cache_file(cache_dir: str | Path | None, fingerprint: str, split: Split) -> Path:
     key = _sha256_lines([f"v{_CACHE_VERSION}", fingerprint, split])[:32]
-    return Path(cache_dir).expanduser() / f"cifar10-{split}-{key}.safetensors"
+    return cache_root(cache_dir) / f"cifar10-{split}-{key}.safetensors"
 
 
-def _read_cache(file: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
+def read_cache(file: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The cached (images, labels), or None when absent or unusable (then the caller decodes again)."""
     if not file.is_file():
         return None
@@ -286,7 +292,7 @@ def _read_cache(file: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
     return (images, labels) if images.shape[1:] == (3, 32, 32) else None
 
 
-def _write_cache(file: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
+def write_cache(file: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
     # Write to a temporary file in the same folder, then rename: os.replace is atomic, so a crash can leave
     # a stray *.tmp but never a truncated cache under the real name.
     tmp = None
@@ -310,24 +316,29 @@ def balanced_subset(data: ImageSet, n: int, seed: int = 0) -> ImageSet:
 
     The result is in original-index order, so it is the same set in the same order for the same (data, n, seed).
     """
-    if not 0 < n <= len(data):
-        raise HahrobustError(f"subset size n={n} must be between 1 and the dataset size len={len(data)}")
     if n == len(data):
         return data
+    index = balanced_indices(data.labels, n, seed, data.source)
+    return ImageSet(data.images[index], data.labels[index], source=f"{data.source} [balanced n={n} seed={seed}]")
+
+
+def balanced_indices(labels: torch.Tensor, n: int, seed: int = 0, source: str = "the data set") -> torch.Tensor:
+    """The sorted positions in ``labels`` of the class-balanced subset :func:`balanced_subset` takes."""
+    if not 0 < n <= len(labels):
+        raise HahrobustError(f"subset size n={n} must be between 1 and the dataset size len={len(labels)}")
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     num_classes = len(CIFAR10_CLASSES)
     for label in range(num_classes):
         want = n // num_classes + (label < n % num_classes)
-        members = (data.labels == label).nonzero().flatten()
+        members = (labels == label).nonzero().flatten()
         if len(members) < want:
             raise HahrobustError(
                 f"subset size n={n} needs {want} images of class {CIFAR10_CLASSES[label]}, "
-                f"but {data.source} (len={len(data)}) has only {len(members)}"
+                f"but {source} (len={len(labels)}) has only {len(members)}"
             )
         chosen.append(members[torch.randperm(len(members), generator=generator)[:want]])
-    index = torch.cat(chosen).sort().values
-    return ImageSet(data.images[index], data.labels[index], source=f"{data.source} [balanced n={n} seed={seed}]")
+    return torch.cat(chosen).sort().values
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
