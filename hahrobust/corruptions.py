@@ -179,15 +179,15 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
 
 def corrupt_images(
     images: np.ndarray, indices: Sequence[int], name: str, severity: int, seed: int,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Corrupt uint8 [N, 32, 32, 3] ``images`` whose positions in the evaluated set are ``indices``;
-    ``progress(k)`` is called after each ``k`` images."""
+    ``progress()`` is called after each image."""
     out = np.empty_like(images)
     for row, (image, index) in enumerate(zip(images, indices)):
         out[row] = corrupt(image, name, severity, corruption_rng(seed, name, severity, int(index)))
         if progress is not None:
-            progress(1)
+            progress()
     return out
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from hahrobust.cli import ablate, attack, check, hebbian_sweep, info, noise_sweep, snr, sparsity, train
+from hahrobust.cli import (
+    ablate, attack, check, corruption_sweep, hebbian_sweep, info, noise_sweep, snr, sparsity, train,
+)
 
 app = typer.Typer(
     name="hahrobust",
@@ -13,7 +15,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (train, info, sparsity, snr, noise_sweep, hebbian_sweep, check, ablate, attack):
+for module in (train, info, sparsity, snr, noise_sweep, corruption_sweep, hebbian_sweep, check, ablate, attack):
     app.command(module.NAME, help=module.HELP)(module.command)
 
 
