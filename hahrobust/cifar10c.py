@@ -33,7 +33,7 @@ from hahrobust.errors import HahrobustError
 #: Part of every generated set's cache key: bump it whenever a corruption's code or parameters change.
 GENERATOR_VERSION = 1
 #: Images per generation chunk; under torchrun chunk k goes to rank k mod world_size.
-CHUNK = 100
+CHUNK = 50
 #: Distributions whose versions enter the cache key: the generated pixels depend on them.
 _LIBRARIES = ("numpy", "scipy", "scikit-image", "opencv-python", "pillow", "imagecorruptions-imaug")
 
