@@ -43,8 +43,6 @@ SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 # ------------------------------------------------------------------------------------------- hyperparameters
 
-_ZOOM = np.arange  # zoom blur's parameters are np.arange ranges, kept exactly as written in the original
-
 #: The five parameter sets (severity 1…5) of every corruption: ``make_cifar_c.py`` (hendrycks/robustness,
 #: ImageNet-C/create_c/make_cifar_c.py at commit ca36008), each corruption function's ``c = [...]`` list,
 #: copied verbatim. Tuple fields are named in the comments, in the original's order.
@@ -57,8 +55,9 @@ CIFAR_PARAMETERS: dict[str, tuple[Any, ...]] = {
     "defocus_blur": ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),  # (disk radius, alias blur σ)
     "glass_blur": ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),  # (σ, max shift, passes)
     "motion_blur": ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),  # (ImageMagick radius, σ); angle U(−45°, 45°)
-    "zoom_blur": (  # zoom factors averaged with the image
-        _ZOOM(1, 1.06, 0.01), _ZOOM(1, 1.11, 0.01), _ZOOM(1, 1.16, 0.01), _ZOOM(1, 1.21, 0.01), _ZOOM(1, 1.26, 0.01),
+    "zoom_blur": (  # zoom factors averaged with the image (np.arange as written: 1.00 … 1.06 at severity 1)
+        np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.01),
+        np.arange(1, 1.26, 0.01),
     ),
     # --- weather
     "snow": (  # (flake mean, flake std, zoom, threshold, blur radius, blur σ, image weight); angle U(−135°, −45°)

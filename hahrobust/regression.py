@@ -205,6 +205,8 @@ def _keyed(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     for column in keys:
         if pd.api.types.is_float_dtype(frame[column]):
             frame[column] = frame[column].round(9)
+        elif frame[column].dtype == object:  # mixed keys (severity 1…5 and "mean"): JSON keeps ints, CSV text
+            frame[column] = frame[column].map(str)
     frame = frame.set_index(keys) if keys else frame.set_index(pd.RangeIndex(len(frame), name="row"))
     if frame.index.has_duplicates:
         raise HahrobustError("results have duplicate rows for the same key; cannot compare them row by row")

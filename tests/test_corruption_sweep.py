@@ -61,6 +61,9 @@ def test_writes_deterministic_files_independent_of_batch_size(models: list[Path]
     markdown = (first / "corruption-sweep.md").read_text()
     assert "| model   | corruption     | 0     | 1     | 5     | mean   | CE     |" in markdown  # rCE: where defined
     assert "mean (weather)" in markdown and "instead of AlexNet" in markdown
+    # `hahrobust check` matches rows on severity whether it reads them from CSV (text) or JSON (1…5 and "mean").
+    checked = runner.invoke(app, ["check", str(first / names[0]), "-e", str(second / "corruption-sweep.json")])
+    assert checked.exit_code == 0, checked.output
 
 
 def test_all_nineteen_and_no_reference(models: list[Path], tiny_data: Path, tmp_path: Path) -> None:
