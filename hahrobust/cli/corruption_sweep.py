@@ -57,7 +57,8 @@ def command(
     corruptions_dir: Optional[Path] = typer.Option(
         None, "--corruptions-dir",
         help="Read the official CIFAR-10-C files (<corruption>.npy, labels.npy) from this folder instead of "
-        "generating; the clean row still comes from --data.",
+        "generating (generated sets draw their own random numbers, so they are not pixel-identical to these); "
+        "the clean row still comes from --data.",
     ),
     n: Optional[int] = N,
     data: Optional[str] = DATA,

@@ -81,7 +81,7 @@ def corruption_accuracy(
             advance()
 
     with (
-        progress_task(progress, "corrupting test images", to_generate) as generated,
+        progress_task(progress if to_generate else None, "corrupting test images", to_generate) as generated,
         progress_task(progress, "evaluating", (1 + len(sets)) * len(models)) as evaluated,
     ):
         evaluate(CLEAN, 0, clean, evaluated)
