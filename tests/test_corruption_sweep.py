@@ -159,3 +159,19 @@ def test_summary_ce_and_relative_ce_by_hand() -> None:
     assert at.loc[("m", "mean (all)", 2), "accuracy"] == pytest.approx((0.6 + 0.7) / 2)
     assert at.loc[("m", "mean (noise)", 1), "accuracy"] == pytest.approx(0.8)
     assert notes == ["relative CE is undefined for fog: the reference ref lost no accuracy there; left out of the means"]
+
+
+@pytest.mark.slow
+def test_real_cifar_baseline_degrades_monotonically_with_severity(shared_cifar: Path, tmp_path: Path) -> None:
+    """The issue's acceptance check on the reference baseline, all 15 corruptions, 500 images (≈ 2 min of CPU):
+    the mean over corruptions falls from severity 1 to 5, and every noise at severity 5 is below clean."""
+    baseline = Path(__file__).resolve().parents[1] / "checkpoints" / "vgg16-small.safetensors"
+    result = runner.invoke(app, ["corruption-sweep", str(baseline), "--data", str(shared_cifar), "--n", "500",
+                                 "--batch-size", "100", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "corruption-sweep.csv")
+    at = rows.set_index(["corruption", "severity"])["accuracy"]
+    means = [at["mean (all)", str(s)] for s in range(1, 6)]
+    assert all(a > b for a, b in zip(means, means[1:])), means
+    clean = at["clean", "0"]
+    assert all(at[name, "5"] < clean for name in ("gaussian_noise", "shot_noise", "impulse_noise"))
