@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from hahrobust.distributed import SINGLE, Shard
 from hahrobust.errors import HahrobustError
+from hahrobust.seeding import derived_seed
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -115,7 +116,7 @@ def load_cifar10(
         raise HahrobustError(f"{path}: neither a directory nor a file ({_LAYOUT})")
 
     cache_file = _cache_file(cache_dir, fingerprint, split)
-    cached = _read_cache(cache_file)
+    cached = read_cache(cache_file)
     if cached is not None:
         return ImageSet(*cached, source=str(path))
     if entries is None:
@@ -125,7 +126,7 @@ def load_cifar10(
     else:
         read = lambda rel: (path / rel).read_bytes()  # noqa: E731
     images, labels = _decode_all(entries, read, path, progress)
-    _write_cache(cache_file, images, labels)
+    write_cache(cache_file, images, labels)
     return ImageSet(images, labels, source=str(path))
 
 
@@ -265,14 +266,20 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache_file(cache_dir: str | Path | None, fingerprint: str, split: Split) -> Path:
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where decoded (and corrupted) image sets are cached: ``cache_dir``, else ``$HAHROBUST_CACHE``, else
+    ``~/.cache/hahrobust``."""
     if cache_dir is None:
         cache_dir = Path(os.environ.get("HAHROBUST_CACHE") or Path.home() / ".cache" / "hahrobust")
+    return Path(cache_dir).expanduser()
+
+
+def _cache_file(cache_dir: str | Path | None, fingerprint: str, split: Split) -> Path:
     key = _sha256_lines([f"v{_CACHE_VERSION}", fingerprint, split])[:32]
-    return Path(cache_dir).expanduser() / f"cifar10-{split}-{key}.safetensors"
+    return cache_root(cache_dir) / f"cifar10-{split}-{key}.safetensors"
 
 
-def _read_cache(file: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
+def read_cache(file: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The cached (images, labels), or None when absent or unusable (then the caller decodes again)."""
     if not file.is_file():
         return None
@@ -285,7 +292,7 @@ def _read_cache(file: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
     return (images, labels) if images.shape[1:] == (3, 32, 32) else None
 
 
-def _write_cache(file: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
+def write_cache(file: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
     # Write to a temporary file in the same folder, then rename: os.replace is atomic, so a crash can leave
     # a stray *.tmp but never a truncated cache under the real name.
     tmp = None
@@ -311,26 +318,24 @@ def balanced_subset(data: ImageSet, n: int, seed: int = 0) -> ImageSet:
     """
     if n == len(data):
         return data
-    index = balanced_indices(data, n, seed)
+    index = balanced_indices(data.labels, n, seed, data.source)
     return ImageSet(data.images[index], data.labels[index], source=f"{data.source} [balanced n={n} seed={seed}]")
 
 
-def balanced_indices(data: ImageSet, n: int, seed: int = 0) -> torch.Tensor:
-    """The positions in ``data`` of :func:`balanced_subset`'s images, ascending."""
-    if not 0 < n <= len(data):
-        raise HahrobustError(f"subset size n={n} must be between 1 and the dataset size len={len(data)}")
-    if n == len(data):
-        return torch.arange(len(data))
+def balanced_indices(labels: torch.Tensor, n: int, seed: int = 0, source: str = "the data set") -> torch.Tensor:
+    """The sorted positions in ``labels`` of the class-balanced subset :func:`balanced_subset` takes."""
+    if not 0 < n <= len(labels):
+        raise HahrobustError(f"subset size n={n} must be between 1 and the dataset size len={len(labels)}")
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     num_classes = len(CIFAR10_CLASSES)
     for label in range(num_classes):
         want = n // num_classes + (label < n % num_classes)
-        members = (data.labels == label).nonzero().flatten()
+        members = (labels == label).nonzero().flatten()
         if len(members) < want:
             raise HahrobustError(
                 f"subset size n={n} needs {want} images of class {CIFAR10_CLASSES[label]}, "
-                f"but {data.source} (len={len(data)}) has only {len(members)}"
+                f"but {source} (len={len(labels)}) has only {len(members)}"
             )
         chosen.append(members[torch.randperm(len(members), generator=generator)[:want]])
     return torch.cat(chosen).sort().values
@@ -407,8 +412,7 @@ def batches(
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # A hash rather than e.g. seed + epoch, so distinct (seed, epoch) pairs never share a random stream.
-    digest = hashlib.sha256(f"hahrobust.batches:{seed}:{epoch}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return torch.Generator().manual_seed(derived_seed("batches", seed, epoch))
 
 
 def _iterate(

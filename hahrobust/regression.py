@@ -47,12 +47,16 @@ METRICS: dict[str, MetricSpec] = {
     "snr_db": MetricSpec("higher", "abs", 0.5),
     "mean_distance": MetricSpec("higher", "rel", 0.05),
     "median_distance": MetricSpec("higher", "rel", 0.05),
+    "ce": MetricSpec("lower", "abs", 0.02),  # corruption error relative to a reference model (1.0 = 100 %)
+    "relative_ce": MetricSpec("lower", "abs", 0.05),
 }
 #: Columns that describe how long something took: they vary run to run and are never compared.
 TIMINGS = {"seconds", "wall_time", "wall_s", "images_per_s", "time_s"}
 #: Numeric columns that identify a row (σ, ε, block number, sample size, …). Text columns always do;
 #: any other numeric column that is not a metric (a count such as ``unfound``) is reported, not compared.
-NUMERIC_KEYS = {"block", "sigma", "eps", "n", "seed", "repeats", "channels", "epoch", "width", "hah_blocks", "row"}
+NUMERIC_KEYS = {
+    "block", "sigma", "eps", "n", "seed", "repeats", "channels", "epoch", "width", "hah_blocks", "row", "severity",
+}
 #: Settings that may differ between the run and the expectation without changing any number.
 VOLATILE_SETTINGS = {"out", "device", "batch_size", "data", "checkpoints", "resume", "labels", "label", "progress"}
 
@@ -224,6 +228,8 @@ def _keyed(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     for column in keys:
         if pd.api.types.is_float_dtype(frame[column]):
             frame[column] = frame[column].round(9)
+        elif frame[column].dtype == object:  # mixed keys (severity 1…5 and "mean"): JSON keeps ints, CSV text
+            frame[column] = frame[column].map(str)
     frame = frame.set_index(keys) if keys else frame.set_index(pd.RangeIndex(len(frame), name="row"))
     if frame.index.has_duplicates:
         raise HahrobustError("results have duplicate rows for the same key; cannot compare them row by row")

@@ -77,12 +77,14 @@ class Figure:
 
     ``kind="bar"``: grouped bars, the ``hue`` groups side by side at each ``x`` (the paper's Figs. 2, 3b).
     ``kind="line"``: one line with markers per ``hue`` value over a numeric ``x`` (Fig. 4).
+    ``kind="heatmap"``: one panel per ``facet`` value, a grid of ``index`` (down) × ``x`` (across) coloured and
+    labelled by ``y[0]`` (e.g. accuracy per corruption × severity, one panel per model); ``hue`` is unused.
     ``err`` maps a y column to the column holding its standard deviation (error bars).
     ``ylabels`` maps a y column to its axis label (default: ``Layout.labels`` or the column name).
     ``percent``: y columns holding fractions that the axis shows as percentages.
     """
 
-    kind: Literal["bar", "line"]
+    kind: Literal["bar", "line", "heatmap"]
     x: str
     y: tuple[str, ...]
     hue: str = "model"
@@ -92,6 +94,7 @@ class Figure:
     ylabels: Mapping[str, str] = field(default_factory=dict)
     percent: tuple[str, ...] = ()
     ylim: tuple[float | None, float | None] | None = None
+    index: str | None = None  # heatmap rows
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,10 @@ class Layout:
     - ``labels``: display names of columns (headers, axis labels).
     - ``header``: template for a pivoted column's header, formatted with the (already formatted, string)
       column key fields and ``value`` (the value's display label), e.g. ``"{norm} ε={eps}"``. Default: the
-      key parts joined by spaces, preceded by the value's label when there are several values.
+      key parts joined by spaces, preceded by the value's label when there are several values. A mapping gives
+      one template per value column.
+    - ``drop_empty_columns``: leave out pivoted columns without a single value (e.g. a value that only some
+      column keys have).
     - ``notes``: fixed sentences about what is measured (a :class:`Result` can add its own).
 
     Index and column values keep the order of their first appearance in ``rows`` (never sorted).
@@ -121,7 +127,8 @@ class Layout:
     formats: Mapping[str, str] = field(default_factory=dict)
     errors: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
-    header: str | None = None
+    header: str | Mapping[str, str] | None = None
+    drop_empty_columns: bool = False
     notes: tuple[str, ...] = ()
     figure: Figure | None = None
 
@@ -176,6 +183,7 @@ class Result:
         if layout.figure is not None:
             fig = layout.figure
             needed += [fig.x, *fig.y, fig.hue, *fig.err.values(), *([fig.facet] if fig.facet else [])]
+            needed += [fig.index] if fig.index else []
         missing = sorted({c for c in needed if c not in self.rows.columns})
         if missing:  # a programming error in a command, not user input
             raise ValueError(f"{self.command}: layout names columns missing from rows: {', '.join(missing)}")
@@ -235,6 +243,8 @@ def display_frame(result: Result) -> pd.DataFrame:
         table = table.reindex(columns=_column_order(frame, layout))
         table.columns = [_header(layout, key) for key in table.columns]
         table = table.dropna(how="all").fillna("—")
+        if layout.drop_empty_columns:
+            table = table.loc[:, (table != "—").any(axis=0)]
     table.index = table.index.set_names([layout.label(c) for c in layout.index])
     return table.reset_index().astype(str)
 
@@ -253,8 +263,9 @@ def _column_order(frame: pd.DataFrame, layout: Layout) -> list[tuple[Any, ...]]:
 
 def _header(layout: Layout, key: tuple[Any, ...]) -> str:
     value, *parts = key
-    if layout.header is not None:
-        return layout.header.format(value=layout.label(value), **dict(zip(layout.columns, parts)))
+    template = layout.header.get(value) if isinstance(layout.header, Mapping) else layout.header
+    if template is not None:
+        return template.format(value=layout.label(value), **dict(zip(layout.columns, parts)))
     shown = [str(p) for p in parts]
     return " ".join([layout.label(value), *shown] if len(layout.values) > 1 else shown)
 
@@ -437,6 +448,8 @@ def draw(result: Result) -> MplFigure:
         FigureCanvasAgg(figure)
         figure.text(0.5, 0.5, f"{layout.title}\n(no figure for this result)", ha="center", va="center")
         return figure
+    if spec.kind == "heatmap":
+        return _draw_heatmap(result)
     panels: list[tuple[str, pd.DataFrame, str]] = []  # (y column, rows, panel title)
     if spec.facet is not None:
         for value in pd.unique(rows[spec.facet]):
@@ -481,6 +494,50 @@ def draw(result: Result) -> MplFigure:
             ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
+    figure.suptitle(layout.title, fontsize=11)
+    return figure
+
+
+def _draw_heatmap(result: Result) -> MplFigure:
+    """One panel per ``facet`` value: ``index`` × ``x`` cells coloured by ``y[0]`` and labelled with it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure  # noqa: F811
+
+    layout, spec, rows = result.layout, result.layout.figure, result.rows
+    assert spec is not None and spec.index is not None, "a heatmap needs Figure.index"
+    value = spec.y[0]
+    facets = list(pd.unique(rows[spec.facet])) if spec.facet else [None]
+    index_keys, x_keys = list(pd.unique(rows[spec.index])), list(pd.unique(rows[spec.x]))
+    template = "{:.0%}" if value in spec.percent else "{:.3g}"
+    finite = _finite(rows[value])
+    low, high = spec.ylim or (np.nanmin(finite), np.nanmax(finite))
+    figure = MplFigure(figsize=(0.2 + (0.55 * len(x_keys) + 1.6) * len(facets), 0.8 + 0.3 * len(index_keys)),
+                       layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(facets), squeeze=False, sharey=True)[0]
+    for ax, facet in zip(axes, facets):
+        part = rows if facet is None else rows[rows[spec.facet] == facet]
+        grid = np.full((len(index_keys), len(x_keys)), np.nan)  # keys may mix types (1…5 and "mean"): no sorting
+        rows_at, cols_at = {k: i for i, k in enumerate(index_keys)}, {k: j for j, k in enumerate(x_keys)}
+        for row_key, col_key, cell in zip(part[spec.index], part[spec.x], _finite(part[value])):
+            grid[rows_at[row_key], cols_at[col_key]] = cell
+        image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=high, aspect="auto")
+        for (i, j), cell in np.ndenumerate(grid):
+            if np.isfinite(cell):
+                shade = (cell - low) / ((high - low) or 1)
+                ax.text(j, i, template.format(cell), ha="center", va="center", fontsize=6.5,
+                        color="black" if shade > 0.6 else "white")
+        ax.set_xticks(np.arange(len(x_keys)), [str(x) for x in x_keys])
+        ax.set_yticks(np.arange(len(index_keys)), [str(k) for k in index_keys], fontsize=8)
+        ax.set_xlabel(spec.xlabel or layout.label(spec.x))
+        if facet is not None:
+            ax.set_title(str(facet), fontsize=10)
+    colorbar = figure.colorbar(image, ax=list(axes), shrink=0.8)
+    colorbar.set_label(spec.ylabels.get(value, layout.label(value)))
+    if value in spec.percent:
+        from matplotlib.ticker import PercentFormatter
+
+        colorbar.ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     figure.suptitle(layout.title, fontsize=11)
     return figure
 

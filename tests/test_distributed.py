@@ -63,10 +63,12 @@ def one_thread() -> Iterator[None]:
         yield
 
 
-def torchrun(args: list[str], cwd: Path, nproc: int = 2, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    """``torchrun --standalone --nproc-per-node N ARGS`` (a free port each time); fails the test on error
-    unless ``ok=False``."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+def torchrun(
+    args: list[str], cwd: Path, nproc: int = 2, ok: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc-per-node N ARGS`` (a free port each time, ``env`` added to the
+    environment); fails the test on error unless ``ok=False``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1]), **(env or {})}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if ok:
@@ -237,3 +239,19 @@ def test_readme_torchrun_example_writes_the_single_process_table(
     assert json.loads((tmp_path / "two" / f"{command}.json").read_text())["settings"]["n"] == 20
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
     assert done.stdout.count("wrote ") == (2 if command == "audit" else 1)  # rank 0 alone reports (and writes)
+
+
+def test_corruption_sweep_generated_under_torchrun_equals_one_process(
+    single_run: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    """Each side generates its own corrupted sets (separate caches): 2 ranks corrupt alternate chunks of images
+    and gather them, evaluate alternate batches, and rank 0 writes the same CSV as one process."""
+    args = ["corruption-sweep", str(single_run), "--data", str(tiny_data), "--device", "cpu", "--seed", "1",
+            "--corruptions", "gaussian_noise,glass_blur,fog", "--severities", "2,5", "--batch-size", "30"]
+    monkeypatch.setenv("HAHROBUST_CACHE", str(tmp_path / "cache-one"))
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert result.exit_code == 0, result.output
+    torchrun(hahrobust(*args, "--out", str(tmp_path / "two")), cwd=tmp_path, env={"HAHROBUST_CACHE": str(tmp_path / "cache-two")})
+    one, two = (pd.read_csv(tmp_path / run / "corruption-sweep.csv") for run in ("one", "two"))
+    pd.testing.assert_frame_equal(one, two, check_exact=True)
+    assert len(list((tmp_path / "cache-two").glob("cifar10c-*.safetensors"))) == 3 * 2  # generated there, not copied

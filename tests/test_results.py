@@ -91,6 +91,26 @@ def test_several_values_and_a_header_template(checkpoint: Path) -> None:
     assert frame.iloc[0, 3:].tolist() == ["∞", "∞"] and frame.iloc[1, 3:].tolist() == ["12.5 dB", "−∞"]
 
 
+def test_per_value_headers_and_dropping_empty_columns(checkpoint: Path) -> None:
+    """A value defined only for some column keys (snr_db only at σ = 0.1 here) gets no all-dash column."""
+    result = sweep(checkpoint, index=("model",), columns=("sigma",), values=("accuracy", "snr_db"),
+                   header={"accuracy": "{sigma}", "snr_db": "SNR"}, drop_empty_columns=True)
+    result.rows["snr_db"] = [math.nan, 12.5, math.nan, 3.0]
+    frame = display_frame(result)
+    assert list(frame.columns) == ["model", "0", "0.1", "SNR"]
+    assert frame["SNR"].tolist() == ["12.5", "3"]
+    kept = display_frame(dataclasses.replace(result, layout=dataclasses.replace(result.layout, drop_empty_columns=False)))
+    assert list(kept.columns) == ["model", "0", "0.1", "SNR", "SNR"] and kept.iloc[:, 3].tolist() == ["—", "—"]
+
+
+def test_heatmap_has_a_panel_per_facet_and_a_labelled_cell_per_value(checkpoint: Path) -> None:
+    figure = results.draw(sweep(checkpoint, figure=Figure(kind="heatmap", x="sigma", y=("accuracy",), facet="model",
+                                                          index="model", percent=("accuracy",))))
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["z-model", "a-model"]
+    assert [t.get_text() for t in panels[0].texts] == ["90%", "60%"] and len(figure.axes) == 3  # + colour bar
+
+
 def test_missing_cells_show_a_dash(checkpoint: Path) -> None:
     """Models with different block counts (VGG-11 vs VGG-16) share one table."""
     rows = pd.DataFrame({"model": ["a", "a", "b"], "block": [1, 2, 1], "hoyer": [0.1, 0.2, 0.3]})

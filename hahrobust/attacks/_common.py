@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import random
 from collections.abc import Iterator
 
@@ -11,11 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from hahrobust.seeding import derived_seed
+
 
 def image_seed(seed: int, index: int, stream: str) -> int:
     """A 63-bit generator seed for image ``index`` (its position in the evaluated set) in a named stream."""
-    digest = hashlib.sha256(f"hahrobust.attack:{stream}:{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    return derived_seed("attack", stream, seed, index)
 
 
 def per_image_uniform(indices: torch.Tensor, shape: torch.Size, *, seed: int, stream: str) -> torch.Tensor:

@@ -17,7 +17,6 @@ about what a bulk draw of the same size costs, so the per-image loop is not the 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -33,6 +32,7 @@ from hahrobust.data import ImageSet, batches, num_batches
 from hahrobust.distributed import BatchSum, Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics._progress import progress_task
+from hahrobust.seeding import derived_seed
 
 NoiseKind = Literal["gaussian", "uniform"]
 NOISE_KINDS: tuple[str, ...] = ("gaussian", "uniform")
@@ -68,8 +68,7 @@ def check_repeats(repeats: int) -> int:
 
 def noise_seed(seed: int, repeat: int, index: int) -> int:
     """A 63-bit generator seed for image ``index`` in repeat ``repeat``: distinct triples never share a stream."""
-    digest = hashlib.sha256(f"hahrobust.noise:{seed}:{repeat}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    return derived_seed("noise", seed, repeat, index)
 
 
 def unit_noise(

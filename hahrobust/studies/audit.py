@@ -426,7 +426,7 @@ def _positions(data: ImageSet, outcome: AttackOutcome, member: Member, config: A
     """Where a member's images sit in ``data`` (a subset member attacked a class-balanced subset of it)."""
     if len(outcome.index) == len(data):
         return outcome.index
-    return balanced_indices(data, len(outcome.index), seed).numpy()[outcome.index]
+    return balanced_indices(data.labels, len(outcome.index), seed, data.source).numpy()[outcome.index]
 
 
 def _slug(name: str) -> str:
