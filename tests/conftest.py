@@ -105,12 +105,13 @@ def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
     return make
 
 
-def train_tiny_vgg11(train_set: ImageSet, epochs: int = 10) -> nn.Module:
-    """A VGG-11 (width 0.125) trained with Adam on ``train_set``, seeded without touching the caller's RNG;
-    on ``tiny_data`` it reaches well above chance in ≈ 5 s, so attacks have work to do. Returned in train mode."""
+def train_tiny_vgg11(train_set: ImageSet, epochs: int = 10, *, hah: bool = False) -> nn.Module:
+    """A VGG-11 (width 0.125; ``hah=True``: hah-vgg11, its first 4 blocks HaH) trained with Adam on ``train_set``,
+    seeded without touching the caller's RNG; on ``tiny_data`` it reaches well above chance in ≈ 5 s, so attacks
+    have work to do. Returned in train mode."""
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
-    model = build("vgg11", width=0.125)
+    model = build("hah-vgg11" if hah else "vgg11", width=0.125)
     torch.random.set_rng_state(state)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for epoch in range(epochs):
