@@ -11,19 +11,8 @@ import typer
 from hahrobust.cifar10c import GENERATOR_VERSION, GeneratedCorruptions, OfficialCorruptions
 from hahrobust.cli._common import handle_errors, make_progress
 from hahrobust.cli._eval import (
-    BATCH_SIZE,
-    CHECKPOINTS,
-    DATA,
-    DEVICE,
-    LABEL,
-    OUT,
-    SEED,
-    EvalOptions,
-    N,
-    common_settings,
-    finish,
-    load_test_set,
-    open_session,
+    BATCH_SIZE, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, N, common_settings, finish,
+    load_test_set, open_session,
 )
 from hahrobust.corruptions import FAMILIES, parse_corruptions, parse_severities
 from hahrobust.results import Result
@@ -66,9 +55,11 @@ def command(
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    weights: Optional[list[Path]] = WEIGHTS,
+    normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     names, levels = parse_corruptions(corruptions), parse_severities(severities)
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out)
+    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize)
     session = open_session(options)
     check_reference(reference, [m.label for m in session.models])
     official = OfficialCorruptions(corruptions_dir, names, n, seed) if corruptions_dir is not None else None
