@@ -13,6 +13,7 @@ import typer
 
 from hahrobust import distributed
 from hahrobust.attacks.autoattack import load_autoattack
+from hahrobust.attacks.journal import rank_journal
 from hahrobust.attacks.norms import DEFAULT_EPS, SYMBOLS, format_eps, parse_eps
 from hahrobust.cli._adaptive import BPDA_TEMPERATURE, SURROGATE, load_surrogate
 from hahrobust.cli._common import console, handle_errors, make_progress, slug
@@ -120,7 +121,8 @@ def command(
     journal_dir = session.out_dir / "journal" if session.out_dir is not None else None
     stems = {m.label: slug(m.label) for m in session.models}
     if journal_dir is not None and not resume and journal_dir.is_dir():
-        found = sorted(journal_dir.glob("audit-*.jsonl"))
+        # This rank's own journals only: under torchrun another rank may already be writing its own.
+        found = sorted(j for j in journal_dir.glob("audit-*.jsonl") if _own_journal(j))
         if found:
             raise HahrobustError(f"{found[0]}: a journal from an earlier run exists; pass --resume to continue it, or remove it")
 
@@ -166,8 +168,9 @@ def command(
     # The results are written: the journals (crash recovery only) have done their job.
     if journal_dir is not None and journal_dir.is_dir():
         rank = distributed.current()
-        for journal in journal_dir.glob(f"audit-*{'.rank' + str(rank.rank) if rank.distributed else ''}.jsonl"):
-            journal.unlink(missing_ok=True)
+        for journal in journal_dir.glob("audit-*.jsonl"):
+            if _own_journal(journal):
+                journal.unlink(missing_ok=True)
         distributed.barrier()
         if rank.is_main and not any(journal_dir.iterdir()):
             shutil.rmtree(journal_dir, ignore_errors=True)
@@ -180,6 +183,11 @@ def _tidy(rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+
+
+def _own_journal(path: Path) -> bool:
+    """Whether ``path`` is one of this process's journals (``<name>.rank<r>.jsonl`` under torchrun)."""
+    return rank_journal(path.with_name(path.name.split(".rank")[0].removesuffix(".jsonl") + ".jsonl")) == path
 
 
 __all__ = ["HELP", "NAME", "command"]
