@@ -35,7 +35,7 @@ runner = CliRunner()
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 FAST_PGD = ["--attack", "pgd", "--steps", "10", "--restarts", "1", "--n", "20", "--batch-size", "10"]
-QUICK_PGD = ["--attack", "pgd", "--steps", "3", "--restarts", "1", "--n", "10"]  # runs the pipeline, not a study
+QUICK_PGD = ["--attack", "pgd", "--steps", "3", "--restarts", "1", "--images", "10"]  # runs the pipeline, not a study
 
 
 @pytest.fixture(scope="module")
@@ -309,3 +309,21 @@ def test_hahtorch_thresholds_are_recognised() -> None:
     plain[:, 0].sum().backward()
     smooth[:, 0].sum().backward()
     assert not torch.allclose(plain_x.grad, bpda_x.grad)
+
+
+def test_a_model_spec_goes_through_the_audit_next_to_a_checkpoint(saved: dict[str, Path], tiny_data: Path, tmp_path: Path) -> None:
+    """The audit takes specs like attack does: the thresholded foreign model gets the BPDA members through its
+    --bpda mapping, the checkpoint (no threshold) does not, and the results carry the spec's provenance."""
+    spec = ["py:tests.foreign_model:thresholded", "--weights", str(saved["pt"])]
+    out = tmp_path / "audit"
+    result = invoke("audit", [str(saved["checkpoint"]), *spec], tiny_data, "--norm", "linf", "--steps", "3",
+                    "--restarts", "1", "--images", "10", "--skip", "AutoAttack,APGD·BPDA,PGD·EOT", "-l", "base",
+                    "-l", "sparse", "--bpda", "TopKThreshold=sigmoid", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "audit.csv")
+    assert set(rows.loc[rows["model"] == "sparse", "attack"]) == {"PGD", "PGD·BPDA", "PGD·BPDA·margin", "worst case"}
+    assert set(rows.loc[rows["model"] == "base", "attack"]) == {"PGD", "worst case"}
+    document = json.loads((out / "audit.json").read_text())
+    assert document["settings"]["bpda"] == {"TopKThreshold": "sigmoid"}
+    assert "tests.foreign_model:thresholded" in json.dumps(document["checkpoints"])
+    assert (out / "audit-diagnostics.csv").is_file() and not (out / "journal").exists()
