@@ -16,7 +16,9 @@ from torch import nn
 from conftest import train_tiny_vgg11
 from hahrobust.attacks import PGDConfig, fmn, pgd, verify
 from hahrobust.attacks._common import image_seed, isolated_global_rng
-from hahrobust.attacks.decision import DecisionConfig, _attack_each, _starting_point, decision, hop_skip_jump
+from hahrobust.attacks.decision import (
+    DecisionConfig, _attack_each, _foolbox, _starting_point, decision, hop_skip_jump,
+)
 from hahrobust.attacks.square import SquareConfig, square
 from hahrobust.data import balanced_subset, load_cifar10
 from hahrobust.errors import HahrobustError
@@ -25,7 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single
 
 #: Budgets for the tests on the trained model: a fraction of the defaults, so the module runs in seconds.
 SQUARE = SquareConfig(queries=300)
-HSJ = DecisionConfig(steps=6, initial_evals=50, max_evals=200)
+#: HopSkipJump with γ = 100: its probes must cross 8-bit quantisation steps (see DecisionConfig.gamma).
+HSJ = DecisionConfig(steps=6, initial_evals=50, max_evals=200, gamma=100.0)
 
 #: "A couple of images" out of 10.
 COUPLE = 2
@@ -275,14 +278,19 @@ def test_same_seed_same_examples_whatever_the_batching(
     assert not torch.equal(run(slice(0, 4), seed=1), whole)
 
 
-def test_chunked_hop_skip_jump_is_foolbox_hop_skip_jump(random_net: tuple[nn.Module, torch.Tensor, torch.Tensor]) -> None:
-    """Our HopSkipJump (probes decided in chunks, no early stop, no push) returns exactly what foolbox's own
-    HopSkipJumpAttack returns from the same starting point and the same seeded global generator."""
-    import foolbox
-
+@pytest.mark.parametrize(("gamma", "query_batch"), [(1.0, 1), (100.0, 256)])
+def test_chunked_hop_skip_jump_is_foolbox_hop_skip_jump(
+    random_net: tuple[nn.Module, torch.Tensor, torch.Tensor], gamma: float, query_batch: int
+) -> None:
+    """Our HopSkipJump (no early stop, no push) returns exactly what foolbox's own HopSkipJumpAttack returns
+    from the same starting point and the same seeded global generator: with one probe per model call, as
+    foolbox asks, and with chunks of probes when the probes are not within float rounding of the boundary
+    (γ = 100; with γ = 1 a chunked forward's rounding flips a few probes, see the module docstring)."""
+    foolbox = _foolbox()
     model, x, y = random_net
     image, label = x[:1], y[:1]
-    config = DecisionConfig(steps=3, initial_evals=30, max_evals=60, boundary_push=0.0)
+    config = DecisionConfig(steps=3, initial_evals=30, max_evals=60, gamma=gamma, query_batch=query_batch,
+                            boundary_push=0.0)
     ours = _attack_each(model, image, label, norm="l2", indices=torch.tensor([7]), seed=0, config=config, stop_at=None)
 
     def is_adversarial(batch: torch.Tensor) -> torch.Tensor:
@@ -292,7 +300,7 @@ def test_chunked_hop_skip_jump_is_foolbox_hop_skip_jump(random_net: tuple[nn.Mod
         start = _starting_point(image, 7, 0, config.start_tries, is_adversarial)
         torch.manual_seed(image_seed(0, 7, "decision-l2"))
         stock = foolbox.attacks.HopSkipJumpAttack(steps=3, initial_gradient_eval_steps=30, max_gradient_eval_steps=60,
-                                                  gamma=config.gamma, constraint="l2")
+                                                  gamma=gamma, constraint="l2")
         theirs, _, _ = stock(foolbox.PyTorchModel(model, bounds=(0, 1)), image, foolbox.criteria.Misclassification(label),
                              epsilons=None, starting_points=start)
     assert not torch.equal(ours, image)  # it did find something
