@@ -12,10 +12,13 @@ Randomness and batches: the reference implementation seeds torch's global genera
 draws **one** square position (and, for ℓ∞, one sign pattern) per iteration for the whole batch, so its
 examples depend on which images share a call. By default (``per_image=True``) each image gets its own call,
 seeded by (seed, image index): the examples then depend on (seed, image) only, never on the batching. That
-costs batching's speed-up (one image per model call); measured on the HaH reference model (one thread, 16
-correctly classified CIFAR-10 test images, 1000 queries, machine load ≈ 5 on 2 cores): ℓ∞ 2/255 29 s batched
-vs 49 s per image, ℓ2 0.25 22 s vs 81 s. ``per_image=False`` runs the batch in one call seeded by ``seed``,
-as :func:`hahrobust.attacks.autoattack.autoattack` does (batch-dependent, not otherwise random). Every global
+costs batching's speed-up (one image per model call): on the HaH reference model (one thread, the first 20
+correctly classified images of a class-balanced CIFAR-10 test subset, 1000 queries, default ε, machine load
+4–6 on 2 cores; ``benchmarks/blackbox_cost.py``) the 20 images took 150 s (ℓ∞) and 155 s (ℓ2) with one call
+per image vs 30 s and 25 s in one batched call — 5–6× — with the same 9/20 fooled: an image Square does
+not fool costs all its queries (≈ 13 s here), one at a time. On a GPU the gap is far larger.
+``per_image=False`` runs the batch in one call seeded by ``seed``, as
+:func:`hahrobust.attacks.autoattack.autoattack` does (batch-dependent, not otherwise random). Every global
 RNG state is restored afterwards.
 """
 
