@@ -36,7 +36,6 @@ NOTES = (
     "Adaptive attacks keep the model's forward pass exact and change only the gradient they follow: BPDA "
     "back-propagates through a smooth sigmoid mask around each threshold τ, EOT averages gradients over "
     "jittered copies. first = images this attack broke that no attack above it had; only = that no other did.",
-    "HopSkipJump runs on a class-balanced subset (its n); its breaks count for those images only.",
 )
 ATTACK_LAYOUT = Layout(
     title="Robust accuracy per attack and the per-image worst case (audit)",
