@@ -44,8 +44,10 @@ class FMNConfig:
       whose ℓ1 length dwarfs ε replaces the iterate by the newest gradient's largest coordinates instead of
       adding to it. With α₀ = 10 that length was 11× ε (HaH) and 100–250× ε (baseline) through the first half
       of the run, and the mean ℓ1 distance 16.5 / 2.47 against foolbox's 7.43 / 1.71 (issue 12). α₀ = 1: 7.57
-      / 1.70; 0.3: 7.64 / 1.83; 3: 9.38 / 1.67. (A VGG-11 on the tests' synthetic images had favoured α₀ = 10
-      by 8 %; it is what an earlier version of this default was based on.)
+      / 1.70; 0.3: 7.64 / 1.83; 3: 9.38 / 1.67. At 1,000 steps the gap narrows but stays on HaH: Fig. 5's 200
+      images (README), α₀ = 1 4.32 / 2.07, α₀ = 10 6.12 / 1.84; the 61 baseline images above, α₀ = 1 1.658,
+      10 1.616, foolbox 1.669. (A VGG-11 on the tests' synthetic images had favoured α₀ = 10 by 8 %; an
+      earlier version of this default was based on it.)
     - ℓ0 keeps α₀ = 10: its projection keeps the largest values whole (a hard threshold), so a long step does
       not erase the iterate, and the radius grows by whole values, too slowly for short steps to catch up.
       α₀ = 10: mean ℓ0 12.9 / 5.1 vs foolbox's ℓ0 FMN 19.2 / 8.0, 44 / 61 images fooled vs 40 / 61; α₀ = 1:
