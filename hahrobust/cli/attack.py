@@ -246,7 +246,8 @@ def command(
     settings = {
         **common_settings(session, test), "batch_size": size,
         "attacks": [{"attack": a, "norm": p, "eps": e} for a, p, e in plan],
-        "gradient": path.settings(),
+        # Only a non-plain gradient is a setting: results of plain attacks compare with older ones (hahrobust check).
+        **({"gradient": path.settings()} if path.name != "plain" else {}),
         **({"bpda": surrogate_names} if surrogate_names else {}),
         **({"surrogate": str(surrogate)} if surrogate is not None else {}),
         **({"aa_version": aa_version} if "autoattack" in attacks else {}),
