@@ -119,7 +119,7 @@ def test_pickle_with_a_payload_is_refused_unexecuted(tiny_data: Path, tmp_path: 
                                     *FAST_PGD, "--out", str(out)))
     assert re.search(r"refused: the pickle holds Python objects \((io|builtins)\.open\)", message), message
     assert not marker.exists() and not factory_marker.exists()
-    assert not any(out.iterdir())
+    assert not out.exists()  # nothing written, not even the folder
 
 
 def write_factory(tmp_path: Path, body: str) -> tuple[str, Path]:
@@ -162,7 +162,7 @@ def test_models_that_break_the_contract_are_refused(tiny_data: Path, tmp_path: P
     out = tmp_path / "out"
     assert re.search(message, one_line_error(invoke("noise-sweep", [spec, "--weights", str(weights)],
                                                                    tiny_data, "--out", str(out))))
-    assert not any(out.iterdir())
+    assert not out.exists()  # nothing written, not even the folder
 
 
 @pytest.mark.parametrize(
