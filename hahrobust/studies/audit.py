@@ -81,7 +81,6 @@ class AuditConfig:
     eot_samples: int = 4
     eot_sigma: float = 2 / 255
     temperature: float = 0.1  # BPDA sigmoid width (× the channel's std)
-    decision_subset: int = 20  # decision-based members: images (class-balanced) — hundreds of queries each
     # Carlini et al.: more effort must not lower robust accuracy. Checked on the images no member broke, with
     # the strongest adaptive PGD at 4× the steps and 2× the restarts.
     effort_steps: int = 4
@@ -195,8 +194,7 @@ def audit_model(
     members = [m for m in members_for(model, ensemble, surrogate, bpda_types) if norm in ATTACK_NORMS[m.attack]]
     outcomes: dict[str, AttackOutcome] = {}
     for member in members:
-        subset = balanced_subset(data, min(member.subset or config.decision_subset, len(data)), seed) \
-            if member.attack == "hopskipjump" else data
+        subset = balanced_subset(data, min(member.subset, len(data)), seed) if member.subset else data
         pgd_config = config.eot if "eot" in member.gradient else config.pgd
         if member.loss is not None:
             pgd_config = replace(pgd_config, loss=member.loss)  # type: ignore[arg-type]
@@ -215,7 +213,7 @@ def audit_model(
     for member in members:
         outcome = outcomes[member.name]
         mask = np.ones((len(eps), len(data)), dtype=bool)
-        positions = _positions(data, outcome, member, config, seed)
+        positions = _positions(data, outcome, seed)
         mask[:, positions] = outcome.robust
         broken_by[member.name] = ~mask
         robust &= mask
@@ -312,8 +310,7 @@ def _diagnose(
     values["more_effort"] = (extra, extra > 0, f"{extra} of {len(survivors)} survivors broken")
 
     white = [outcomes[m.name] for m in members if m.kind == "white-box"]
-    black = [(m, outcomes[m.name]) for m in members if m.kind == "black-box" and m.subset is None
-             and m.attack != "hopskipjump"]
+    black = [(m, outcomes[m.name]) for m in members if m.kind == "black-box" and m.subset is None]
     if white and black:
         white_acc = min(float(o.robust[0].mean()) for o in white)
         black_acc = min(float(o.robust[0].mean()) for _, o in black)
@@ -420,7 +417,7 @@ def _more_effort(
     return int((~outcome.robust[0]).sum())
 
 
-def _positions(data: ImageSet, outcome: AttackOutcome, member: Member, config: AuditConfig, seed: int) -> np.ndarray:
+def _positions(data: ImageSet, outcome: AttackOutcome, seed: int) -> np.ndarray:
     """Where a member's images sit in ``data`` (a subset member attacked a class-balanced subset of it)."""
     if len(outcome.index) == len(data):
         return outcome.index
