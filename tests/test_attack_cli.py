@@ -102,10 +102,29 @@ def test_fmn_over_several_norms(checkpoint: Path, tiny_data: Path, tmp_path: Pat
     assert rows["median_distance"].notna().all() and (rows["median_distance"] > 0).all()
 
 
+def test_minimum_norm_attacks_together_add_their_per_image_best(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
+    result = invoke(checkpoint, tiny_data, "--attack", "fmn,ddn", "--norm", "l1,l2", "--steps", "20", "--images", "20",
+                    "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "attack.csv").set_index(["attack", "norm"])
+    # DDN has no ℓ1: ℓ1 is FMN alone, ℓ2 has both attacks and their per-image best.
+    assert sorted(rows.index) == [("best of fmn, ddn", "l2"), ("ddn", "l2"), ("fmn", "l1"), ("fmn", "l2")]
+    best, fmn_row, ddn_row = rows.loc[("best of fmn, ddn", "l2")], rows.loc[("fmn", "l2")], rows.loc[("ddn", "l2")]
+    assert best["robust_acc"] <= min(fmn_row["robust_acc"], ddn_row["robust_acc"])
+    assert best["median_distance"] <= min(fmn_row["median_distance"], ddn_row["median_distance"])
+    sources = dict(part.rsplit(" ", 1) for part in best["best_from"].split(" · "))
+    assert set(sources) == {"fmn", "ddn"}
+    fooled = round(best["clean_acc"] * 20) - best["unfound"]
+    assert sum(int(c) for c in sources.values()) == fooled  # every attacked, fooled image has exactly one source
+    assert "smallest distance from" in (tmp_path / "attack.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--attack", "cw"], "unknown attack 'cw'"),
+        (["--attack", "fmn,pgd"], "only minimum-norm attacks .* run together"),
+        (["--attack", "fmn,fmn"], "distinct attacks"),
         (["--norm", "l3"], "unknown norm 'l3'"),
         (["--norm", "l0"], "autoattack does not support l0 .*attacks that support l0: pgd, fmn"),
         (["--attack", "pgd", "--norm", "l2", "--eps", "-0.5"], "≥ 0"),

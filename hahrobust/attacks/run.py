@@ -348,9 +348,7 @@ def _robust_flags(
         return correct, robust, None
     dist = np.concatenate([np.array([math.inf if d is None else d for d in r["distance"][0]], dtype=float) for r in records])
     dist = np.where(correct, dist, 0.0)  # misclassified clean: distance 0 (never attacked)
-    dist_t = torch.from_numpy(dist)
-    robust = np.stack([correct & ~within(dist_t, e, norm, dim).numpy() for e in eps])
-    return correct, robust, dist
+    return correct, robust_at(dist, correct, eps, norm, dim), dist
 
 
 def _running(records: list[dict[str, Any]], eps: list[float], norm: str, minimum_norm: bool) -> str:
@@ -361,10 +359,43 @@ def _running(records: list[dict[str, Any]], eps: list[float], norm: str, minimum
     return f"clean {correct.sum() / count:.1%} · robust " + ", ".join(parts)
 
 
+def distance_summary(dist: np.ndarray, correct: np.ndarray) -> dict[str, float | int]:
+    """Median, mean and unfound count of per-image minimum distances (0 for misclassified images, ∞ where
+    no adversarial example was found).
+
+    The median is over all n images (misclassified ones at 0, ∞ for images never fooled, so it is ∞ only when
+    more than half were never fooled): the ε where robust accuracy crosses 50 %. The mean is the paper's Fig. 5
+    statistic: over the attacked (correctly classified) images for which an adversarial example was found; the
+    misclassified images' zeros would otherwise pull a less accurate model's mean down.
+    """
+    found = dist[correct & np.isfinite(dist)]
+    return {
+        "median_distance": float(np.median(dist)) if len(dist) else math.nan,
+        "mean_distance": float(found.mean()) if len(found) else math.nan,
+        "unfound": int((~np.isfinite(dist)).sum()),
+    }
+
+
+def robust_at(dist: np.ndarray, correct: np.ndarray, eps: Sequence[float], norm: str, dim: int) -> np.ndarray:
+    """Robust [len(eps), N] from minimum distances: correct clean and no verified example within ε."""
+    dist_t = torch.from_numpy(dist)
+    return np.stack([correct & ~within(dist_t, e, norm, dim).numpy() for e in eps])
+
+
 def _summarise(
     records: list[dict[str, Any]], eps: list[float], attack: str, norm: str, seed: int, minimum_norm: bool, dim: int
 ) -> pd.DataFrame:
     correct, robust, dist = _robust_flags(records, eps, norm, minimum_norm, dim)
+    seconds = [float(sum(r["seconds"][0 if minimum_norm else j] for r in records)) for j in range(len(eps))]
+    return summary_rows(attack, norm, eps, correct, robust, dist, seed, seconds)
+
+
+def summary_rows(
+    attack: str, norm: str, eps: Sequence[float], correct: np.ndarray, robust: np.ndarray, dist: np.ndarray | None,
+    seed: int, seconds: Sequence[float],
+) -> pd.DataFrame:
+    """One row per ε (columns :data:`COLUMNS`) from per-image outcomes: ``correct`` [N], ``robust`` [len(eps), N]
+    and, for minimum-norm attacks, ``dist`` [N]."""
     count = len(correct)
     clean_acc = correct.sum() / count
     rows = []
@@ -376,20 +407,10 @@ def _summarise(
             # Fraction of the correctly classified images the attack fooled.
             "success_rate": float((clean_acc - robust_acc) / clean_acc) if clean_acc > 0 else math.nan,
             "median_distance": math.nan, "mean_distance": math.nan, "unfound": math.nan, "seed": seed,
+            "seconds": seconds[j],
         }
         if dist is not None:
-            # The median is over all n images (misclassified ones at 0, ∞ for images never fooled, so it is ∞
-            # only when more than half were never fooled): the ε where robust accuracy crosses 50 %. The mean
-            # is the paper's Fig. 5 statistic: over the attacked (correctly classified) images for which an
-            # adversarial example was found; the misclassified images' zeros would otherwise pull a less
-            # accurate model's mean down.
-            found = dist[correct & np.isfinite(dist)]
-            row["median_distance"] = float(np.median(dist)) if count else math.nan
-            row["mean_distance"] = float(found.mean()) if len(found) else math.nan
-            row["unfound"] = int((~np.isfinite(dist)).sum())
-            row["seconds"] = float(sum(r["seconds"][0] for r in records))
-        else:
-            row["seconds"] = float(sum(r["seconds"][j] for r in records))
+            row.update(distance_summary(dist, correct))
         rows.append(row)
     return pd.DataFrame(rows, columns=list(COLUMNS))
 

@@ -14,8 +14,8 @@ import typer
 from torch import nn
 
 from hahrobust.attacks import (
-    ATTACKS, DEFAULT_EPS, MINIMUM_NORM, NORMS, SYMBOLS, DDNConfig, FMNConfig, PGDConfig, check_attack, check_norm,
-    format_eps, parse_eps, run_attack,
+    ATTACK_NORMS, ATTACKS, DEFAULT_EPS, MINIMUM_NORM, NORMS, SYMBOLS, AttackOutcome, DDNConfig, FMNConfig, PGDConfig,
+    check_attack, check_norm, format_eps, parse_eps, run_attack_images,
 )
 from hahrobust import distributed
 from hahrobust.attacks.autoattack import autoattack_flags, check_aa_version, load_autoattack
@@ -34,6 +34,7 @@ from hahrobust.cli._eval import (
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.results import Figure, Layout, Result
+from hahrobust.studies.minimum_norm import best_rows
 from hahrobust.studies.paper_table import PAPER_CONDITIONS, paper_layout, paper_table
 
 NAME = "attack"
@@ -60,20 +61,32 @@ MIN_NORM_NOTES = (
     "(--attack pgd) before reading them as robustness (on the small HaH VGG-16, FMN leaves 18 % robust at "
     "ℓ∞ 2/255 where PGD finds 8.5 %).",
 )
+BEST_NOTES = (
+    "Best-of rows: an image's distance is the smallest verified one any of the minimum-norm attacks found for "
+    "it (AttackBench's per-sample judgement); 'smallest distance from' counts the attacked images each attack "
+    "supplied it for (ties go to the attack listed first).",
+)
 
 
-def _values(attack: str) -> tuple[str, ...]:
+TITLES = {"autoattack": "AutoAttack", "pgd": "PGD", "fmn": "FMN", "ddn": "DDN"}
+
+
+def _values(attacks: list[str]) -> tuple[str, ...]:
     values = ("clean_acc", "robust_acc", "success_rate")
-    return values + (("median_distance", "mean_distance", "unfound") if attack in MINIMUM_NORM else ())
+    if attacks[0] in MINIMUM_NORM:
+        values += ("median_distance", "mean_distance", "unfound")
+    return values + (("best_from",) if len(attacks) > 1 else ())
 
 
-def attack_layout(attack: str, norms: list[str]) -> Layout:
-    title = {"autoattack": "AutoAttack", "pgd": "PGD", "fmn": "FMN", "ddn": "DDN"}[attack]
-    minimum_norm = attack in MINIMUM_NORM
+def attack_layout(attacks: list[str], norms: list[str]) -> Layout:
+    """The table of one attack, or of several minimum-norm attacks and their per-image best (a row each)."""
+    minimum_norm = attacks[0] in MINIMUM_NORM
+    several = len(attacks) > 1
     return Layout(
-        title=f"Robust accuracy under {title} ({', '.join(SYMBOLS[n] for n in norms)})",
-        index=("model", "norm_label", "eps_label"),
-        values=_values(attack),
+        title=f"Robust accuracy under {', '.join(TITLES[a] for a in attacks)}{' and their per-image best' if several else ''} "
+        f"({', '.join(SYMBOLS[n] for n in norms)})",
+        index=("model", *(("attack",) if several else ()), "norm_label", "eps_label"),
+        values=_values(attacks),
         formats={
             "clean_acc": "{:.1%}", "robust_acc": "{:.1%}", "success_rate": "{:.1%}",
             "median_distance": "{:.4g}", "mean_distance": "{:.4g}", "unfound": "{:.0f}",
@@ -81,10 +94,12 @@ def attack_layout(attack: str, norms: list[str]) -> Layout:
         labels={
             "norm_label": "norm", "eps_label": "ε", "clean_acc": "clean", "robust_acc": "robust",
             "success_rate": "success", "median_distance": "median dist.", "mean_distance": "mean dist.",
+            "best_from": "smallest distance from",
         },
-        notes=NOTES + (MIN_NORM_NOTES if minimum_norm else ()),
-        figure=Figure(
-            kind="bar", x="eps_label", y=("robust_acc",), facet="norm_label" if len(norms) > 1 else None,
+        notes=NOTES + (MIN_NORM_NOTES if minimum_norm else ()) + (BEST_NOTES if several else ()),
+        figure=Figure(  # several attacks: one bar series per model and attack (the "series" column)
+            kind="bar", x="eps_label", y=("robust_acc",), hue="series" if several else "model",
+            facet="norm_label" if len(norms) > 1 else None,
             percent=("robust_acc",), xlabel="ε", ylabels={"robust_acc": "robust accuracy"}, ylim=(0.0, 1.0),
         ),
     )
@@ -103,7 +118,10 @@ TABLE_LAYOUT = paper_layout(
 def command(
     checkpoints: list[Path] = CHECKPOINTS,
     label: Optional[list[str]] = LABEL,
-    attack: Optional[str] = typer.Option(None, "--attack", "-a", help=f"{' | '.join(ATTACKS)} (default autoattack)."),
+    attack: Optional[str] = typer.Option(
+        None, "--attack", "-a",
+        help=f"{' | '.join(ATTACKS)} (default autoattack); several minimum-norm attacks, e.g. fmn,ddn, add their per-image best.",
+    ),
     norm: Optional[str] = typer.Option(
         None, "--norm", help="linf | l2 | l1 | l0, or a comma-separated list of them (default linf)."
     ),
@@ -162,7 +180,7 @@ def command(
             raise HahrobustError("--table paper fixes the attacks (AutoAttack ℓ∞ 2/255 and ℓ2 0.25): drop --attack/--norm/--eps")
         plan = [("autoattack", n_, [e]) for n_, e in TABLE_ATTACKS]
     else:
-        attack = attack or "autoattack"
+        names = _attack_names(attack or "autoattack")
         norms = [check_norm(p) for p in (norm or "linf").split(",") if p.strip()]
         if not norms or len(set(norms)) != len(norms):
             raise HahrobustError(f"--norm {norm!r}: give distinct norms from {', '.join(NORMS)}")
@@ -170,8 +188,8 @@ def command(
             raise HahrobustError("--eps needs a single --norm (ε values mean different things per norm)")
         plan = []
         for p in norms:
-            check_attack(attack, p)
-            plan.append((attack, p, parse_eps(eps, p) if eps is not None else list(DEFAULT_EPS[p])))
+            supporting = [a for a in names if p in ATTACK_NORMS[a]] or [check_attack(names[0], p)[0]]
+            plan += [(a, p, parse_eps(eps, p) if eps is not None else list(DEFAULT_EPS[p])) for a in supporting]
     attacks = {a for a, _, _ in plan}
     if restarts is not None and attacks != {"pgd"}:
         raise HahrobustError("--restarts applies to --attack pgd only")
@@ -216,22 +234,30 @@ def command(
 
     def attack_model(m: LoadedModel, test: ImageSet, progress: Any, runs: list[tuple[str, str, list[float]]]) -> pd.DataFrame:
         frames = []
+        minimum_norm: dict[str, dict[str, AttackOutcome]] = {}  # norm → attack → per-image distances
         for name, p, eps_list in runs:
             stem = stems[(m.label, name, p)]
             journal = session.out_dir / "journal" / f"{stem}.jsonl" if session.out_dir is not None else None
             with autoattack_flags() as flags:
-                frames.append(run_attack(
+                outcome = run_attack_images(
                     m.model, test, attack=name, norm=p, eps=eps_list, batch_size=size, seed=seed,
                     device=session.device, progress=progress, journal_path=journal, resume=resume,
                     save_adv=session.out_dir / f"adv-{stem}.safetensors" if save_adv and session.out_dir else None,
                     aa_version=aa_version, pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config,
                     gradient=paths[m.label], bpda_types=types.get(m.label), surrogate=source,
                     description=f"{m.label} {name} {SYMBOLS[p]}",
-                ))
+                )
+            frames.append(outcome.table)
+            if name in MINIMUM_NORM:
+                minimum_norm.setdefault(p, {})[name] = outcome
             flagged.extend(
                 f"AutoAttack's check flagged {m.label} {SYMBOLS[p]} (its % are of the images it attacked in one "
                 f"batch, the correctly classified ones): {flag}" for flag in flags
             )
+        for p, outcomes in minimum_norm.items():
+            if len(outcomes) > 1:
+                eps_list = next(e for a, q, e in runs if q == p)
+                frames.append(best_rows(outcomes, norm=p, eps=eps_list, dim=test.images[0].numel(), seed=seed))
         return pd.concat(frames, ignore_index=True)
 
     with make_progress() as progress:
@@ -262,7 +288,9 @@ def command(
     if table is None:
         rows.insert(2, "norm_label", rows["norm"].map(SYMBOLS))
         rows.insert(4, "eps_label", [format_eps(e, p) for e, p in zip(rows["eps"], rows["norm"])])
-        command_name, layout = NAME, attack_layout(plan[0][0], [p for _, p, _ in plan])
+        if len({a for a, _, _ in plan}) > 1:
+            rows["series"] = rows["model"] + " · " + rows["attack"]
+        command_name, layout = NAME, attack_layout(list(dict.fromkeys(a for a, _, _ in plan)), list(dict.fromkeys(p for _, p, _ in plan)))
         how = [f"{path.name.upper()} gradient"] if path.name != "plain" else []
         how += [f"transferred from {surrogate.name}"] if surrogate is not None else []
         if how:
@@ -280,6 +308,22 @@ def command(
     folder = session.out_dir / "journal" if session.out_dir is not None else None
     if folder is not None and distributed.current().is_main and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+def _attack_names(spec: str) -> list[str]:
+    """``--attack``: one attack, or several distinct minimum-norm attacks (their per-image best is added)."""
+    names = [a.strip() for a in spec.split(",") if a.strip()]
+    for a in names:
+        if a not in ATTACKS:
+            raise HahrobustError(f"unknown attack {a!r}; choose one of: {', '.join(ATTACKS)}")
+    if not names or len(set(names)) != len(names):
+        raise HahrobustError(f"--attack {spec!r}: give distinct attacks from {', '.join(ATTACKS)}")
+    if len(names) > 1 and any(a not in MINIMUM_NORM for a in names):
+        raise HahrobustError(
+            f"--attack {spec!r}: only minimum-norm attacks ({', '.join(MINIMUM_NORM)}) run together (their per-image "
+            "best is reported); run fixed-ε attacks one at a time, or all of them with `hahrobust audit`"
+        )
+    return names
 
 
 def _gradient_tag(path: GradientPath, types: dict[type[nn.Module], str]) -> str:
