@@ -119,12 +119,29 @@ def test_minimum_norm_attacks_together_add_their_per_image_best(checkpoint: Path
     assert "smallest distance from" in (tmp_path / "attack.md").read_text()
 
 
+def test_square_is_a_runner_attack(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
+    """Gradient-free Square through the runner: verified, batch-independent (one seeded call per image). The tiny
+    model's clean margins (≈ 8 logits) withstand 50 random-search queries up to 32/255, hence 64/255."""
+    args = ["--attack", "square", "--norm", "linf", "--eps", "64/255", "--queries", "50", "--images", "10"]
+    result = invoke(checkpoint, tiny_data, *args, "--batch-size", "10", "--out", str(tmp_path / "a"))
+    assert result.exit_code == 0, result.output
+    again = invoke(checkpoint, tiny_data, *args, "--batch-size", "3", "--out", str(tmp_path / "b"))
+    assert again.exit_code == 0, again.output
+    a, b = (pd.read_csv(tmp_path / d / "attack.csv") for d in "ab")
+    assert a["robust_acc"].iloc[0] < a["clean_acc"].iloc[0]  # it fools something at this ε
+    assert a["robust_acc"].tolist() == b["robust_acc"].tolist()
+    assert '"queries": 50' in (tmp_path / "a" / "attack.json").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--attack", "cw"], "unknown attack 'cw'"),
         (["--attack", "fmn,pgd"], "only minimum-norm attacks .* run together"),
         (["--attack", "fmn,fmn"], "distinct attacks"),
+        (["--attack", "square", "--norm", "l1"], "square does not support l1"),
+        (["--attack", "square", "--steps", "10"], "--steps applies to pgd, fmn and ddn"),
+        (["--attack", "pgd", "--queries", "10"], "--queries applies to --attack square only"),
         (["--norm", "l3"], "unknown norm 'l3'"),
         (["--norm", "l0"], "autoattack does not support l0 .*attacks that support l0: pgd, fmn"),
         (["--attack", "pgd", "--norm", "l2", "--eps", "-0.5"], "≥ 0"),

@@ -16,11 +16,12 @@ Protocol (the same for every attack):
    verified minimum distance found is > ε (or no adversarial example was found).
 
 Norms and ε: :mod:`hahrobust.attacks.norms` (ℓ0 counts changed values; default ε per norm there).
+Square (:mod:`hahrobust.attacks.square`) queries logits only: the gradient path does not change it.
 Gradients: ``gradient`` (:mod:`hahrobust.attacks.gradients`) swaps the model the attack differentiates for
 one with the same logits and an adaptive backward (BPDA, EOT); ``surrogate`` makes it a transfer attack (the
 attack runs on another model, its examples are verified on this one). Verification always uses the model itself.
 
-Randomness: PGD's starts are seeded per image; FMN and DDN are deterministic; AutoAttack is seeded per batch
+Randomness: PGD's starts and Square's calls are seeded per image; FMN and DDN are deterministic; AutoAttack is seeded per batch
 with the caller's global RNG state restored. Same inputs and seed → same numbers on CPU; with a journal a
 killed run resumes per batch and ends with the same numbers (only wall time differs).
 """
@@ -56,6 +57,7 @@ from hahrobust.attacks.norms import (
     DEFAULT_EPS, NORMS, SYMBOLS, Norm, check_eps, check_norm, format_eps, within,
 )
 from hahrobust.attacks.pgd import PGDConfig, pgd
+from hahrobust.attacks.square import SQUARE_NORMS, SquareConfig, square
 from hahrobust.attacks.verify import verify
 from hahrobust.nn.surrogate import SurrogateTypes
 from hahrobust import distributed
@@ -64,11 +66,11 @@ from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.provenance import write_atomically
 
-AttackName = Literal["autoattack", "pgd", "fmn", "ddn"]
-ATTACKS: tuple[str, ...] = ("autoattack", "pgd", "fmn", "ddn")
+AttackName = Literal["autoattack", "pgd", "fmn", "ddn", "square"]
+ATTACKS: tuple[str, ...] = ("autoattack", "pgd", "fmn", "ddn", "square")
 #: The norms each attack supports.
 ATTACK_NORMS: dict[str, tuple[str, ...]] = {
-    "autoattack": tuple(AA_NORMS), "pgd": NORMS, "fmn": NORMS, "ddn": ("l2",),
+    "autoattack": tuple(AA_NORMS), "pgd": NORMS, "fmn": NORMS, "ddn": ("l2",), "square": SQUARE_NORMS,
 }
 #: Attacks that return the smallest perturbation they find instead of working at a fixed ε.
 MINIMUM_NORM: tuple[str, ...] = ("fmn", "ddn")
@@ -136,6 +138,7 @@ def run_attack_images(
     pgd_config: PGDConfig = PGDConfig(),
     fmn_config: FMNConfig = FMNConfig(),
     ddn_config: DDNConfig = DDNConfig(),
+    square_config: SquareConfig = SquareConfig(),
     gradient: GradientPath = GradientPath(),
     bpda_types: SurrogateTypes | None = None,
     surrogate: nn.Module | None = None,
@@ -174,7 +177,7 @@ def run_attack_images(
     device = torch.device(device)
     settings = {
         "attack": attack, "norm": norm, "eps": eps_list, "n": len(data), "seed": seed, "batch_size": batch_size,
-        "config": _attack_config(attack, aa_version, pgd_config, fmn_config, ddn_config),
+        "config": _attack_config(attack, aa_version, pgd_config, fmn_config, ddn_config, square_config),
         "gradient": gradient.settings(),
         **({"surrogate": model_fingerprint(surrogate)} if surrogate is not None else {}),
     }
@@ -205,7 +208,8 @@ def run_attack_images(
             if record is None:
                 record, tensors = _attack_batch(
                     model, attacked, x, y, idx, b, transfer=surrogate is not None, attack=attack, norm=norm, eps=eps_list, seed=seed, aa_version=aa_version,
-                    pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config, advance=advance,
+                    pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config, square_config=square_config,
+                    advance=advance,
                 )
                 if journal is not None:
                     journal.record(record, tensors if save_adv is not None else None)
@@ -243,12 +247,13 @@ def run_attack_images(
 
 
 def _attack_config(
-    attack: str, aa_version: str, pgd_config: PGDConfig, fmn_config: FMNConfig, ddn_config: DDNConfig
+    attack: str, aa_version: str, pgd_config: PGDConfig, fmn_config: FMNConfig, ddn_config: DDNConfig,
+    square_config: SquareConfig,
 ) -> dict[str, Any]:
     """The hyperparameters of the chosen attack only (they go into journals and results)."""
     if attack == "autoattack":
         return {"version": aa_version}
-    return asdict({"pgd": pgd_config, "fmn": fmn_config, "ddn": ddn_config}[attack])
+    return asdict({"pgd": pgd_config, "fmn": fmn_config, "ddn": ddn_config, "square": square_config}[attack])
 
 
 def _attack_batch(
@@ -268,6 +273,7 @@ def _attack_batch(
     pgd_config: PGDConfig,
     fmn_config: FMNConfig,
     ddn_config: DDNConfig,
+    square_config: SquareConfig,
     advance: Callable[[], None],
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Attack one batch: a journal record (plain JSON types) and the verified adversarial tensors.
@@ -311,6 +317,10 @@ def _attack_batch(
         elif attack == "pgd":
             x_adv = adversarial(
                 lambda xs, ys, ids, e=e: pgd(attacked, xs, ys, norm=norm, eps=e, indices=ids, seed=seed, config=pgd_config)
+            )
+        elif attack == "square":
+            x_adv = adversarial(
+                lambda xs, ys, ids, e=e: square(attacked, xs, ys, norm=norm, eps=e, indices=ids, seed=seed, config=square_config)
             )
         else:
             with autoattack_flags() as flags:  # kept in the record, so a resumed run reports them too

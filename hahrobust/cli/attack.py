@@ -1,4 +1,4 @@
-"""hahrobust attack: verified robust accuracy under AutoAttack, PGD, FMN or DDN, and the paper's Table 1."""
+"""hahrobust attack: verified robust accuracy under AutoAttack, PGD, FMN, DDN or Square, and the paper's Table 1."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from hahrobust.attacks.autoattack import autoattack_flags, check_aa_version, loa
 from hahrobust.attacks.gradients import GradientPath, effective_path
 from hahrobust.attacks.journal import rank_journal
 from hahrobust.attacks.norms import COORD_TOLERANCE
+from hahrobust.attacks.square import SquareConfig
 from hahrobust.cli._adaptive import (
     BPDA_BACKWARD, BPDA_TEMPERATURE, EOT_SAMPLES, EOT_SIGMA, GRADIENT, LOSS, SURROGATE, check_loss, gradient_path,
     load_surrogate,
@@ -38,7 +39,7 @@ from hahrobust.studies.minimum_norm import best_rows
 from hahrobust.studies.paper_table import PAPER_CONDITIONS, paper_layout, paper_table
 
 NAME = "attack"
-HELP = "Robust accuracy under AutoAttack, PGD or FMN (ℓ∞/ℓ2/ℓ1/ℓ0), every example verified; --table paper: Table 1."
+HELP = "Robust accuracy under AutoAttack, PGD, FMN, DDN or Square (ℓ∞/ℓ2/ℓ1/ℓ0), every example verified; --table paper: Table 1."
 
 #: Batch sizes when --batch-size is not given: attacks keep a graph per batch, so CPU batches stay small.
 DEFAULT_BATCH = {"cpu": 100, "cuda": 500}
@@ -68,7 +69,7 @@ BEST_NOTES = (
 )
 
 
-TITLES = {"autoattack": "AutoAttack", "pgd": "PGD", "fmn": "FMN", "ddn": "DDN"}
+TITLES = {"autoattack": "AutoAttack", "pgd": "PGD", "fmn": "FMN", "ddn": "DDN", "square": "Square"}
 
 
 def _values(attacks: list[str]) -> tuple[str, ...]:
@@ -136,6 +137,7 @@ def command(
     ),
     steps: Optional[int] = typer.Option(None, "--steps", help="PGD/FMN/DDN iterations (default 100)."),
     restarts: Optional[int] = typer.Option(None, "--restarts", help="PGD restarts (default 5)."),
+    queries: Optional[int] = typer.Option(None, "--queries", help="Square: model queries per image (default 1000)."),
     gradient: Optional[str] = GRADIENT,
     bpda_backward: str = BPDA_BACKWARD,
     bpda_temperature: float = BPDA_TEMPERATURE,
@@ -195,8 +197,10 @@ def command(
         raise HahrobustError("--restarts applies to --attack pgd only")
     if loss is not None and attacks != {"pgd"}:
         raise HahrobustError("--loss applies to --attack pgd only")
-    if steps is not None and (steps < 1 or attacks == {"autoattack"}):
-        raise HahrobustError("--steps must be ≥ 1 and applies to pgd, fmn and ddn" if steps < 1 else "--steps does not apply to AutoAttack")
+    if steps is not None and (steps < 1 or attacks <= {"autoattack", "square"}):
+        raise HahrobustError("--steps must be ≥ 1" if steps < 1 else "--steps applies to pgd, fmn and ddn (Square: --queries)")
+    if queries is not None and (queries < 1 or attacks != {"square"}):
+        raise HahrobustError("--queries must be ≥ 1" if queries < 1 else "--queries applies to --attack square only")
     if restarts is not None and restarts < 1:
         raise HahrobustError(f"--restarts must be ≥ 1, got {restarts}")
     if (resume or save_adv) and out is None:
@@ -208,6 +212,7 @@ def command(
     pgd_config = PGDConfig(**{k: v for k, v in {"steps": steps, "restarts": restarts, "loss": loss}.items() if v is not None})
     fmn_config = FMNConfig(**({"steps": steps} if steps is not None else {}))
     ddn_config = DDNConfig(**({"steps": steps} if steps is not None else {}))
+    square_config = SquareConfig(**({"queries": queries} if queries is not None else {}))
 
     options = EvalOptions(
         checkpoints, label, n, data, batch_size or 1, device, seed, out, weights=weights, normalize=normalize
@@ -244,6 +249,7 @@ def command(
                     device=session.device, progress=progress, journal_path=journal, resume=resume,
                     save_adv=session.out_dir / f"adv-{stem}.safetensors" if save_adv and session.out_dir else None,
                     aa_version=aa_version, pgd_config=pgd_config, fmn_config=fmn_config, ddn_config=ddn_config,
+                    square_config=square_config,
                     gradient=paths[m.label], bpda_types=types.get(m.label), surrogate=source,
                     description=f"{m.label} {name} {SYMBOLS[p]}",
                 )
@@ -280,6 +286,7 @@ def command(
         **({"pgd": pgd_config.__dict__} if "pgd" in attacks else {}),
         **({"fmn": fmn_config.__dict__} if "fmn" in attacks else {}),
         **({"ddn": ddn_config.__dict__} if "ddn" in attacks else {}),
+        **({"square": square_config.__dict__} if "square" in attacks else {}),
     }
     # AutoAttack's doubts travel with the numbers: printed, and a note in every output file.
     flagged = list(dict.fromkeys(f for part in distributed.gather({distributed.current().rank: flagged}).values() for f in part))
