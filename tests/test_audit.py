@@ -4,6 +4,8 @@ worst case is never above any attack's robust accuracy."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +24,7 @@ from hahrobust.errors import HahrobustError
 from hahrobust.models import build
 from hahrobust.nn.layers import FractionalThreshold, MeanThreshold
 from hahrobust.nn.surrogate import BPDA, Surrogate, register_surrogate, surrogate_gradients, surrogate_layers
+from hahrobust.attacks.square import SquareConfig
 from hahrobust.studies.audit import WORST, AuditConfig, Member, audit_model, verdict
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
@@ -189,6 +192,33 @@ def test_worst_case_is_never_above_any_attack(plain_and_masked) -> None:
         clean = group["clean_acc"].iloc[0]
         worst = group.loc[group["attack"] == WORST, "robust_acc"].item()
         assert worst == pytest.approx(clean - members["first_breaks"].sum() / len(data), abs=1e-12)
+
+
+def test_survivors_members_attack_only_what_is_left_and_add_their_breaks(plain_and_masked) -> None:
+    """More effort and Square run on the images no earlier member broke; their breaks lower the worst case and
+    are counted by the more-effort and white-box ≤ black-box indicators."""
+    _, masked, data = plain_and_masked
+    ensemble = (
+        Member("PGD", "white-box", "pgd"),
+        Member("Square", "black-box", "square", survivors=True),  # what plain PGD left (it is blind here)
+        Member("more effort", "adaptive", "pgd", gradient="bpda", survivors=True, effort=True),
+    )
+    # The tiny model's clean margins withstand 100 random-search queries at small ε: 64/255 gives Square work.
+    config = replace(FAST, square=SquareConfig(queries=100))
+    eps = [64 / 255]
+    attacks, diagnostics, (plain, worst) = audit_model(masked, data, norm="linf", eps=eps, ensemble=ensemble, config=config)
+    rows = attacks.set_index("attack")
+    pgd_only = run_attack(masked, data, attack="pgd", norm="linf", eps=eps, pgd_config=FAST.pgd)
+    survivors = round(float(pgd_only["robust_acc"].iloc[0]) * len(data))
+    assert rows.loc["Square", "n"] == survivors  # only what plain PGD left
+    assert rows.loc["more effort", "n"] == survivors - rows.loc["Square", "first_breaks"]
+    assert rows.loc["Square", "first_breaks"] > 0  # logits only: the quantiser does not blind it
+    assert rows.loc["more effort", "first_breaks"] > 0  # BPDA sees through the quantiser on the rest
+    assert pd.isna(rows.loc["more effort", "robust_acc"]) and pd.isna(rows.loc["Square", "robust_acc"])
+    assert worst == pytest.approx(rows.loc["PGD", "clean_acc"] - rows["first_breaks"].sum() / len(data), abs=1e-12)
+    shown = diagnostics.set_index("indicator")["value"]
+    assert shown["more steps/restarts lower robust acc."].startswith(f"{rows.loc['more effort', 'first_breaks']} of {rows.loc['more effort', 'n']} survivors")
+    assert shown["white-box ≤ black-box"].startswith(f"{rows.loc['Square', 'first_breaks']} images broken only by Square")
 
 
 # ------------------------------------------------------------------------------------------ bad input

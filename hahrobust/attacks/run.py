@@ -407,10 +407,10 @@ def summary_rows(
     """One row per ε (columns :data:`COLUMNS`) from per-image outcomes: ``correct`` [N], ``robust`` [len(eps), N]
     and, for minimum-norm attacks, ``dist`` [N]."""
     count = len(correct)
-    clean_acc = correct.sum() / count
+    clean_acc = correct.sum() / count if count else math.nan  # an audit's survivors-only member may get no image
     rows = []
     for j, e in enumerate(eps):
-        robust_acc = robust[j].sum() / count
+        robust_acc = robust[j].sum() / count if count else math.nan
         row: dict[str, Any] = {
             "attack": attack, "norm": norm, "eps": e, "n": count, "clean_acc": float(clean_acc),
             "robust_acc": float(robust_acc),
