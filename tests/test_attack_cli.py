@@ -139,6 +139,8 @@ def test_square_is_a_runner_attack(checkpoint: Path, tiny_data: Path, tmp_path: 
         (["--attack", "cw"], "unknown attack 'cw'"),
         (["--attack", "fmn,pgd"], "only minimum-norm attacks .* run together"),
         (["--attack", "fmn,fmn"], "distinct attacks"),
+        (["--adaptive"], "--adaptive adds columns to --table paper"),
+        (["--table", "paper", "--adaptive", "--gradient", "bpda"], "--adaptive runs the audit's own gradient paths"),
         (["--attack", "square", "--norm", "l1"], "square does not support l1"),
         (["--attack", "square", "--steps", "10"], "--steps applies to pgd, fmn and ddn"),
         (["--attack", "pgd", "--queries", "10"], "--queries applies to --attack square only"),
@@ -182,7 +184,7 @@ def test_killed_run_resumes_with_the_same_numbers(
     fresh = invoke(checkpoint, tiny_data, *args, "--out", str(tmp_path / "fresh"))
     assert fresh.exit_code == 0, fresh.output
 
-    real = attack_cli.run_attack
+    real = attack_cli.run_attack_images
     finished: list[int] = []
 
     def killed_after_two_batches(*a, **kw):
@@ -194,14 +196,14 @@ def test_killed_run_resumes_with_the_same_numbers(
         return real(*a, **kw, on_batch=on_batch)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(attack_cli, "run_attack", killed_after_two_batches)
+    monkeypatch.setattr(attack_cli, "run_attack_images", killed_after_two_batches)
     killed = invoke(checkpoint, tiny_data, *args, "--out", str(out))
     assert killed.exit_code == 130 and "--resume" in killed.output
     assert not (out / "attack.csv").exists()
     journal = out / "journal" / "vgg11-pgd-linf.jsonl"
     assert len(journal.read_text().splitlines()) == 3  # header + 2 batches
 
-    monkeypatch.setattr(attack_cli, "run_attack", real)
+    monkeypatch.setattr(attack_cli, "run_attack_images", real)
     again = invoke(checkpoint, tiny_data, *args, "--out", str(out))
     assert again.exit_code == 2 and "pass --resume" in again.output
 
@@ -229,3 +231,29 @@ def test_table_paper(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
     assert (rows["accuracy"].iloc[2:] <= rows["accuracy"].iloc[0]).all()
     header = "| model   | Clean   | Noisy (σ = 0.1)   | Adv ℓ∞ (ε = 2/255)   | Adv ℓ2 (ε = 0.25)   |"
     assert header in (tmp_path / "attack-table1.md").read_text()
+
+
+def test_table_paper_adaptive_puts_the_audits_worst_case_beside_autoattack(
+    checkpoint: Path, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wiring of --adaptive: one audit per norm at the paper's ε; its AutoAttack member fills the AutoAttack
+    column and its worst case the column beside it (the audit itself: tests/test_audit.py)."""
+    calls: list[tuple[str, list[float]]] = []
+
+    def audit(model, data, *, norm, eps, **kw):
+        calls.append((norm, eps))
+        aa, worst = {"linf": (0.30, 0.10), "l2": (0.40, 0.20)}[norm]
+        rows = pd.DataFrame({"attack": ["AutoAttack", "PGD", "worst case"], "robust_acc": [aa, aa + 0.05, worst]})
+        return rows, pd.DataFrame(), (aa, worst)
+
+    monkeypatch.setattr(attack_cli, "audit_model", audit)
+    result = invoke(checkpoint, tiny_data, "--table", "paper", "--adaptive", "--images", "10", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "attack-table1.csv")
+    assert rows["condition"].tolist() == [
+        "Clean", "Noisy (σ = 0.1)", "Adv ℓ∞ (ε = 2/255)", "Worst case ℓ∞ (ε = 2/255)", "Adv ℓ2 (ε = 0.25)",
+        "Worst case ℓ2 (ε = 0.25)",
+    ]
+    assert rows["accuracy"].iloc[2:].tolist() == pytest.approx([0.30, 0.10, 0.40, 0.20])
+    assert calls == [("linf", [2 / 255]), ("l2", [0.25])]  # one audit per norm, reused by both columns
+    assert '"adaptive"' in (tmp_path / "attack-table1.json").read_text()

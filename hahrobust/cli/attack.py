@@ -35,6 +35,7 @@ from hahrobust.cli._eval import (
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.results import Figure, Layout, Result
+from hahrobust.studies.audit import DEFAULT_ENSEMBLE, WORST, AuditConfig, audit_model, member_slug
 from hahrobust.studies.minimum_norm import best_rows
 from hahrobust.studies.paper_table import PAPER_CONDITIONS, paper_layout, paper_table
 
@@ -106,6 +107,11 @@ def attack_layout(attacks: list[str], norms: list[str]) -> Layout:
     )
 
 
+ADAPTIVE_NOTE = (
+    "Worst case (--adaptive): per image, robust only if no attack of `hahrobust audit`'s ensemble broke it "
+    "(AutoAttack, PGD with plain, BPDA and EOT gradients and the margin loss, APGD through BPDA, transfer with "
+    "--surrogate, then more effort and Square on the survivors); AutoAttack's column is that ensemble's member."
+)
 TABLE_LAYOUT = paper_layout(
     "Accuracy on clean, noisy and adversarial inputs (Table 1)",
     notes=NOTES[:2] + (
@@ -148,6 +154,11 @@ def command(
     table: Optional[str] = typer.Option(
         None, "--table", help="paper: Table 1 (clean, noisy σ = 0.1, AutoAttack ℓ∞ 2/255 and ℓ2 0.25)."
     ),
+    adaptive: bool = typer.Option(
+        False, "--adaptive",
+        help="--table paper: beside each AutoAttack column, the audit's per-image worst case (hahrobust audit's "
+        "ensemble, AutoAttack included; --surrogate adds its transfer member).",
+    ),
     n: Optional[int] = N,
     data: Optional[str] = DATA,
     batch_size: Optional[int] = typer.Option(
@@ -175,6 +186,10 @@ def command(
     if surrogate_names and not path.uses_bpda:
         raise HahrobustError(f"--bpda maps layers for --gradient bpda or bpda+eot, not {path.name}")
     check_loss(loss)
+    if adaptive and table != "paper":
+        raise HahrobustError("--adaptive adds columns to --table paper; for one attack use --gradient, for all of them `hahrobust audit`")
+    if adaptive and (gradient is not None or surrogate_names):
+        raise HahrobustError("--adaptive runs the audit's own gradient paths: drop --gradient/--bpda")
     if table is not None:
         if table != "paper":
             raise HahrobustError(f"unknown --table {table!r}; the only table is 'paper'")
@@ -231,6 +246,9 @@ def command(
         for m in session.models for name, p, _ in plan
     }
     journals = [rank_journal(session.out_dir / "journal" / f"{s}.jsonl") for s in stems.values()] if session.out_dir else []
+    if adaptive and session.out_dir is not None:  # the audits' journals, one per model, norm and member
+        journals += [rank_journal(session.out_dir / "journal" / f"table1-{slug(m.label)}-{p}-{member_slug(x.name)}.jsonl")
+                     for m in session.models for p, _ in TABLE_ATTACKS for x in DEFAULT_ENSEMBLE]
     if not resume and any(j.exists() for j in journals):
         found = next(j for j in journals if j.exists())
         raise HahrobustError(f"{found}: a journal from an earlier run exists; pass --resume to continue it, or remove it")
@@ -270,11 +288,13 @@ def command(
         test = load_test_set(options, progress)
         if table is None:
             rows = per_model(session, lambda m: attack_model(m, test, progress, plan))
-        else:
+        elif not adaptive:
             rows = per_model(session, lambda m: paper_table(
                 m.model, test, aa_version=aa_version, seed=seed, batch_size=size, device=session.device,
                 progress=progress, run=lambda p, e: attack_model(m, test, progress, [("autoattack", p, [e])]),
             ).assign(n=len(test), seed=seed))
+        else:
+            rows = per_model(session, lambda m: _adaptive_table(m, test, session, source, size, seed, progress, resume))
     settings = {
         **common_settings(session, test), "batch_size": size,
         "attacks": [{"attack": a, "norm": p, "eps": e} for a, p, e in plan],
@@ -304,6 +324,9 @@ def command(
             layout = dataclasses.replace(layout, title=f"{layout.title}, {', '.join(how)}")
     else:
         command_name, layout = "attack-table1", TABLE_LAYOUT
+        if adaptive:
+            layout = dataclasses.replace(layout, notes=(*layout.notes, ADAPTIVE_NOTE))
+            settings["adaptive"] = {"ensemble": [m.name for m in DEFAULT_ENSEMBLE], "config": dataclasses.asdict(AuditConfig())}
     layout = dataclasses.replace(layout, notes=(*layout.notes, *gradient_notes, *flagged))
     checkpoints = {**session.checkpoints, **({"transfer source": surrogate} if surrogate is not None else {})}
     finish(Result(command_name, rows, settings, checkpoints, layout, started=session.started), session)
@@ -315,6 +338,30 @@ def command(
     folder = session.out_dir / "journal" if session.out_dir is not None else None
     if folder is not None and distributed.current().is_main and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+def _adaptive_table(
+    m: LoadedModel, test: ImageSet, session: Any, source: nn.Module | None, size: int, seed: int, progress: Any,
+    resume: bool,
+) -> pd.DataFrame:
+    """Table 1 with the adaptive columns: one audit per norm at the paper's ε; its AutoAttack member fills the
+    AutoAttack column (the same standard run), its worst case the column beside it."""
+    audits: dict[tuple[str, float], pd.DataFrame] = {}
+
+    def audited(p: str, e: float) -> pd.DataFrame:
+        if (p, e) not in audits:
+            audits[(p, e)], _, _ = audit_model(
+                m.model, test, norm=p, eps=[e], surrogate=source, seed=seed, batch_size=size, device=session.device,
+                progress=progress, resume=resume, journal_stem=f"table1-{slug(m.label)}",
+                journal_dir=session.out_dir / "journal" if session.out_dir is not None else None,
+            )
+        return audits[(p, e)].set_index("attack")
+
+    return paper_table(
+        m.model, test, seed=seed, batch_size=size, device=session.device, progress=progress,
+        run=lambda p, e: audited(p, e).loc[["AutoAttack"]].reset_index(),
+        adaptive=lambda p, e: float(audited(p, e).loc[WORST, "robust_acc"]),
+    ).assign(n=len(test), seed=seed)
 
 
 def _attack_names(spec: str) -> list[str]:

@@ -39,8 +39,19 @@ PAPER_CONDITIONS: tuple[Condition, ...] = (
     Condition("adv-l2", "Adv ℓ2 (ε = 0.25)", "Adv ℓ2", norm="l2", eps=0.25),
 )
 
+#: The adaptive column beside each adversarial one (``--adaptive``): the audit's per-image worst case
+#: (:mod:`hahrobust.studies.audit`) at the paper's ε. Not the paper's: its columns are plain-gradient AutoAttack,
+#: an upper bound for models with hard thresholds.
+ADAPTIVE_CONDITIONS: dict[str, Condition] = {
+    c.name: Condition(f"worst-{c.norm}", c.title.replace("Adv", "Worst case"), c.short.replace("Adv", "Worst"),
+                      norm=c.norm, eps=c.eps)
+    for c in PAPER_CONDITIONS if c.norm is not None
+}
+
 #: ``run(norm, eps) -> run_attack's table`` for one adversarial column (e.g. with a journal, to resume).
 AttackRunner = Callable[[str, float], pd.DataFrame]
+#: ``adaptive(norm, eps) -> worst-case robust accuracy`` for one adaptive column.
+AdaptiveRunner = Callable[[str, float], float]
 
 
 def check_paper_attack(attack: str, aa_version: str = "standard") -> None:
@@ -68,13 +79,15 @@ def paper_table(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     run: AttackRunner | None = None,
+    adaptive: AdaptiveRunner | None = None,
 ) -> pd.DataFrame:
     """One row per paper condition (:data:`PAPER_CONDITIONS`), on all of ``data``: ``condition`` (its
     title), ``short`` (its figure label), ``accuracy`` (a fraction).
 
     The noisy column is the noise-sweep metric, the mean over ``noise_repeats`` draws (the paper reports
     one); the adversarial columns are verified robust accuracies from :func:`hahrobust.attacks.run_attack`
-    (``run`` replaces that call, e.g. to add a journal; it must attack with the same settings).
+    (``run`` replaces that call, e.g. to add a journal; it must attack with the same settings). With
+    ``adaptive``, each adversarial column is followed by its worst case (:data:`ADAPTIVE_CONDITIONS`).
     """
     from hahrobust.attacks import run_attack  # imported here: AutoAttack is only needed for these columns
 
@@ -93,6 +106,10 @@ def paper_table(
         else:
             value = accuracy(model, data, batch_size=batch_size, device=device, progress=progress)
         rows.append({"condition": condition.title, "short": condition.short, "accuracy": value})
+        if adaptive is not None and condition.name in ADAPTIVE_CONDITIONS:
+            worst = ADAPTIVE_CONDITIONS[condition.name]
+            rows.append({"condition": worst.title, "short": worst.short,
+                         "accuracy": adaptive(worst.norm, worst.eps)})  # type: ignore[arg-type]
     return pd.DataFrame(rows)
 
 
