@@ -32,15 +32,20 @@ def main() -> int:
     parser.add_argument("--data", required=True, help="CIFAR-10 archive or directory")
     parser.add_argument("--only", nargs="*", help="regenerate only these commands")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, command in manifest_commands(args.data, Path(tmp)).items():
-            if args.only and name not in args.only:
-                continue
+    for name in args.only or []:
+        if name not in manifest_commands(args.data, Path()):
+            parser.error(f"--only: {name!r} is not in the manifest")
+    for name in manifest_commands(args.data, Path()):
+        if args.only and name not in args.only:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:  # one folder per command: two may share a file name
+            command = manifest_commands(args.data, Path(tmp))[name]
             result = CliRunner().invoke(app, command, catch_exceptions=False)
             print(result.output)
             if result.exit_code != 0:
                 return result.exit_code
-            shutil.copyfile(Path(tmp) / f"{name}.json", EXPECTED / f"{name}.json")
+            # The command (its first argument) names what it writes; the manifest's key names the expected file.
+            shutil.copyfile(Path(tmp) / f"{command[0]}.json", EXPECTED / f"{name}.json")
     return 0
 
 

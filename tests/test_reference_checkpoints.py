@@ -31,7 +31,8 @@ def test_reference_results_have_not_moved(name: str, shared_cifar: Path, tmp_pat
     runner = CliRunner()
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    check = runner.invoke(app, ["check", str(tmp_path / f"{name}.json"), "--expected", str(expected), "--all"])
+    written = tmp_path / f"{args[0]}.json"  # named by the command; the expected file by the manifest's key
+    check = runner.invoke(app, ["check", str(written), "--expected", str(expected), "--all"])
     assert check.exit_code == 0, check.output
 
 
