@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from hahrobust import load_checkpoint
 from hahrobust.studies import ablation as ablation_module
+from hahrobust.studies import audit as audit_module
 from hahrobust.studies.ablation import VARIANTS, check_variants
 from hahrobust.cli import app
 from hahrobust.errors import HahrobustError
@@ -77,6 +78,33 @@ def test_from_reuses_checkpoints(small_width, tiny_data: Path, tmp_path: Path, m
     assert result.exit_code == 0, result.output
     document = json.loads((second / "ablate.json").read_text())
     assert document["checkpoints"]["Baseline (VGG-16)"]["path"].startswith(str(first.resolve()))
+
+
+def test_adaptive_adds_the_worst_case_beside_each_adversarial_column(
+    small_width, tiny_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The wiring of --adaptive (the audit itself: tests/test_audit.py): with --attack pgd the audit's PGD member
+    fills the adversarial column and its worst case the column beside it; the cached plain evaluation is not
+    taken for the adaptive one."""
+    out = tmp_path / "ablation"
+    assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline")).exit_code == 0
+    seen: list[tuple[str, ...]] = []
+
+    def audit(model, data, *, norm, eps, ensemble, **kw):
+        seen.append(tuple(m.name for m in ensemble))
+        rows = pd.DataFrame({"attack": ["PGD", "worst case"], "robust_acc": [0.5, 0.25] if norm == "linf" else [0.4, 0.2]})
+        return rows, pd.DataFrame(), (0.5, 0.25)
+
+    monkeypatch.setattr(audit_module, "audit_model", audit)
+    result = runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive"))
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "ablate.csv")
+    assert table["condition"].tolist() == [
+        "Clean", "Noisy (σ = 0.1)", "Adv ℓ∞ (ε = 2/255)", "Worst case ℓ∞ (ε = 2/255)", "Adv ℓ2 (ε = 0.25)",
+        "Worst case ℓ2 (ε = 0.25)",
+    ]
+    assert table["accuracy"].iloc[2:].tolist() == pytest.approx([0.5, 0.25, 0.4, 0.2])
+    assert len(seen) == 2 and all("AutoAttack" not in names and "PGD" in names for names in seen)
 
 
 @pytest.mark.parametrize(

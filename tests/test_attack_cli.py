@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 import hahrobust.attacks.journal as journal_module
 import hahrobust.attacks.run as run_module
 import hahrobust.cli.attack as attack_cli
+import hahrobust.studies.audit as audit_module
 from conftest import fill_disk_after, train_tiny_vgg11
 from hahrobust.attacks import recheck
 from hahrobust.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
@@ -246,7 +247,7 @@ def test_table_paper_adaptive_puts_the_audits_worst_case_beside_autoattack(
         rows = pd.DataFrame({"attack": ["AutoAttack", "PGD", "worst case"], "robust_acc": [aa, aa + 0.05, worst]})
         return rows, pd.DataFrame(), (aa, worst)
 
-    monkeypatch.setattr(attack_cli, "audit_model", audit)
+    monkeypatch.setattr(audit_module, "audit_model", audit)
     result = invoke(checkpoint, tiny_data, "--table", "paper", "--adaptive", "--images", "10", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(tmp_path / "attack-table1.csv")

@@ -32,6 +32,9 @@ def command(
     n: Optional[int] = N,
     attack: str = typer.Option("autoattack", help="Attack for the adversarial columns: autoattack | pgd."),
     aa_version: str = typer.Option("standard", help="AutoAttack version: standard | paper."),
+    adaptive: bool = typer.Option(
+        False, "--adaptive", help="Beside each adversarial column, the audit's per-image worst case (hahrobust audit's ensemble)."
+    ),
     batch_size: int = typer.Option(100, help="Evaluation batch size."),
     data: Optional[str] = typer.Option(None, help=DATA_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
@@ -47,11 +50,11 @@ def command(
         test_images = load_split(path, "test", progress=progress)
         run = run_ablation(
             out_dir, train_images, test_images, preset_name=preset_name, variants=names, seed=seed, epochs=epochs,
-            from_dir=from_dir, n_eval=n, attack=attack, aa_version=aa_version, batch_size=batch_size,
+            from_dir=from_dir, n_eval=n, attack=attack, aa_version=aa_version, adaptive=adaptive, batch_size=batch_size,
             device=torch_device, progress=progress,
         )
     settings = {"preset": preset_name, "variants": names or list(VARIANTS), "seed": seed, "epochs": epochs,
-                "n": n, "attack": attack, "aa_version": aa_version, "data": test_images.source}
+                "n": n, "attack": attack, "aa_version": aa_version, "adaptive": adaptive, "data": test_images.source}
     layout = paper_layout(
         "Accuracies for the ablation study (Table 2)",
         notes=("Every variant trained from the same preset and seed; adversarial columns are verified robust "

@@ -35,9 +35,9 @@ from hahrobust.cli._eval import (
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.results import Figure, Layout, Result
-from hahrobust.studies.audit import DEFAULT_ENSEMBLE, WORST, AuditConfig, audit_model, member_slug
+from hahrobust.studies.audit import DEFAULT_ENSEMBLE, AuditConfig, member_slug
 from hahrobust.studies.minimum_norm import best_rows
-from hahrobust.studies.paper_table import PAPER_CONDITIONS, paper_layout, paper_table
+from hahrobust.studies.paper_table import PAPER_CONDITIONS, audited_columns, paper_layout, paper_table
 
 NAME = "attack"
 HELP = "Robust accuracy under AutoAttack, PGD, FMN, DDN or Square (ℓ∞/ℓ2/ℓ1/ℓ0), every example verified; --table paper: Table 1."
@@ -346,22 +346,13 @@ def _adaptive_table(
 ) -> pd.DataFrame:
     """Table 1 with the adaptive columns: one audit per norm at the paper's ε; its AutoAttack member fills the
     AutoAttack column (the same standard run), its worst case the column beside it."""
-    audits: dict[tuple[str, float], pd.DataFrame] = {}
-
-    def audited(p: str, e: float) -> pd.DataFrame:
-        if (p, e) not in audits:
-            audits[(p, e)], _, _ = audit_model(
-                m.model, test, norm=p, eps=[e], surrogate=source, seed=seed, batch_size=size, device=session.device,
-                progress=progress, resume=resume, journal_stem=f"table1-{slug(m.label)}",
-                journal_dir=session.out_dir / "journal" if session.out_dir is not None else None,
-            )
-        return audits[(p, e)].set_index("attack")
-
-    return paper_table(
-        m.model, test, seed=seed, batch_size=size, device=session.device, progress=progress,
-        run=lambda p, e: audited(p, e).loc[["AutoAttack"]].reset_index(),
-        adaptive=lambda p, e: float(audited(p, e).loc[WORST, "robust_acc"]),
-    ).assign(n=len(test), seed=seed)
+    run, adaptive = audited_columns(
+        m.model, test, surrogate=source, seed=seed, batch_size=size, device=session.device, progress=progress,
+        journal_dir=session.out_dir / "journal" if session.out_dir is not None else None,
+        journal_stem=f"table1-{slug(m.label)}", resume=resume,
+    )
+    return paper_table(m.model, test, seed=seed, batch_size=size, device=session.device, progress=progress,
+                       run=run, adaptive=adaptive).assign(n=len(test), seed=seed)
 
 
 def _attack_names(spec: str) -> list[str]:

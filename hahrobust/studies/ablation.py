@@ -21,7 +21,7 @@ from hahrobust.checkpoint import load_checkpoint
 from hahrobust.data import ImageSet, balanced_subset
 from hahrobust.errors import HahrobustError
 from hahrobust.provenance import sha256_file, write_atomically
-from hahrobust.studies.paper_table import check_paper_attack, paper_table
+from hahrobust.studies.paper_table import audited_columns, check_paper_attack, paper_table
 from hahrobust.training import TrainConfig, preset, run_paths, train
 
 
@@ -71,6 +71,7 @@ def run_ablation(
     n_eval: int | None = None,
     attack: str = "autoattack",
     aa_version: str = "standard",
+    adaptive: bool = False,
     batch_size: int = 100,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
@@ -79,6 +80,8 @@ def run_ablation(
 
     ``from_dir``: a directory of ``<variant>.safetensors`` from an earlier run to reuse instead of training.
     ``n_eval``: evaluate on a class-balanced subset of the test set (chosen by the seed).
+    ``adaptive``: each adversarial column is followed by the audit's per-image worst case
+    (:func:`hahrobust.studies.paper_table.audited_columns`; the adversarial column is then the audit's member).
     """
     names = check_variants(variants)
     check_paper_attack(attack, aa_version)
@@ -91,7 +94,7 @@ def run_ablation(
     folder = out_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     evaluation = {"n": len(test_data), "seed": config.seed, "attack": attack, "aa_version": aa_version,
-                  "data": test_data.source}
+                  "data": test_data.source, **({"adaptive": True} if adaptive else {})}
 
     frames, checkpoints = [], {}
     for name in names:
@@ -133,6 +136,10 @@ def _evaluate(
         except (json.JSONDecodeError, KeyError, TypeError):
             pass  # a damaged cache is recomputed
     model, _ = load_checkpoint(checkpoint, kwargs["device"])
+    if evaluation.get("adaptive"):
+        run, adaptive = audited_columns(model, data, attack=kwargs["attack"], seed=evaluation["seed"],
+                                        batch_size=kwargs["batch_size"], device=kwargs["device"], progress=kwargs["progress"])
+        kwargs = {**kwargs, "run": run, "adaptive": adaptive}
     table = paper_table(model, data, seed=evaluation["seed"], **kwargs)
     document = json.dumps({"key": key, "rows": table.to_dict(orient="records")}, indent=1)
     write_atomically(cache, lambda tmp: tmp.write_text(document, encoding="utf-8"), "the evaluation cache")
