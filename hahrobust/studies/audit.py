@@ -242,8 +242,9 @@ def audit_model(
         )
         outcomes[member.name] = outcome
         mask = np.ones((len(eps), len(data)), dtype=bool)  # images a member did not attack are not its breaks
-        # A break is a verified example that fools an image the member's own clean pass classified correctly.
-        mask[:, positions[member.name][outcome.index]] = outcome.robust | ~outcome.correct
+        # Robust = correct clean and not fooled (misclassified images are never robust). A survivors-only member
+        # sees only images already known to be correct: its breaks are the ones it fooled, nothing else.
+        mask[:, positions[member.name][outcome.index]] = outcome.robust | (~outcome.correct if member.survivors else False)
         broken_by[member.name] = ~mask
         robust &= mask
     correct = outcomes[members[0].name].correct
