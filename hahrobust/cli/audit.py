@@ -36,12 +36,14 @@ NOTES = (
     "Adaptive attacks keep the model's forward pass exact and change only the gradient they follow: BPDA "
     "back-propagates through a smooth sigmoid mask around each threshold τ, EOT averages gradients over "
     "jittered copies. first = images this attack broke that no attack above it had; only = that no other did.",
+    "seconds: the attack's own time (clean passes, attack, verification), summed over its batches; the worst "
+    "case's is the members' total (the diagnostics' passes are not included).",
 )
 ATTACK_LAYOUT = Layout(
     title="Robust accuracy per attack and the per-image worst case (audit)",
     index=("model", "norm_label", "eps_label", "attack"),
-    values=("robust_acc", "first_breaks", "only_breaks", "n"),
-    formats={"robust_acc": "{:.1%}", "first_breaks": "{:.0f}", "only_breaks": "{:.0f}", "n": "{:.0f}"},
+    values=("robust_acc", "first_breaks", "only_breaks", "n", "seconds"),
+    formats={"robust_acc": "{:.1%}", "first_breaks": "{:.0f}", "only_breaks": "{:.0f}", "n": "{:.0f}", "seconds": "{:.0f}"},
     labels={"norm_label": "norm", "eps_label": "ε", "robust_acc": "robust", "first_breaks": "first",
             "only_breaks": "only"},
     notes=NOTES,

@@ -264,12 +264,14 @@ def audit_model(
                 # a survivors-only member's robust accuracy over all images is not measured
                 "robust_acc": float("nan") if member.survivors else float(outcome.robust[j].mean()),
                 "first_breaks": int(new.sum()), "only_breaks": int((broken[j] & correct & ~others[j]).sum()),
+                "seconds": float(outcome.table["seconds"].iloc[j]) if len(outcome.table) else 0.0,  # attack time
             })
             first_seen[j] |= broken[j] & correct
     for j, e in enumerate(eps):
         rows.append({
             "norm": norm, "eps": e, "attack": WORST, "kind": "worst case", "gradient": "all", "n": len(data),
             "clean_acc": float(correct.mean()), "robust_acc": float(robust[j].mean()), "first_breaks": 0, "only_breaks": 0,
+            "seconds": float(sum(r["seconds"] for r in rows if r["eps"] == e)),
         })
     attacks = pd.DataFrame(rows)
     plain = min(float(outcomes[m.name].robust[0].mean()) for m in members
