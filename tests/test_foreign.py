@@ -317,12 +317,14 @@ def test_a_model_spec_goes_through_the_audit_next_to_a_checkpoint(saved: dict[st
     spec = ["py:tests.foreign_model:thresholded", "--weights", str(saved["pt"])]
     out = tmp_path / "audit"
     result = invoke("audit", [str(saved["checkpoint"]), *spec], tiny_data, "--norm", "linf", "--steps", "3",
-                    "--restarts", "1", "--images", "10", "--skip", "AutoAttack,APGD·BPDA,PGD·EOT", "-l", "base",
+                    "--restarts", "1", "--images", "10", "--skip", "AutoAttack,APGD·BPDA,PGD·EOT,Square", "-l", "base",
                     "-l", "sparse", "--bpda", "TopKThreshold=sigmoid", "--out", str(out))
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(out / "audit.csv")
-    assert set(rows.loc[rows["model"] == "sparse", "attack"]) == {"PGD", "PGD·BPDA", "PGD·BPDA·margin", "worst case"}
-    assert set(rows.loc[rows["model"] == "base", "attack"]) == {"PGD", "worst case"}
+    assert set(rows.loc[rows["model"] == "sparse", "attack"]) == {"PGD", "PGD·BPDA", "PGD·BPDA·margin", "more effort", "worst case"}
+    assert set(rows.loc[rows["model"] == "base", "attack"]) == {"PGD", "more effort", "worst case"}
+    # without a threshold, "more effort" is plain PGD (with one, it goes through BPDA)
+    assert set(rows.loc[rows["attack"] == "more effort", "gradient"]) == {"plain", "bpda"}
     document = json.loads((out / "audit.json").read_text())
     assert document["settings"]["bpda"] == {"TopKThreshold": "sigmoid"}
     assert "tests.foreign_model:thresholded" in json.dumps(document["checkpoints"])
