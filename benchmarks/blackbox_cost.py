@@ -1,12 +1,12 @@
 """Cost of the gradient-free attacks (Square, HopSkipJump) on a checkpoint: images/s and what they found.
 
-Attacks the first ``--n`` correctly classified images of a class-balanced test subset (as ``run_attack`` attacks
+Attacks the first ``--images`` correctly classified images of a class-balanced test subset (as ``run_attack`` attacks
 only correctly classified images) once per (attack, norm), at the norm's default ε, and reports wall time,
 images/s, how many were fooled (verified), the machine's load average before and after, and for
 HopSkipJump's minimum-distance mode the median verified distance.
 
     python benchmarks/blackbox_cost.py --checkpoint checkpoints/hah-vgg16-small.safetensors \\
-        --data ../shared/data/cifar10-jpeg.tar.gz --n 20 --threads 1 --json blackbox.json
+        --data ../shared/data/cifar10-jpeg.tar.gz --images 20 --threads 1 --json blackbox.json
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--n", type=int, default=20, help="correctly classified images attacked")
+    parser.add_argument("--images", type=int, default=20, help="correctly classified images attacked")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--norms", nargs="+", default=["linf", "l2"])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
@@ -44,11 +44,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, _ = load_checkpoint(args.checkpoint)
     model.eval()
-    test = balanced_subset(load_cifar10(args.data, "test"), 10 * args.n, seed=0)
+    test = balanced_subset(load_cifar10(args.data, "test"), 10 * args.images, seed=0)
     x, y = test.images.float() / 255, test.labels
     with torch.no_grad():
         correct = model(x).argmax(dim=1) == y
-    x, y = x[correct][: args.n], y[correct][: args.n]
+    x, y = x[correct][: args.images], y[correct][: args.images]
     idx = torch.arange(len(x))
     results: list[dict[str, Any]] = []
     for norm in args.norms:
