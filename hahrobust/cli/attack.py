@@ -35,7 +35,7 @@ from hahrobust.cli._eval import (
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.results import Figure, Layout, Result
-from hahrobust.studies.audit import DEFAULT_ENSEMBLE, AuditConfig, member_slug
+from hahrobust.studies.audit import DEFAULT_ENSEMBLE, AuditConfig, member_journal
 from hahrobust.studies.minimum_norm import best_rows
 from hahrobust.studies.paper_table import PAPER_CONDITIONS, audited_columns, paper_layout, paper_table
 
@@ -247,7 +247,7 @@ def command(
     }
     journals = [rank_journal(session.out_dir / "journal" / f"{s}.jsonl") for s in stems.values()] if session.out_dir else []
     if adaptive and session.out_dir is not None:  # the audits' journals, one per model, norm and member
-        journals += [rank_journal(session.out_dir / "journal" / f"table1-{slug(m.label)}-{p}-{member_slug(x.name)}.jsonl")
+        journals += [rank_journal(member_journal(session.out_dir / "journal", f"table1-{slug(m.label)}", p, x.name))
                      for m in session.models for p, _ in TABLE_ATTACKS for x in DEFAULT_ENSEMBLE]
     if not resume and any(j.exists() for j in journals):
         found = next(j for j in journals if j.exists())

@@ -232,7 +232,7 @@ def audit_model(
             pgd_config = replace(pgd_config, loss=member.loss)  # type: ignore[arg-type]
         path = GradientPath(member.gradient, temperature=config.temperature,  # type: ignore[arg-type]
                             eot_samples=config.eot_samples, eot_sigma=config.eot_sigma)
-        journal = journal_dir / f"{journal_stem}-{norm}-{member_slug(member.name)}.jsonl" if journal_dir else None
+        journal = member_journal(journal_dir, journal_stem, norm, member.name) if journal_dir else None
         outcome = run_attack_images(
             model, subset, attack=member.attack, norm=norm, eps=eps, seed=seed, batch_size=batch_size,
             device=device, progress=progress, journal_path=journal, resume=resume, aa_version=member.aa_version,
@@ -428,6 +428,7 @@ def _unbounded_success(model: nn.Module, data: ImageSet, norm: str, config: Audi
     return float((~outcome.robust[0] & correct).sum() / max(1, correct.sum()))
 
 
-def member_slug(name: str) -> str:
-    """A member's name as it appears in its journal's file name."""
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+def member_journal(journal_dir: Path, stem: str, norm: str, member: str) -> Path:
+    """Where a member's journal lives: ``<stem>-<norm>-<member as a file name>.jsonl`` in ``journal_dir``."""
+    slug = "".join(c if c.isalnum() else "-" for c in member.lower()).strip("-")
+    return journal_dir / f"{stem}-{norm}-{slug}.jsonl"
