@@ -107,6 +107,33 @@ def test_adaptive_adds_the_worst_case_beside_each_adversarial_column(
     assert len(seen) == 2 and all("AutoAttack" not in names and "PGD" in names for names in seen)
 
 
+def test_adaptive_audits_journal_and_resume_inside_a_variant(
+    small_width, tiny_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A variant's audit journals into out/checkpoints/journal under a name keyed by the evaluation settings,
+    resumes from it, and leaves nothing behind once the evaluation is cached; other settings, other journals."""
+    out = tmp_path / "ablation"
+    assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline")).exit_code == 0
+    calls: list[dict] = []
+
+    def audit(model, data, *, norm, eps, ensemble, journal_dir, journal_stem, resume, **kw):
+        calls.append({"dir": journal_dir, "stem": journal_stem, "resume": resume})
+        (journal_dir / f"{journal_stem}-{norm}-pgd.jsonl").parent.mkdir(parents=True, exist_ok=True)
+        (journal_dir / f"{journal_stem}-{norm}-pgd.jsonl").write_text("{}\n")  # what a member would leave
+        rows = pd.DataFrame({"attack": ["PGD", "worst case"], "robust_acc": [0.5, 0.25]})
+        return rows, pd.DataFrame(), (0.5, 0.25)
+
+    monkeypatch.setattr(audit_module, "audit_model", audit)
+    assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive")).exit_code == 0
+    assert len(calls) == 2 and all(c["resume"] for c in calls)
+    assert calls[0]["dir"] == out / "checkpoints" / "journal" and calls[0]["stem"].startswith("table2-baseline-")
+    assert calls[0]["stem"] == calls[1]["stem"]
+    assert not list((out / "checkpoints" / "journal").glob("*.jsonl"))
+    assert (out / "checkpoints" / "baseline.eval.json").is_file()
+    assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--images", "10")).exit_code == 0
+    assert calls[2]["stem"].startswith("table2-baseline-") and calls[2]["stem"] != calls[0]["stem"]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [(["--variants", "all,nope"], "unknown variant"), (["--attack", "ddn"], "ddn"),
