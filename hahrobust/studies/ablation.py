@@ -139,7 +139,8 @@ def _evaluate(
             pass  # a damaged cache is recomputed
     model, _ = load_checkpoint(checkpoint, kwargs["device"])
     journals = cache_dir / "journal"
-    if evaluation.get("adaptive"):
+    adaptive_run = bool(evaluation.get("adaptive"))
+    if adaptive_run:
         run, adaptive = audited_columns(model, data, attack=kwargs["attack"], seed=evaluation["seed"],
                                         batch_size=kwargs["batch_size"], device=kwargs["device"], progress=kwargs["progress"],
                                         journal_dir=journals, journal_stem=audit_journal_stem(name, key), resume=True)
@@ -147,14 +148,17 @@ def _evaluate(
     table = paper_table(model, data, seed=evaluation["seed"], **kwargs)
     document = json.dumps({"key": key, "rows": table.to_dict(orient="records")}, indent=1)
     write_atomically(cache, lambda tmp: tmp.write_text(document, encoding="utf-8"), "the evaluation cache")
-    for journal in journals.glob(f"table2-{name}-*.jsonl"):  # the cache holds the result now
-        journal.unlink(missing_ok=True)
+    if adaptive_run:  # the cache holds the result now: this variant's audit journals (any settings) have done their job
+        for journal in journals.glob(f"{audit_journal_stem(name, None)}*.jsonl"):
+            journal.unlink(missing_ok=True)
     return table
 
 
-def audit_journal_stem(name: str, key: dict[str, Any]) -> str:
+def audit_journal_stem(name: str, key: dict[str, Any] | None) -> str:
     """``table2-<variant>-<hash of the evaluation key>``: the journals of a variant's audit. The key (settings and
     checkpoint hash) is in the name, so a run with other settings starts its own journals instead of tripping
     over these, and the resume is automatic, as the rest of the ablation's."""
+    if key is None:  # the prefix every settings' stem of this variant shares
+        return f"table2-{name}-"
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return f"table2-{name}-{digest}"
