@@ -66,6 +66,7 @@ class PGDConfig:
     targeted: int = 4  # restarts 1..targeted ascend the margin towards the 1st, 2nd, … most likely wrong class
     # An image leaves the attack at its first adversarial iterate (margin > 0) instead of running every step for a
     # more confident one: the verified robust accuracy is the same, the work is what the unbroken images need.
+    # Not for transfer: there the margin is the source's, and confident examples transfer better (run.py).
     early_stop: bool = True
 
     def initial_step(self, norm: Norm, eps: float) -> float:

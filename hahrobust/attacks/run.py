@@ -33,7 +33,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,6 +175,11 @@ def run_attack_images(
     if n is not None:
         data = balanced_subset(data, n, seed)
     device = torch.device(device)
+    if surrogate is not None:
+        # A transfer attack cannot see when its example fools the model: it keeps climbing the source's margin,
+        # and more confident examples transfer better (small HaH from the baseline, ℓ∞ 2/255, 200 images: stopping
+        # at the source's first break left 37.5 % robust, climbing all 100 steps 34.0 %).
+        pgd_config = replace(pgd_config, early_stop=False)
     settings = {
         "attack": attack, "norm": norm, "eps": eps_list, "n": len(data), "seed": seed, "batch_size": batch_size,
         "config": _attack_config(attack, aa_version, pgd_config, fmn_config, ddn_config, square_config),

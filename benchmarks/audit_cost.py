@@ -1,0 +1,120 @@
+"""Cost of the adaptive audit: both reference models, side by side, one process each, as a user on 2 cores runs it.
+
+Starts one ``hahrobust audit`` per model at the same time (each with the other model as its transfer surrogate,
+``--threads`` torch threads each: one per core on a 2-core machine), waits for both, and reports each audit's
+wall time, every member's attack seconds per norm (from the audit's own ``audit.csv``), the rest (diagnostics,
+loading, writing) and the worst case beside each member's robust accuracy — so a speed-up that changed a result
+shows here too. The figure the audit's issue asks about is ``wall_s``: the time until both audits have finished.
+
+    python benchmarks/audit_cost.py --data ../shared/data/cifar10-jpeg.tar.gz --json audit-cost.json
+
+Options: ``--models LABEL=CKPT`` (two or more; each is audited with the next one, cyclically, as its surrogate),
+``--norm``, ``--images``, ``--threads``, ``--out`` (where the audits write; a fresh temporary folder by default,
+so no journal is resumed), ``--audit-args`` (more options for every audit, e.g. ``"--skip AutoAttack"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = (
+    f"HaH={ROOT / 'checkpoints' / 'hah-vgg16-small.safetensors'}",
+    f"baseline={ROOT / 'checkpoints' / 'vgg16-small.safetensors'}",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--models", nargs="+", default=list(REFERENCE), metavar="LABEL=CKPT")
+    parser.add_argument("--norm", default="linf,l2")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per audit")
+    parser.add_argument("--out", type=Path, help="where the audits write (default: a fresh temporary folder)")
+    parser.add_argument("--audit-args", default="", help="more options for every audit, shell-quoted")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    models = [m.split("=", 1) for m in args.models]
+    if len(models) < 2 or any(len(m) != 2 for m in models):
+        parser.error("--models takes two or more LABEL=CKPT")
+    if args.threads < 1 or args.images < 1:
+        parser.error("--threads and --images must be ≥ 1")
+
+    with tempfile.TemporaryDirectory(prefix="audit-cost-") as scratch:
+        out = args.out or Path(scratch)
+        out.mkdir(parents=True, exist_ok=True)
+        load_before = os.getloadavg()
+        start = time.perf_counter()
+        procs = {}
+        for i, (label, ckpt) in enumerate(models):
+            surrogate = models[(i + 1) % len(models)][1]
+            command = [sys.executable, "-m", "hahrobust", "audit", ckpt, "-l", label, "--surrogate", surrogate,
+                       "--norm", args.norm, "--images", str(args.images), "--data", args.data,
+                       "--out", str(out / label), *shlex.split(args.audit_args)]
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+            with open(out / f"{label}.log", "w") as log:  # the child keeps its own copy of the descriptor
+                procs[label] = (subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT),
+                                time.perf_counter(), command)
+        walls: dict[str, float] = {}
+        while len(walls) < len(procs):
+            for label, (proc, began, command) in procs.items():
+                if label not in walls and proc.poll() is not None:
+                    if proc.returncode != 0:
+                        sys.exit(f"audit of {label} failed (exit {proc.returncode}): {shlex.join(command)}")
+                    walls[label] = time.perf_counter() - began
+            time.sleep(1)
+        wall = time.perf_counter() - start
+        load_after = os.getloadavg()
+        frames = [pd.read_csv(out / label / "audit.csv") for label, _ in models]
+    rows = pd.concat(frames)
+    results = []
+    for label, _ in models:
+        own = rows[rows["model"] == label]
+        attack_s = float(own.loc[own["attack"] == "worst case", "seconds"].sum())
+        results.append({
+            "model": label, "wall_s": walls[label], "attack_s": attack_s, "other_s": walls[label] - attack_s,
+            "members": own[["norm", "attack", "robust_acc", "first_breaks", "seconds"]].to_dict("records"),
+        })
+    _print(results, wall)
+    if args.json:
+        record: dict[str, Any] = {
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "versions": {"python": platform.python_version(), "torch": torch.__version__},
+            "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+            "cpu_count": os.cpu_count(), "load_before": load_before, "load_after": load_after,
+            "wall_s": wall, "results": results,
+        }
+        args.json.write_text(json.dumps(record, indent=2))
+
+
+def _print(results: list[dict[str, Any]], wall: float) -> None:
+    table = Table(title=f"audit cost: both finished in {wall / 60:.1f} min")
+    for column in ("model", "norm", "member", "robust acc.", "first breaks", "seconds"):
+        table.add_column(column, justify="left" if column in ("model", "norm", "member") else "right")
+    for result in results:
+        for m in result["members"]:
+            acc = "—" if pd.isna(m["robust_acc"]) else f"{m['robust_acc']:.1%}"
+            table.add_row(result["model"], m["norm"], m["attack"], acc, str(m["first_breaks"]), f"{m['seconds']:.0f}")
+        table.add_row(result["model"], "", "diagnostics, loading, writing", "", "", f"{result['other_s']:.0f}")
+        table.add_row(result["model"], "", "[b]wall[/b]", "", "", f"[b]{result['wall_s']:.0f}[/b]", end_section=True)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
