@@ -75,7 +75,7 @@ def command(
         None, "--skip", help=f"Comma-separated ensemble members to leave out: {', '.join(m.name for m in DEFAULT_ENSEMBLE)}."
     ),
     steps: Optional[int] = typer.Option(None, "--steps", help="Steps of every PGD member (default 100; EOT: half)."),
-    restarts: Optional[int] = typer.Option(None, "--restarts", help="Restarts of the PGD members (default 5; EOT: 1)."),
+    restarts: Optional[int] = typer.Option(None, "--restarts", help="Restarts of the PGD members (default 5; EOT and ·margin: 1)."),
     bpda_temperature: float = BPDA_TEMPERATURE,
     bpda: Optional[list[str]] = BPDA_TYPES,
     weights: Optional[list[Path]] = WEIGHTS,

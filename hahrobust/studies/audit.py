@@ -15,7 +15,7 @@ APGD·BPDA              adaptive     AutoAttack's APGD-CE + APGD-T through the s
 PGD·EOT                adaptive     gradients averaged over jittered copies (with BPDA where it applies)
 transfer               transfer     PGD on a surrogate checkpoint, verified on the model (``surrogate``)
 more effort            adaptive     survivors only: PGD·BPDA (plain PGD without a threshold), 4× steps, 2× restarts
-Square                 black-box    survivors only: Square Attack (logits only, no gradient), seeded per image
+Square                 black-box    survivors only: Square Attack (logits only, no gradient), one batched call
 =====================  ===========  ==================================================================
 
 BPDA members are left out for a model without a non-differentiable layer (they would repeat PGD). Every
@@ -106,8 +106,12 @@ class AuditConfig:
     unstable_draws: int = 8
     masking_gap: float = 0.02  # verdict "masked": adaptive worst case ≥ 2 points below the plain attacks
     # Square on the survivors: AutoAttack's standard budget is 5000 queries on the images its APGD/FAB left;
-    # 1000 per image here (Square finds most of what it finds early, see SquareConfig), seeded per image.
-    square: SquareConfig = SquareConfig()
+    # 1000 per image here (Square finds most of what it finds early, see SquareConfig). One batched call of the
+    # reference implementation on all the images it attacks (``per_image=False``, AutoAttack's own way): on the
+    # reference models 4–6× faster than one call per image (baseline ℓ2: 220 s for 21 survivors per image), and
+    # still independent of --batch-size and the process count, because audit_model gives it every image in one
+    # batch whatever the batch size (the survivors are fixed by the seed and the members before it).
+    square: SquareConfig = SquareConfig(per_image=False)
 
 
 DEFAULT_ENSEMBLE: tuple[Member, ...] = (
@@ -242,8 +246,11 @@ def audit_model(
         path = GradientPath(member.gradient, temperature=config.temperature,  # type: ignore[arg-type]
                             eot_samples=config.eot_samples, eot_sigma=config.eot_sigma)
         journal = member_journal(journal_dir, journal_stem, norm, member.name) if journal_dir else None
+        # A batched Square's examples depend on which images share its call: it gets them all in one (AuditConfig.square).
+        one_call = member.attack == "square" and not config.square.per_image
         outcome = run_attack_images(
-            model, subset, attack=member.attack, norm=norm, eps=eps, seed=seed, batch_size=batch_size,
+            model, subset, attack=member.attack, norm=norm, eps=eps, seed=seed,
+            batch_size=max(1, len(subset)) if one_call else batch_size,
             device=device, progress=progress, journal_path=journal, resume=resume, aa_version=member.aa_version,
             pgd_config=pgd_config, square_config=config.square, gradient=path,
             bpda_types=None if member.transfer else bpda_types, surrogate=surrogate if member.transfer else None,
