@@ -84,3 +84,25 @@ def test_attack_throughput_benchmark_runs_and_reports(tmp_path: Path) -> None:
     results = {(r["attack"], r["norm"]): r for r in json.loads(out.read_text())["results"]}
     assert set(results) == {("pgd", "linf"), ("pgd", "l0"), ("fmn", "linf"), ("fmn", "l0")}
     assert all(r["image_steps_per_s"] == pytest.approx(4 * 2 / r["median_s"]) for r in results.values())
+
+
+def test_audit_cost_benchmark_runs_both_lanes_and_reports(shared_cifar: Path, tmp_path: Path) -> None:
+    """Both reference models, both norms, in two lanes (one per norm); a tiny ensemble so it takes seconds."""
+    out = tmp_path / "audit-cost.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "audit_cost.py"), "--data", str(shared_cifar), "--images", "10",
+         "--audit-args", "--steps 1 --restarts 1 --skip AutoAttack,APGD·BPDA,Square,'more effort'",
+         "--out", str(tmp_path / "audits"), "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    assert set(record["lane_s"]) == {"linf", "l2"}
+    runs = {(r["lane"], r["model"]): r for r in record["results"]}
+    assert set(runs) == {(norm, model) for norm in ("linf", "l2") for model in ("HaH", "baseline")}
+    for (norm, _), run in runs.items():
+        members = {m["attack"] for m in run["members"]}
+        assert {m["norm"] for m in run["members"]} == {norm} and {"PGD", "transfer", "worst case"} <= members
+        assert "AutoAttack" not in members and run["wall_s"] >= run["attack_s"] >= 0
+    assert record["wall_s"] >= max(record["lane_s"].values())
+    assert "audit cost" in proc.stdout
