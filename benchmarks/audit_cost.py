@@ -5,13 +5,14 @@ process at a time per lane with ``--threads`` torch threads (one per core on a 2
 lane per norm, each auditing the models in turn (``--split norm``: the two norms cost about the same, so the
 cores finish together), or one lane per model (``--split model``). It reports each audit's wall time, every
 member's attack seconds per norm (from the audit's own ``audit.csv``), the rest (diagnostics, loading, writing)
-and the worst case beside each member's robust accuracy — so a speed-up that changed a result shows here too. The figure the audit's issue asks about is ``wall_s``: the time until every audit has finished.
+and the worst case beside each member's robust accuracy — so a speed-up that changed a result shows here too.
+The figure the audit's issue asks about is ``wall_s``: the time until every audit has finished.
 
     python benchmarks/audit_cost.py --data ../shared/data/cifar10-jpeg.tar.gz --json audit-cost.json
 
 Options: ``--models LABEL=CKPT`` (two or more; each is audited with the next one, cyclically, as its surrogate),
-``--norm``, ``--split``, ``--images``, ``--threads``, ``--out`` (where the audits write; a fresh temporary folder by default,
-so no journal is resumed), ``--audit-args`` (more options for every audit, e.g. ``"--skip AutoAttack"``).
+``--norm``, ``--split``, ``--images``, ``--threads``, ``--out`` (where the audits write; a fresh temporary folder by
+default, so no journal is resumed), ``--audit-args`` (more options for every audit, e.g. ``"--skip AutoAttack"``).
 """
 
 from __future__ import annotations

@@ -387,10 +387,11 @@ def _plain_trace(
     config = replace(pgd_config, restarts=1)
     out: dict[str, list[np.ndarray]] = {"never_fooled": [], "silent": [], "incomplete": [], "oscillating": []}
     attacked = np.flatnonzero(correct)
-    subset = ImageSet(data.images[torch.from_numpy(attacked)], data.labels[torch.from_numpy(attacked)], data.source)
+    positions = torch.from_numpy(attacked)
+    subset = ImageSet(data.images[positions], data.labels[positions], data.source)
     with eval_mode(model):
         for x, y, idx in batches(subset, batch_size, device=device):
-            idx = torch.from_numpy(attacked)[idx]  # positions in ``data``: the per-image seeds of the other runs
+            idx = positions[idx]  # positions in ``data``: the per-image seeds of the other runs
             margins = torch.full((config.steps + 1, len(x)), -math.inf)  # [steps + 1, B]
 
             def keep(_restart: int, step: int, rows: torch.Tensor, m: torch.Tensor) -> None:
