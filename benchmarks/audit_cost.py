@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 import pandas as pd
 import torch
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,8 +83,12 @@ def main() -> None:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
         load_before = os.getloadavg()
         start = time.perf_counter()
-        with ThreadPoolExecutor(len(lanes)) as pool:  # one process at a time per lane, the lanes side by side
-            timed = dict(zip(lanes, pool.map(lambda jobs: _run_lane(jobs, env), lanes.values())))
+        total = sum(len(jobs) for jobs in lanes.values())
+        with Progress(console=Console(stderr=True), transient=True) as progress, ThreadPoolExecutor(len(lanes)) as pool:
+            task = progress.add_task(f"auditing ({total} audits in {len(lanes)} lanes)", total=total)
+            # one process at a time per lane, the lanes side by side
+            timed = dict(zip(lanes, pool.map(lambda jobs: _run_lane(jobs, env, lambda: progress.advance(task)),
+                                             lanes.values())))
         wall = time.perf_counter() - start
         load_after = os.getloadavg()
         results = []
@@ -106,17 +112,20 @@ def main() -> None:
         args.json.write_text(json.dumps(record, indent=2))
 
 
-def _run_lane(jobs: list[tuple[str, list[str], Path]], env: dict[str, str]) -> list[float]:
-    """Run one lane's audits in turn; the wall seconds of each. A failed audit stops the benchmark."""
+def _run_lane(jobs: list[tuple[str, list[str], Path]], env: dict[str, str], done: Callable[[], None]) -> list[float]:
+    """Run one lane's audits in turn (``done()`` after each); the wall seconds of each. A failed audit stops the
+    benchmark."""
     seconds = []
     for _, command, where in jobs:
         where.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
         with open(where / "audit.log", "w") as log:
             code = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-        if code != 0:
-            sys.exit(f"audit failed (exit {code}), see {where / 'audit.log'}: {shlex.join(command)}")
+        if code != 0:  # its one-line error, not the log's path: the default --out is deleted on the way out
+            last = (where / "audit.log").read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            sys.exit(f"audit failed (exit {code}): {last[0]} — {shlex.join(command)}")
         seconds.append(time.perf_counter() - began)
+        done()
     return seconds
 
 
