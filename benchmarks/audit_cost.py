@@ -1,6 +1,6 @@
 """Cost of the adaptive audit: both reference models, both norms, as a user on 2 cores runs it.
 
-Runs ``hahrobust audit`` (each model with the next as its transfer surrogate) in two lanes side by side, one
+Runs ``hahrobust audit`` (each model with the next as its transfer source) in two lanes side by side, one
 process at a time per lane with ``--threads`` torch threads (one per core on a 2-core machine): by default one
 lane per norm, each auditing the models in turn (``--split norm``: the two norms cost about the same, so the
 cores finish together), or one lane per model (``--split model``). It reports each audit's wall time, every
@@ -10,7 +10,7 @@ The figure the audit's issue asks about is ``wall_s``: the time until every audi
 
     python benchmarks/audit_cost.py --data ../shared/data/cifar10-jpeg.tar.gz --json audit-cost.json
 
-Options: ``--models LABEL=CKPT`` (two or more; each is audited with the next one, cyclically, as its surrogate),
+Options: ``--models LABEL=CKPT`` (two or more; each is audited with the next one, cyclically, as its transfer source),
 ``--norm``, ``--split``, ``--images``, ``--threads``, ``--out`` (where the audits write; a fresh temporary folder by
 default, so no journal is resumed), ``--audit-args`` (more options for every audit, e.g. ``"--skip AutoAttack"``).
 """
@@ -71,8 +71,8 @@ def main() -> None:
         def audit(i: int, norm: str) -> tuple[str, list[str], Path]:
             label, ckpt = models[i]
             where = out / f"{label}-{norm.replace(',', '-')}"
-            surrogate = models[(i + 1) % len(models)][1]
-            return label, [sys.executable, "-m", "hahrobust", "audit", ckpt, "-l", label, "--surrogate", surrogate,
+            source = models[(i + 1) % len(models)][1]
+            return label, [sys.executable, "-m", "hahrobust", "audit", ckpt, "-l", label, "--transfer-from", source,
                            "--norm", norm, "--images", str(args.images), "--data", args.data, "--out", str(where),
                            *shlex.split(args.audit_args)], where
 

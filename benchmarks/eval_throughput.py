@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from _timing import time_interleaved  # benchmarks/_timing.py (this script's folder is on sys.path)
 
-from hahrobust.attacks import DEFAULT_EPS, PGDConfig, run_attack
+from hahrobust.attacks import DEFAULT_EPS, AutoAttackConfig, PGDConfig, run_attack
 from hahrobust.attacks.autoattack import AA_NORMS, load_autoattack, reference_adversary
 from hahrobust.checkpoint import load_checkpoint
 from hahrobust.data import ImageSet, balanced_subset, load_cifar10
@@ -100,11 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         eps = DEFAULT_EPS[norm][0]
         runs[f"pgd {norm}"] = lambda n=norm, e=eps: run_attack(
             model, data, attack="pgd", norm=n, eps=[e], batch_size=bs, seed=args.seed, device=device,
-            pgd_config=PGDConfig(steps=args.pgd_steps, restarts=1),
+            config=PGDConfig(steps=args.pgd_steps, restarts=1),
         )
         runs[f"autoattack {norm} hahrobust"] = lambda n=norm, e=eps: run_attack(
             model, data, attack="autoattack", norm=n, eps=[e], batch_size=bs, seed=args.seed, device=device,
-            aa_version=args.aa_version,
+            config=AutoAttackConfig(args.aa_version),
         )
         runs[f"autoattack {norm} reference"] = reference_autoattack(model, data, norm, eps, args, device)
     seconds = time_interleaved(runs, args.rounds, device)

@@ -104,3 +104,8 @@ def write_atomically(path: str | Path, write: Callable[[Path], object], what: st
         if cause is None:
             raise
         raise HahrobustError(f"{path}: cannot write {what} ({cause.group(1)})") from None
+
+
+def slug(label: str) -> str:
+    """A model label as a file-name part (journals, adversarial-example files)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "model"

@@ -33,7 +33,7 @@ def tables(checkpoint: str, data: str) -> dict[str, dict[str, list]]:
         "snr": snr(model, test, 0.1, repeats=SETTINGS["repeats"], seed=seed, batch_size=b),
         "sparsity": sparsity(model, test, batch_size=b),
         "pgd": run_attack(model, test, attack="pgd", norm="linf", eps=[2 / 255, 8 / 255], batch_size=b, seed=seed,
-                          pgd_config=PGD).drop(columns="seconds"),
+                          config=PGD).drop(columns="seconds"),
     }
     return {name: frame.to_dict(orient="list") for name, frame in frames.items()}
 

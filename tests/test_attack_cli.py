@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 import hahrobust.attacks.journal as journal_module
+import hahrobust.attacks.adversarial_files as adversarial_files_module
 import hahrobust.attacks.run as run_module
 import hahrobust.cli.attack as attack_cli
 import hahrobust.studies.audit as audit_module
@@ -81,7 +82,7 @@ def test_save_adv_on_a_full_disk(checkpoint: Path, tiny_data: Path, tmp_path: Pa
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["batch-00000.safetensors", journal.name]
 
     with monkeypatch.context() as patch:  # resumed, full when the examples are put in one file
-        fill_disk_after(patch, run_module, 0)
+        fill_disk_after(patch, adversarial_files_module, 0)
         result = invoke(checkpoint, tiny_data, *args, "--resume")
     adv = out / "adv-vgg11-pgd-linf.safetensors"
     assert result.exit_code == 2

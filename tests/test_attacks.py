@@ -19,7 +19,7 @@ from torch import nn
 
 from conftest import train_tiny_vgg11
 from hahrobust.attacks import (
-    ATTACK_NORMS, DDNConfig, FMNConfig, PGDConfig, AttackVerificationError, autoattack, check_attack,
+    ATTACK_NORMS, AutoAttackConfig, DDNConfig, FMNConfig, PGDConfig, AttackVerificationError, autoattack, check_attack,
     check_norm, ddn, distances, fmn, format_eps, load_adversarial, parse_eps, pgd, project, recheck, run_attack,
     run_attack_images,
     tolerance, verify,
@@ -360,7 +360,7 @@ def test_pgd_early_stop_breaks_the_same_images_with_less_work(
     for early in (False, True):
         counter = RowCounter(model).eval()
         outcomes[early] = run_attack_images(counter, data, attack="pgd", norm=norm, eps=[eps], batch_size=50,
-                                            pgd_config=PGDConfig(steps=20, restarts=3, early_stop=early))
+                                            config=PGDConfig(steps=20, restarts=3, early_stop=early))
         rows[early] = counter.rows
     robust = outcomes[True].robust
     assert 0 < robust.sum() < outcomes[True].correct.sum()  # some broken, some not: the comparison means something
@@ -385,8 +385,8 @@ def test_pgd_does_not_depend_on_batching(trained: tuple[nn.Module, ImageSet]) ->
     model, data = trained
     data = ImageSet(data.images[:20], data.labels[:20], data.source)
     config = PGDConfig(steps=10, restarts=2)
-    a = run_attack(model, data, attack="pgd", norm="linf", eps=[0.02], batch_size=20, pgd_config=config)
-    b = run_attack(model, data, attack="pgd", norm="linf", eps=[0.02], batch_size=7, pgd_config=config)
+    a = run_attack(model, data, attack="pgd", norm="linf", eps=[0.02], batch_size=20, config=config)
+    b = run_attack(model, data, attack="pgd", norm="linf", eps=[0.02], batch_size=7, config=config)
     pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
 
 
@@ -432,8 +432,8 @@ def test_every_attack_respects_its_constraint(
     data = ImageSet(data.images[::5], data.labels[::5], data.source)  # 10 images, one per class
     rows = run_attack(
         model, data, attack=attack, norm=norm, eps=eps, batch_size=10, save_adv=tmp_path / "adv.safetensors",
-        aa_version="paper", pgd_config=PGDConfig(steps=10, restarts=2), fmn_config=FMNConfig(steps=30),
-        ddn_config=DDNConfig(steps=30),
+        config={"autoattack": AutoAttackConfig("paper"), "pgd": PGDConfig(steps=10, restarts=2),
+                "fmn": FMNConfig(steps=30), "ddn": DDNConfig(steps=30)}.get(attack),
     )
     assert rows["eps"].tolist() == eps and (rows["n"] == 10).all()
     assert (rows["robust_acc"] <= rows["clean_acc"]).all()
@@ -455,7 +455,7 @@ def test_misclassified_images_count_as_non_robust_at_distance_zero(make_checkpoi
     model, _ = load_checkpoint(make_checkpoint("vgg11"))  # untrained: most images misclassified
     data = load_cifar10(tiny_data, "test")
     data = ImageSet(data.images[::10], data.labels[::10], data.source)
-    rows = run_attack(model, data, attack="fmn", norm="l2", eps=[0.0, 1e-9], fmn_config=FMNConfig(steps=5))
+    rows = run_attack(model, data, attack="fmn", norm="l2", eps=[0.0, 1e-9], config=FMNConfig(steps=5))
     wrong = 1 - rows["clean_acc"].iloc[0]
     assert wrong > 0.5
     assert rows["robust_acc"].iloc[0] == rows["clean_acc"].iloc[0]  # ε = 0 only the clean errors count
@@ -484,7 +484,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(HahrobustError, match="attacks that support l0"):
         run_attack(model, data, attack="autoattack", norm="l0")
     with pytest.raises(HahrobustError, match="unknown AutoAttack version"):
-        run_attack(model, data, attack="autoattack", norm="linf", aa_version="plus")
+        run_attack(model, data, attack="autoattack", norm="linf", config=AutoAttackConfig("plus"))
 
 
 # --------------------------------------------------------------------------------- randomness, resume
@@ -511,7 +511,7 @@ def test_run_attack_leaves_global_rng_and_model_mode(trained: tuple[nn.Module, I
     state = torch.random.get_rng_state()
     model.train()
     try:
-        run_attack(model, data, attack="pgd", norm="l2", eps=[0.3], pgd_config=PGDConfig(steps=3, restarts=2))
+        run_attack(model, data, attack="pgd", norm="l2", eps=[0.3], config=PGDConfig(steps=3, restarts=2))
         assert model.training
     finally:
         model.eval()
@@ -529,7 +529,7 @@ def test_resume_skips_finished_batches_and_ends_with_the_same_numbers(
 
     model, data = trained
     data = ImageSet(data.images[:30], data.labels[:30], data.source)
-    kwargs = dict(attack="pgd", norm="linf", eps=[0.01, 0.03], batch_size=10, pgd_config=PGDConfig(steps=5, restarts=2))
+    kwargs = dict(attack="pgd", norm="linf", eps=[0.01, 0.03], batch_size=10, config=PGDConfig(steps=5, restarts=2))
     reference = run_attack(model, data, **kwargs, save_adv=tmp_path / "ref.safetensors")
 
     journal = tmp_path / "run.jsonl"
@@ -570,7 +570,7 @@ def test_tampered_saved_file_fails_recheck(trained: tuple[nn.Module, ImageSet], 
     model, data = trained
     data = ImageSet(data.images[:6], data.labels[:6], data.source)
     path = tmp_path / "adv.safetensors"
-    run_attack(model, data, attack="pgd", norm="linf", eps=[0.02], save_adv=path, pgd_config=PGDConfig(steps=5, restarts=1))
+    run_attack(model, data, attack="pgd", norm="linf", eps=[0.02], save_adv=path, config=PGDConfig(steps=5, restarts=1))
     tensors = load_file(str(path))
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
@@ -678,7 +678,7 @@ def test_autoattack_is_at_least_as_strong_as_pgd(
     model, data = trained
     data = ImageSet(data.images[::2], data.labels[::2], data.source)  # 25 images keep AutoAttack quick
     eps = eps_at(fmn_distances[norm], norm)
-    aa = run_attack(model, data, attack="autoattack", norm=norm, eps=[eps], batch_size=25, aa_version="paper")
+    aa = run_attack(model, data, attack="autoattack", norm=norm, eps=[eps], batch_size=25, config=AutoAttackConfig("paper"))
     pg = run_attack(model, data, attack="pgd", norm=norm, eps=[eps], batch_size=25)
     assert aa["robust_acc"].item() <= pg["robust_acc"].item() + SLACK
 
@@ -751,7 +751,7 @@ def test_attacks_agree_on_a_model_trained_on_real_cifar(shared_cifar: Path, tmp_
         robust = run_attack(model, test_set, attack="pgd", norm=norm, eps=[eps])["robust_acc"].item()
         assert robust <= implied + SLACK, f"{norm}: PGD {robust:.2f} vs FMN-implied {implied:.2f}"
         if norm != "l0":
-            aa = run_attack(model, test_set, attack="autoattack", norm=norm, eps=[eps], aa_version="paper")
+            aa = run_attack(model, test_set, attack="autoattack", norm=norm, eps=[eps], config=AutoAttackConfig("paper"))
             assert aa["robust_acc"].item() <= robust + SLACK
         if norm == "l2":
             checked_ddn = verify(model, x, ddn(model, x, y), y, norm="l2", eps=None)
@@ -763,7 +763,7 @@ def test_minimum_norm_summary_statistics_by_hand() -> None:
     """Four images: misclassified (distance 0), fooled at 1 and at 3, never fooled (∞). Median over all n:
     sorted [0, 1, 3, ∞] → 2; mean (Fig. 5) over the attacked images with an example: (1 + 3) / 2 = 2;
     robust at ε = 2: the images at 3 and ∞."""
-    from hahrobust.attacks.run import _summarise
+    from hahrobust.attacks.outcome import summarise as _summarise
 
     record = {"label": [0, 1, 2, 3], "clean_pred": [9, 1, 2, 3], "pred": [[9, 0, 0, 3]],
               "distance": [[0.0, 1.0, 3.0, None]], "seconds": [1.5]}

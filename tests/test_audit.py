@@ -142,7 +142,7 @@ def test_masked_model_is_flagged_and_bpda_brings_it_to_its_twins_robustness(plai
     eps = [8 / 255]
     attacks, diagnostics, (plain, worst) = audit_model(
         masked, data, norm="linf", eps=eps, ensemble=GRADIENT_ONLY, config=FAST)
-    twin = run_attack(model, data, attack="pgd", norm="linf", eps=eps, pgd_config=FAST.pgd)
+    twin = run_attack(model, data, attack="pgd", norm="linf", eps=eps, config=FAST.pgd)
     robust = attacks.set_index("attack")["robust_acc"]
     assert robust["PGD"] >= robust["PGD·BPDA"] + 0.2  # plain PGD is blind behind the quantiser
     assert abs(robust["PGD·BPDA"] - float(twin["robust_acc"].iloc[0])) <= 0.04 + 1e-9
@@ -214,7 +214,7 @@ def test_survivors_members_attack_only_what_is_left_and_add_their_breaks(plain_a
     eps = [64 / 255]
     attacks, diagnostics, (plain, worst) = audit_model(masked, data, norm="linf", eps=eps, ensemble=ensemble, config=config)
     rows = attacks.set_index("attack")
-    pgd_only = run_attack(masked, data, attack="pgd", norm="linf", eps=eps, pgd_config=FAST.pgd)
+    pgd_only = run_attack(masked, data, attack="pgd", norm="linf", eps=eps, config=FAST.pgd)
     survivors = round(float(pgd_only["robust_acc"].iloc[0]) * len(data))
     assert rows.loc["Square", "n"] == survivors  # only what plain PGD left
     assert rows.loc["more effort", "n"] == survivors - rows.loc["Square", "first_breaks"]
@@ -249,7 +249,9 @@ def test_batched_square_does_not_depend_on_the_batch_size(plain_and_masked) -> N
     (["attack", "{ckpt}", "--attack", "fmn", "--loss", "margin"], "--loss applies to --attack pgd only"),
     (["audit", "{ckpt}", "--norm", "l0"], "audit does not support l0"),
     (["audit", "{ckpt}", "--skip", "nothing"], "--skip: unknown member 'nothing'"),
-    (["attack", "{ckpt}", "--attack", "pgd", "--surrogate", "{other}"], "--surrogate .*: 7 classes, the attacked model has 10"),
+    (["attack", "{ckpt}", "--attack", "pgd", "--transfer-from", "{other}"], "--transfer-from .*: 7 classes, the attacked model has 10"),
+    # the old spelling is a hidden alias of --transfer-from
+    (["attack", "{ckpt}", "--attack", "pgd", "--surrogate", "{other}"], "--transfer-from .*: 7 classes, the attacked model has 10"),
 ])
 def test_bad_adaptive_options_are_one_line_errors(
     args: list[str], message: str, make_checkpoint, tiny_data: Path, tmp_path: Path

@@ -202,7 +202,7 @@ def test_failed_write_leaves_old_files_untouched(
     def broken_png(result: Result, path: Path) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(results, "_write_png", broken_png)
+    monkeypatch.setattr(results.files, "_write_png", broken_png)
     with pytest.raises(HahrobustError, match="No space left on device"):
         write(sweep(checkpoint), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "sweep.csv"]

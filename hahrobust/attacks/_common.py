@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -64,3 +65,24 @@ def isolated_global_rng(device: torch.device | str) -> Iterator[None]:
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+
+
+class AttackFlag(UserWarning):
+    """An attack's own sanity check failed (e.g. AutoAttack's "Square Attack has decreased the robust accuracy").
+    Raised as a warning; the runner keeps each message with the batch's record, so a resumed run reports it too."""
+
+
+@contextlib.contextmanager
+def attack_flags() -> Iterator[list[str]]:
+    """Collect (each once) the messages of the :class:`AttackFlag` warnings raised inside the block; every other
+    warning passes through unchanged."""
+    flags: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AttackFlag)
+        try:
+            yield flags
+        finally:
+            flags.extend(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, AttackFlag)))
+    for w in caught:
+        if not issubclass(w.category, AttackFlag):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

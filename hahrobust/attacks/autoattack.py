@@ -24,13 +24,14 @@ import inspect
 import logging
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from hahrobust.attacks._common import isolated_global_rng
+from hahrobust.attacks._common import AttackFlag, attack_flags, isolated_global_rng
 from hahrobust.attacks.norms import check_norm
 from hahrobust.errors import HahrobustError
 
@@ -38,6 +39,13 @@ AAVersion = Literal["standard", "paper"]
 AA_VERSIONS: tuple[str, ...] = ("standard", "paper")
 AA_NORMS: dict[str, str] = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 PAPER_ATTACKS = ("apgd-ce", "apgd-t")
+
+
+@dataclass(frozen=True)
+class AutoAttackConfig:
+    """AutoAttack's one setting here: which ensemble (:data:`AA_VERSIONS`); the authors fix everything else."""
+
+    version: str = "standard"
 
 
 def load_autoattack() -> tuple[type, ModuleType]:
@@ -127,7 +135,7 @@ def reference_adversary(
     return run
 
 
-class AutoAttackFlag(UserWarning):
+class AutoAttackFlag(AttackFlag):
     """One of the reference implementation's own sanity checks failed, e.g. "Square Attack has decreased the
     robust accuracy": a black-box attack found what the gradient attacks missed, a sign of gradient masking
     and of a robust accuracy that may be too high. Raised as a warning; the ``attack`` command reports each
@@ -136,18 +144,10 @@ class AutoAttackFlag(UserWarning):
 
 @contextlib.contextmanager
 def autoattack_flags() -> Iterator[list[str]]:
-    """Collect (each once) the messages of the :class:`AutoAttackFlag` warnings raised inside the block;
-    every other warning passes through unchanged."""
-    flags: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", AutoAttackFlag)
-        try:
-            yield flags
-        finally:
-            flags.extend(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, AutoAttackFlag)))
-    for w in caught:
-        if not issubclass(w.category, AutoAttackFlag):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    """Collect (each once) the messages of the :class:`AttackFlag` warnings (AutoAttack's among them) raised
+    inside the block; every other warning passes through unchanged."""
+    with attack_flags() as flags:
+        yield flags
 
 
 class _Quiet:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import typer
 
 from hahrobust.cli import (
     ablate, attack, audit, check, corruption_sweep, hebbian_sweep, info, noise_sweep, snr, sparsity, train,
 )
-from hahrobust.cli._eval import SUBSET_CONTEXT, takes_subset_option
+from hahrobust.cli._adaptive import TRANSFER_FROM
+from hahrobust.cli._eval import N, takes_option
 
 app = typer.Typer(
     name="hahrobust",
@@ -16,9 +20,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+#: Old spellings of shared options, still accepted but shown nowhere: (declaration, old name, new name).
+#: ``--n`` is not used under torchrun, whose own parser stops at it ("ambiguous option: --n could match --nnodes").
+OLD_OPTION_NAMES: tuple[tuple[Any, str, str], ...] = (
+    (N, "n", "images"),
+    (TRANSFER_FROM, "surrogate", "transfer-from"),  # the transfer source; "surrogate" is BPDA's backward
+)
+
+
+def aliases(command: Callable[..., Any]) -> dict[str, str]:
+    """The old option names a command accepts (those of the shared options its signature uses): old → new."""
+    return {old: new for option, old, new in OLD_OPTION_NAMES if takes_option(command, option)}
+
+
+def _context(command: Callable[..., Any]) -> dict[str, Any] | None:
+    """Click reads an old name as the new one while parsing this command (``token_normalize_func``)."""
+    mapping = aliases(command)
+    return {"token_normalize_func": lambda name: mapping.get(name, name)} if mapping else None
+
+
 for module in (train, info, sparsity, snr, noise_sweep, corruption_sweep, hebbian_sweep, check, ablate, attack, audit):
-    context = SUBSET_CONTEXT if takes_subset_option(module.command) else None  # the hidden --n alias of --images
-    app.command(module.NAME, help=module.HELP, context_settings=context)(module.command)
+    app.command(module.NAME, help=module.HELP, context_settings=_context(module.command))(module.command)
 
 
 def main() -> None:

@@ -1,17 +1,13 @@
-"""Options of the adaptive attacks, shared by ``attack`` and ``audit``: the gradient path, the PGD loss, and a
-transfer surrogate checkpoint."""
+"""Options of the adaptive attacks, shared by ``attack`` and ``audit``: the gradient path, the PGD loss, and the
+transfer source (``--transfer-from``; "surrogate" is BPDA's smooth backward, nothing else)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
-import torch
 import typer
-from torch import nn
 
 from hahrobust.attacks.gradients import GRADIENTS, GradientPath
 from hahrobust.attacks.pgd import LOSSES
-from hahrobust.checkpoint import load_checkpoint
 from hahrobust.errors import HahrobustError
 from hahrobust.nn.surrogate import DEFAULT_TEMPERATURE, SURROGATE_KINDS
 
@@ -33,9 +29,10 @@ EOT_SIGMA = typer.Option(2 / 255, "--eot-sigma", help="EOT: standard deviation o
 LOSS = typer.Option(
     None, "--loss", help=f"PGD loss: {' | '.join(LOSSES)} (C&W-style logit margin); default cross-entropy (ℓ1: margin)."
 )
-SURROGATE = typer.Option(
-    None, "--surrogate",
-    help="Transfer attack: run the attack on this checkpoint and verify its examples on each model.",
+TRANSFER_FROM = typer.Option(
+    None, "--transfer-from", metavar="CKPT",
+    help="Transfer attack: run the attack on this checkpoint (the transfer source) and verify its examples on each "
+    "model. (Old spelling: --surrogate.)",
 )
 
 
@@ -46,18 +43,3 @@ def gradient_path(name: str, backward: str, temperature: float, eot_samples: int
 def check_loss(loss: str | None) -> None:
     if loss is not None and loss not in LOSSES:
         raise HahrobustError(f"unknown --loss {loss!r}; choose one of: {', '.join(LOSSES)}")
-
-
-def load_surrogate(path: Path, models: list[nn.Module], device: torch.device) -> nn.Module:
-    """The transfer source, checked to take the same input and give the same number of classes as ``models``."""
-    surrogate, _ = load_checkpoint(path, device)
-    probe = torch.zeros(1, 3, 32, 32, device=device)
-    with torch.no_grad():
-        try:
-            classes = surrogate(probe).shape[-1]
-        except RuntimeError as exc:
-            raise HahrobustError(f"--surrogate {path}: does not take 3×32×32 images ({str(exc).splitlines()[0]})") from None
-        for model in models:
-            if (target := model(probe).shape[-1]) != classes:
-                raise HahrobustError(f"--surrogate {path}: {classes} classes, the attacked model has {target}")
-    return surrogate

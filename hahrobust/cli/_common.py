@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,8 +86,3 @@ def load_split(data: str | None, split: str, *, download: bool = False, progress
     if progress is not None and task is not None:
         progress.remove_task(task)
     return images
-
-
-def slug(label: str) -> str:
-    """A model label as a file-name part."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "model"

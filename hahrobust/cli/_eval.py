@@ -24,8 +24,8 @@ unknown device, a file that is not a checkpoint, mismatched ``--label``\\ s, ``-
 a model spec that does not build, weights that are not a plain state dict, a model that fails
 :func:`hahrobust.models.foreign.check_classifier`.
 
-Register a command with :data:`SUBSET_CONTEXT` as its context settings when it takes :data:`N`
-(``cli/__init__.py`` does so for every command whose signature uses it).
+Old option spellings (``--n`` for ``--images``) are hidden aliases: ``cli/__init__.py`` gives each command the
+aliases of the shared options its signature uses.
 """
 
 from __future__ import annotations
@@ -45,17 +45,14 @@ from rich.progress import Progress
 from torch import nn
 
 from hahrobust import distributed
-from hahrobust.checkpoint import load_checkpoint
 from hahrobust.cli._common import console, load_split
 from hahrobust.data import ImageSet, balanced_subset
 from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
-from hahrobust.models.foreign import (
-    ForeignSource, ModelSpec, Normalization, load_foreign, parse_model_spec, parse_normalization,
-)
-from hahrobust.nn.hooks import select_layers
-from hahrobust.nn.surrogate import SURROGATE_KINDS, SurrogateKind, surrogate_types
-from hahrobust.results import Layout, Result, check_out_dir, show, write
+from hahrobust.evaluate._common import common_settings as library_settings, origins, per_model as models_per_model
+from hahrobust.evaluate.opening import LoadedModel, bpda_types_for, layers_for, open_models
+from hahrobust.nn.surrogate import SURROGATE_KINDS, SurrogateKind
+from hahrobust.results import Result, check_out_dir, show, write
 
 # Typer option declarations shared by every evaluation command (use them as parameter defaults).
 CHECKPOINTS = typer.Argument(
@@ -101,10 +98,6 @@ LABEL = typer.Option(
 N = typer.Option(
     None, "--images", metavar="N", help="Evaluate a deterministic class-balanced subset of N test images (default: all)."
 )
-#: ``--n``, the first name of ``--images``, still works outside torchrun (for scripts written before the rename)
-#: but is shown nowhere: while parsing a command that takes :data:`N`, click reads ``--n`` as ``--images``.
-OLD_OPTION_NAMES = {"n": "images"}
-SUBSET_CONTEXT: dict[str, Any] = {"token_normalize_func": lambda name: OLD_OPTION_NAMES.get(name, name)}
 DATA = typer.Option(
     None, "--data",
     help="CIFAR-10: an image-folder directory or .tar.gz (test/<class>/*.jpg), or a torchvision CIFAR-10 root. "
@@ -132,22 +125,6 @@ class EvalOptions:
     normalize: list[str] | None = None  # none, one for every spec, or one per spec
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready to evaluate: a hahrobust checkpoint's (``source`` None; ``path`` is the checkpoint) or a
-    model spec's (``source`` its provenance; ``path`` is its weights file)."""
-
-    label: str
-    path: Path
-    model: nn.Module
-    metadata: dict[str, Any]
-    source: ForeignSource | None = None
-
-    @property
-    def is_foreign(self) -> bool:
-        return self.source is not None
-
-
 @dataclass
 class Session:
     """Checked options and loaded models, ready for computing: what :func:`open_session` returns."""
@@ -159,16 +136,16 @@ class Session:
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @property
-    def checkpoints(self) -> dict[str, Path | ForeignSource]:
+    def checkpoints(self) -> dict[str, Any]:
         """What each label's numbers came from, for :class:`Result`: a checkpoint, or a spec's provenance."""
-        return {m.label: m.source or m.path for m in self.models}
+        return origins(self.models)
 
 
 def open_session(options: EvalOptions) -> Session:
     """Check the shared options and load every model (in eval mode, on the device); nothing is computed.
 
-    Model specs are paired with ``--weights`` in order and checked (:func:`load_foreign`) before any data
-    is read; every option is checked before any user code runs.
+    Model specs are paired with ``--weights`` in order and checked (:func:`hahrobust.evaluate.open_models`) before
+    any data is read; every option is checked before any user code runs.
     """
     started = datetime.now(timezone.utc)
     out = options.out
@@ -180,100 +157,14 @@ def open_session(options: EvalOptions) -> Session:
         raise HahrobustError(f"--batch-size must be at least 1, got {options.batch_size}")
     if options.n is not None and options.n < 1:
         raise HahrobustError(f"--images must be at least 1, got {options.n}")
-    if not options.checkpoints:
-        raise HahrobustError("no checkpoint given")
-    if options.labels and len(options.labels) != len(options.checkpoints):
-        raise HahrobustError(
-            f"got {len(options.labels)} --label value(s) for {len(options.checkpoints)} checkpoint(s); "
-            "give one per checkpoint"
-        )
-    specs = [parse_model_spec(str(entry)) for entry in options.checkpoints]
-    weights = _weights_per_spec(specs, options.weights)
-    normalizations = _normalization_per_spec(specs, options.normalize)
-    loaded: list[tuple[Path, nn.Module, dict[str, Any], ForeignSource | None]] = []
-    for entry, spec in zip(options.checkpoints, specs):
-        if spec is None:
-            loaded.append((Path(entry), *load_checkpoint(entry, device), None))
-            continue
-        model, source = load_foreign(spec, weights.pop(0), device, normalize=normalizations.pop(0))
-        # A spec is named by its weights file (the factory is often a generic build()).
-        loaded.append((source.weights, model, {"model": {"name": source.weights.stem}, "foreign": source.provenance()}, source))
-    labels = model_labels([path for path, *_ in loaded], [meta for _, _, meta, _ in loaded], options.labels)
-    models = [LoadedModel(label, *entry) for label, entry in zip(labels, loaded)]
+    models = open_models(options.checkpoints, labels=options.labels, weights=options.weights,
+                         normalize=options.normalize, device=device)
     return Session(options, device, models, out_dir, started)
 
 
-def _weights_per_spec(specs: list[ModelSpec | None], weights: list[Path] | None) -> list[Path]:
-    count, given = sum(spec is not None for spec in specs), list(weights or [])
-    if len(given) != count:
-        raise HahrobustError(
-            f"got {len(given)} --weights for {count} model spec(s); give one weights file per spec, in order"
-            + ("" if count else " (--weights goes with py:MODULE:FACTORY or FILE.py:FACTORY, not checkpoints)")
-        )
-    return given
-
-
-def _normalization_per_spec(specs: list[ModelSpec | None], values: list[str] | None) -> list[Normalization | None]:
-    count, given = sum(spec is not None for spec in specs), list(values or [])
-    if given and not count:
-        raise HahrobustError("--normalize applies to model specs; hahrobust checkpoints normalize inside the model")
-    if len(given) not in (0, 1, count):
-        raise HahrobustError(f"got {len(given)} --normalize values for {count} model specs; give one, or one per spec")
-    parsed = [parse_normalization(value) for value in given]
-    return parsed * count if len(parsed) == 1 else (parsed or [None] * count)
-
-
-def model_labels(paths: list[Path], metadata: list[dict[str, Any]], labels: list[str] | None = None) -> list[str]:
-    """``labels`` if given (one per checkpoint, distinct), else each checkpoint's model name from its metadata.
-
-    Checkpoints that share a model name (two seeds of hah-vgg16, say) are labelled by file name instead.
-    """
-    if labels:
-        if len(labels) != len(paths):
-            raise HahrobustError(
-                f"got {len(labels)} --label value(s) for {len(paths)} checkpoint(s); give one per checkpoint"
-            )
-        _check_distinct(list(labels), "--label values")
-        return list(labels)
-    names = [str(meta.get("model", {}).get("name", path.stem)) for path, meta in zip(paths, metadata)]
-    shown = [path.stem if names.count(name) > 1 else name for path, name in zip(paths, names)]
-    _check_distinct(shown, "model labels (pass --label to name each checkpoint)")
-    return shown
-
-
 def session_layers(session: Session, selector: str | None, foreign_default: str | None = None) -> dict[str, list[str] | None]:
-    """Per model label, the layers to measure: None for a hahrobust checkpoint (its own block view), the
-    layers ``--layers`` picks in a model spec's model (:func:`select_layers`; ``foreign_default`` when
-    ``--layers`` is not given, else an error asking for it). ``--layers`` without any spec is an error."""
-    if selector is not None and not any(m.is_foreign for m in session.models):
-        raise HahrobustError("--layers picks layers of model specs; hahrobust checkpoints are measured per block")
-    layers: dict[str, list[str] | None] = {}
-    for m in session.models:
-        chosen = selector or foreign_default
-        if not m.is_foreign:
-            layers[m.label] = None
-            continue
-        if chosen is None:
-            raise HahrobustError(
-                f"{m.label} is not a hahrobust model: name the layers to measure with --layers "
-                "(module types such as ReLU or its threshold class, or name globs)"
-            )
-        try:
-            layers[m.label] = select_layers(m.model, chosen)
-        except HahrobustError as exc:
-            raise HahrobustError(f"--layers {chosen!r} in {m.label}: {exc}") from None
-    return layers
-
-
-def with_layers_note(layout: Layout, layers: dict[str, list[str] | None], selector: str | None, what: str) -> Layout:
-    """``layout`` plus a note naming the models measured at ``--layers`` layers (``what``: which tensor of
-    each layer), or ``layout`` itself when every model was measured per block."""
-    picked = [label for label, names in layers.items() if names is not None]
-    if not picked:
-        return layout
-    note = (f"{', '.join(picked)}: {what} of each layer --layers {selector} picks, in forward order; "
-            "block_name in the CSV names each.")
-    return dataclasses.replace(layout, notes=(*layout.notes, note))
+    """:func:`hahrobust.evaluate.opening.layers_for` of the session's models."""
+    return layers_for(session.models, selector, foreign_default)
 
 
 def parse_bpda(values: list[str] | None) -> dict[str, SurrogateKind]:
@@ -290,25 +181,8 @@ def parse_bpda(values: list[str] | None) -> dict[str, SurrogateKind]:
 
 
 def bpda_types(session: Session, names: dict[str, SurrogateKind]) -> dict[str, dict[type[nn.Module], SurrogateKind]]:
-    """Per model label, the module types of that model that ``--bpda`` names (each model its own mapping:
-    nothing is registered globally). A name that no model has is an error (a typo would attack plainly)."""
-    per_model: dict[str, dict[type[nn.Module], SurrogateKind]] = {}
-    for m in session.models:
-        try:
-            per_model[m.label] = surrogate_types(m.model, names)
-        except ValueError as exc:
-            raise HahrobustError(f"--bpda for {m.label}: {exc}") from None
-    found = {name for types in per_model.values() for cls in types for name in (cls.__name__, f"{cls.__module__}.{cls.__qualname__}")}
-    missing = [name for name in names if name not in found]
-    if missing:
-        raise HahrobustError(f"--bpda {missing[0]}: no model has a module of that type")
-    return per_model
-
-
-def _check_distinct(labels: list[str], what: str) -> None:
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
-    if repeated:
-        raise HahrobustError(f"{what} must be distinct; repeated: {', '.join(repeated)}")
+    """:func:`hahrobust.evaluate.opening.bpda_types_for` of the session's models."""
+    return bpda_types_for(session.models, names)
 
 
 def load_test_set(options: EvalOptions, progress: Progress | None = None) -> ImageSet:
@@ -321,33 +195,31 @@ def load_test_set(options: EvalOptions, progress: Progress | None = None) -> Ima
     return balanced_subset(test, options.n, options.seed)
 
 
+def takes_option(command: Callable[..., Any], option: Any) -> bool:
+    """Whether a command's signature uses the shared option declaration ``option``."""
+    return any(p.default is option for p in inspect.signature(command).parameters.values())
+
+
 def takes_subset_option(command: Callable[..., Any]) -> bool:
     """Whether a command's signature uses the shared :data:`N` option."""
-    return any(p.default is N for p in inspect.signature(command).parameters.values())
+    return takes_option(command, N)
 
 
 def per_model(session: Session, evaluate: Callable[[LoadedModel], pd.DataFrame]) -> pd.DataFrame:
-    """Run ``evaluate`` on each model in order; one frame with a leading ``model`` column (its label)."""
-    frames = [evaluate(m).assign(model=m.label) for m in session.models]
-    rows = pd.concat(frames, ignore_index=True)
-    return rows[["model", *[c for c in rows.columns if c != "model"]]]
+    """Run ``evaluate`` on each of the session's models in order; one frame with a leading ``model`` column."""
+    return models_per_model(session.models, evaluate)
 
 
 def common_settings(session: Session, test: ImageSet) -> dict[str, Any]:
     """The shared settings that change numbers (for Result.settings); the device is recorded for provenance."""
     options = session.options
-    return {
-        "data": test.source,
-        "n": len(test),
-        "subset": options.n is not None,
-        "seed": options.seed,
-        "batch_size": options.batch_size,
-        "device": str(session.device),
-    }
+    return library_settings(test, seed=options.seed, batch_size=options.batch_size, device=session.device)
 
 
 def finish(result: Result, session: Session) -> list[Path]:
-    """Show the result on the terminal and, with ``--out``, write its files; returns the paths written."""
+    """Show the result on the terminal and, with ``--out``, write its files; returns the paths written. The
+    result's start time becomes the command's."""
+    result = dataclasses.replace(result, started=session.started)
     show(result, console)
     if session.out_dir is None or not distributed.current().is_main:  # under torchrun rank 0 writes
         return []

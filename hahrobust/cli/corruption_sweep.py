@@ -8,17 +8,16 @@ from typing import Optional
 
 import typer
 
-from hahrobust.cifar10c import GENERATOR_VERSION, GeneratedCorruptions, OfficialCorruptions
+from hahrobust.cifar10c import OfficialCorruptions
 from hahrobust.cli._common import handle_errors, make_progress
 from hahrobust.cli._eval import (
-    BATCH_SIZE, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, N, common_settings, finish,
-    load_test_set, open_session,
+    BATCH_SIZE, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, N, finish, load_test_set,
+    open_session,
 )
 from hahrobust.corruptions import FAMILIES, parse_corruptions, parse_severities
-from hahrobust.results import Result
-from hahrobust.studies.corruption import check_reference, corruption_accuracy, layout, summarize
+from hahrobust.evaluate.corruption import NAME, corruption_sweep
+from hahrobust.studies.corruption import check_reference
 
-NAME = "corruption-sweep"
 HELP = (
     "Accuracy under the 15 common corruptions of CIFAR-10-C (and the 4 extra ones) at severities 1–5, with "
     "CE and relative CE against a --reference model. Corruptions are generated per image from --seed with the "
@@ -65,22 +64,10 @@ def command(
     official = OfficialCorruptions(corruptions_dir, names, n, seed) if corruptions_dir is not None else None
     with make_progress() as progress:
         test = load_test_set(options, progress)
-        source = official or GeneratedCorruptions(test, seed)
-        raw = corruption_accuracy(
-            {m.label: m.model for m in session.models}, test, source, names, levels,
-            batch_size=batch_size, device=session.device, progress=progress,
-        )
-    rows, notes = summarize(raw, reference)
-    settings = {
-        **common_settings(session, test),
-        "corruptions": list(names),
-        "severities": list(levels),
-        "reference": reference,
-        "corruption_source": source.description,
-        "generator_version": None if official else GENERATOR_VERSION,
-    }
-    if official is not None:
-        settings["corrupted_images"] = len(official.index)
-    shown = layout(names, levels, reference, str(corruptions_dir) if corruptions_dir else None)
-    finish(Result(NAME, rows, settings, session.checkpoints, shown, notes=notes, started=session.started), session)
+        result = corruption_sweep(session.models, test, corruptions=names, severities=levels, reference=reference,
+                                  source=official, seed=seed, batch_size=batch_size, device=session.device,
+                                  progress=progress)
+    finish(result, session)
 
+
+__all__ = ["HELP", "NAME", "command"]

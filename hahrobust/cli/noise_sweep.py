@@ -1,4 +1,5 @@
-"""hahrobust noise-sweep: accuracy under additive Gaussian (or uniform) input noise over a list of σ (Fig. 4)."""
+"""hahrobust noise-sweep: accuracy under additive Gaussian (or uniform) input noise over a list of σ (Fig. 4)
+(library: hahrobust.evaluate.noise_sweep)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,9 @@ from hahrobust.cli._eval import (
     WEIGHTS,
     EvalOptions,
     N,
-    common_settings,
     finish,
     load_test_set,
     open_session,
-    per_model,
 )
 from hahrobust.cli.train import parse_floats
 from hahrobust.metrics.noise import (
@@ -33,32 +32,10 @@ from hahrobust.metrics.noise import (
     check_noise,
     check_repeats,
     check_sigmas,
-    noise_accuracy,
 )
-from hahrobust.results import Figure, Layout, Result
+from hahrobust.evaluate.noise import NAME, noise_sweep
 
-NAME = "noise-sweep"
 HELP = "Accuracy under additive Gaussian (or uniform) input noise for a list of σ (Fig. 4)."
-
-LAYOUT = Layout(
-    title="Accuracy under additive input noise (Fig. 4)",
-    index=("sigma",),
-    columns=("model",),
-    values=("accuracy",),
-    formats={"accuracy": "{:.2%}", "sigma": "{:g}"},
-    errors={"accuracy": "accuracy_std"},
-    labels={"sigma": "σ", "accuracy": "accuracy"},
-    notes=(
-        "Noise of standard deviation σ added to the [0, 1] image and clipped to [0, 1]; uniform noise is "
-        "U(−√3σ, √3σ). Drawn per image and repeat from a generator seeded by (seed, repeat, image index); "
-        "one draw per repeat serves every σ. ± is the standard deviation over repeats; σ = 0 is the clean accuracy.",
-    ),
-    figure=Figure(
-        kind="line", x="sigma", y=("accuracy",), err={"accuracy": "accuracy_std"}, percent=("accuracy",),
-        xlabel="noise standard deviation σ", ylabels={"accuracy": "accuracy"}, ylim=(0.0, 1.0),
-    ),
-)
-
 
 @handle_errors
 def command(
@@ -86,12 +63,9 @@ def command(
     session = open_session(options)
     with make_progress() as progress:
         test = load_test_set(options, progress)
-        rows = per_model(
-            session,
-            lambda m: noise_accuracy(
-                m.model, test, levels, noise=kind, repeats=repeats, seed=seed, batch_size=batch_size,
-                device=session.device, progress=progress, description=f"{kind} noise {m.label}",
-            ),
-        )
-    settings = {**common_settings(session, test), "sigmas": list(levels), "noise": kind, "repeats": repeats}
-    finish(Result(NAME, rows, settings, session.checkpoints, LAYOUT, started=session.started), session)
+        result = noise_sweep(session.models, test, sigmas=levels, noise=kind, repeats=repeats, seed=seed,
+                             batch_size=batch_size, device=session.device, progress=progress)
+    finish(result, session)
+
+
+__all__ = ["HELP", "NAME", "command"]

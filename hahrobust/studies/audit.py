@@ -13,7 +13,7 @@ PGD·BPDA               adaptive     the same through every threshold's smooth s
 PGD·BPDA·margin        adaptive     BPDA with the C&W logit-margin loss (one restart, see below)
 APGD·BPDA              adaptive     AutoAttack's APGD-CE + APGD-T through the surrogate
 PGD·EOT                adaptive     gradients averaged over jittered copies (with BPDA where it applies)
-transfer               transfer     PGD on a surrogate checkpoint, verified on the model (``surrogate``)
+transfer               transfer     PGD on the transfer source, verified on the model (``transfer_source``)
 more effort            adaptive     survivors only: PGD·BPDA (plain PGD without a threshold), 4× steps, 2× restarts
 Square                 black-box    survivors only: Square Attack (logits only, no gradient), one batched call
 =====================  ===========  ==================================================================
@@ -58,7 +58,10 @@ from hahrobust.attacks.gradients import GradientPath
 from hahrobust.attacks.norms import SYMBOLS, check_eps, check_norm
 from hahrobust.attacks.pgd import PGDConfig, pgd
 from hahrobust.attacks.square import SquareConfig
-from hahrobust.attacks.run import ATTACK_NORMS, AttackOutcome, run_attack_images
+from hahrobust.attacks.autoattack import AutoAttackConfig
+from hahrobust.attacks.outcome import AttackOutcome
+from hahrobust.attacks.registry import ATTACK_NORMS, REGISTRY, get
+from hahrobust.attacks.run import run_attack_images
 from hahrobust.attacks.verify import verify
 from hahrobust.data import ImageSet, balanced_indices, balanced_subset, batches
 from hahrobust.errors import HahrobustError
@@ -79,7 +82,7 @@ class Member:
     gradient: str = "plain"  # plain | bpda | eot | bpda+eot ("bpda" parts are dropped when there is no threshold)
     loss: str | None = None
     aa_version: str = "standard"
-    transfer: bool = False  # runs on the audit's surrogate checkpoint
+    transfer: bool = False  # runs on the audit's transfer source
     subset: int | None = None  # attack only a class-balanced subset of this many images (slow attacks)
     survivors: bool = False  # attack only the images no earlier member broke (runs after the others)
     effort: bool = False  # PGD with AuditConfig.effort_steps × the steps and effort_restarts × the restarts
@@ -133,6 +136,16 @@ DEFAULT_ENSEMBLE: tuple[Member, ...] = (
 WORST = "worst case"
 
 
+def default_ensemble() -> tuple[Member, ...]:
+    """:data:`DEFAULT_ENSEMBLE` and, after it, every registered attack whose registry entry names an audit role
+    (:class:`hahrobust.attacks.registry.AuditRole`): a new attack joins the audit from its registration line."""
+    extra = tuple(
+        Member(spec.audit.display, spec.audit.kind, spec.name, survivors=spec.audit.survivors)  # type: ignore[arg-type]
+        for spec in REGISTRY.values() if spec.audit is not None
+    )
+    return DEFAULT_ENSEMBLE + extra
+
+
 @dataclass(frozen=True)
 class Indicator:
     key: str
@@ -176,14 +189,15 @@ def check_audit_norm(norm: str) -> str:
 
 
 def members_for(
-    model: nn.Module, ensemble: Sequence[Member], surrogate: nn.Module | None, bpda_types: SurrogateTypes | None = None
+    model: nn.Module, ensemble: Sequence[Member], transfer_source: nn.Module | None,
+    bpda_types: SurrogateTypes | None = None,
 ) -> list[Member]:
     """The ensemble as it applies to ``model``: BPDA parts dropped (or the member skipped) without a threshold,
-    transfer skipped without a surrogate, attacks the runner does not know left out."""
+    transfer skipped without a transfer source, attacks the registry does not know left out."""
     thresholded = bool(surrogate_layers(model, bpda_types))
     chosen = []
     for member in ensemble:
-        if member.transfer and surrogate is None:
+        if member.transfer and transfer_source is None:
             continue
         if member.attack not in ATTACK_NORMS:
             continue
@@ -202,9 +216,9 @@ def audit_model(
     *,
     norm: str,
     eps: Sequence[float],
-    surrogate: nn.Module | None = None,
+    transfer_source: nn.Module | None = None,
     bpda_types: SurrogateTypes | None = None,
-    ensemble: Sequence[Member] = DEFAULT_ENSEMBLE,
+    ensemble: Sequence[Member] | None = None,
     config: AuditConfig = AuditConfig(),
     seed: int = 0,
     batch_size: int = 100,
@@ -219,7 +233,8 @@ def audit_model(
     audit resumes per member and batch."""
     norm = check_audit_norm(norm)
     eps = check_eps(eps, norm)
-    members = [m for m in members_for(model, ensemble, surrogate, bpda_types) if norm in ATTACK_NORMS[m.attack]]
+    ensemble = default_ensemble() if ensemble is None else ensemble
+    members = [m for m in members_for(model, ensemble, transfer_source, bpda_types) if norm in ATTACK_NORMS[m.attack]]
     outcomes: dict[str, AttackOutcome] = {}
     positions: dict[str, np.ndarray] = {}  # where each member's images sit in ``data``
     robust = np.ones((len(eps), len(data)), dtype=bool)
@@ -235,25 +250,17 @@ def audit_model(
             subset = balanced_subset(data, min(member.subset, len(data)), seed)
         else:
             positions[member.name], subset = np.arange(len(data)), data
-        pgd_config = config.eot if "eot" in member.gradient else config.pgd
-        if member.restarts is not None:
-            pgd_config = replace(pgd_config, restarts=member.restarts)
-        if member.effort:
-            pgd_config = replace(pgd_config, steps=pgd_config.steps * config.effort_steps,
-                                 restarts=pgd_config.restarts * config.effort_restarts)
-        if member.loss is not None:
-            pgd_config = replace(pgd_config, loss=member.loss)  # type: ignore[arg-type]
         path = GradientPath(member.gradient, temperature=config.temperature,  # type: ignore[arg-type]
                             eot_samples=config.eot_samples, eot_sigma=config.eot_sigma)
         journal = member_journal(journal_dir, journal_stem, norm, member.name) if journal_dir else None
         # A batched Square's examples depend on which images share its call: it gets them all in one (AuditConfig.square).
         one_call = member.attack == "square" and not config.square.per_image
         outcome = run_attack_images(
-            model, subset, attack=member.attack, norm=norm, eps=eps, seed=seed,
+            model, subset, attack=member.attack, norm=norm, eps=eps, seed=seed, config=member_config(member, config),
             batch_size=max(1, len(subset)) if one_call else batch_size,
-            device=device, progress=progress, journal_path=journal, resume=resume, aa_version=member.aa_version,
-            pgd_config=pgd_config, square_config=config.square, gradient=path,
-            bpda_types=None if member.transfer else bpda_types, surrogate=surrogate if member.transfer else None,
+            device=device, progress=progress, journal_path=journal, resume=resume, gradient=path,
+            bpda_types=None if member.transfer else bpda_types,
+            transfer_source=transfer_source if member.transfer else None,
             description=f"{journal_stem} {member.name} {SYMBOLS[norm]}",
         )
         outcomes[member.name] = outcome
@@ -294,10 +301,30 @@ def audit_model(
                 if m.kind in ("standard", "white-box") and m.subset is None and not m.survivors)
     diagnostics = _diagnose(
         model, data, norm=norm, eps=eps[0], members=members, outcomes=outcomes, correct=correct,
-        surrogate=surrogate, config=config, seed=seed, batch_size=batch_size, device=device, progress=progress,
+        transfer_source=transfer_source, config=config, seed=seed, batch_size=batch_size, device=device, progress=progress,
         broken_by=broken_by,
     )
     return attacks, diagnostics, (plain, float(robust[0].mean()))
+
+
+def member_config(member: Member, config: AuditConfig) -> object:
+    """The attack config a member runs with: PGD's from the audit's (EOT's for EOT members, its restarts, more
+    effort's multipliers, its loss), AutoAttack's version, Square's budget; a registered extra attack's defaults."""
+    if member.attack == "pgd":
+        pgd_config = config.eot if "eot" in member.gradient else config.pgd
+        if member.restarts is not None:
+            pgd_config = replace(pgd_config, restarts=member.restarts)
+        if member.effort:
+            pgd_config = replace(pgd_config, steps=pgd_config.steps * config.effort_steps,
+                                 restarts=pgd_config.restarts * config.effort_restarts)
+        if member.loss is not None:
+            pgd_config = replace(pgd_config, loss=member.loss)  # type: ignore[arg-type]
+        return pgd_config
+    if member.attack == "autoattack":
+        return AutoAttackConfig(member.aa_version)
+    if member.attack == "square":
+        return config.square
+    return get(member.attack).default_config()
 
 
 def verdict(label: str, results: dict[str, tuple[float, float]], diagnostics: pd.DataFrame,
@@ -319,7 +346,7 @@ def verdict(label: str, results: dict[str, tuple[float, float]], diagnostics: pd
 
 def _diagnose(
     model: nn.Module, data: ImageSet, *, norm: str, eps: float, members: list[Member],
-    outcomes: dict[str, AttackOutcome], correct: np.ndarray, surrogate: nn.Module | None,
+    outcomes: dict[str, AttackOutcome], correct: np.ndarray, transfer_source: nn.Module | None,
     config: AuditConfig, seed: int, batch_size: int, device: torch.device | str, progress: Progress | None,
     broken_by: dict[str, np.ndarray],
 ) -> pd.DataFrame:
@@ -343,7 +370,7 @@ def _diagnose(
     values["unstable_predictions"] = (share, share > 0.01, f"{share:.1%} of {int(correct.sum())}")
 
     transfer = next((m for m in members if m.transfer), None)
-    if transfer is not None and surrogate is not None:
+    if transfer is not None and transfer_source is not None:
         outcome = outcomes[transfer.name]
         fooled_source = outcome.source_fooled[0] if outcome.source_fooled is not None else np.zeros(0, dtype=bool)
         kept = fooled_source & ~outcome.robust[0]
@@ -451,7 +478,7 @@ def _unbounded_success(model: nn.Module, data: ImageSet, norm: str, config: Audi
     """Plain PGD at an ε that allows any image (Carlini et al.): the share of correct images it fools."""
     outcome = run_attack_images(
         model, data, attack="pgd", norm=norm, eps=[config.unbounded_eps[norm]], seed=seed, batch_size=batch_size,
-        device=device, pgd_config=replace(config.pgd, restarts=1), progress=progress,
+        device=device, config=replace(config.pgd, restarts=1), progress=progress,
         description=f"unbounded ε {SYMBOLS[norm]}",
     )
     correct = outcome.correct

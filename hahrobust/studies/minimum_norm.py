@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hahrobust.attacks.run import MINIMUM_NORM, AttackOutcome, robust_at, summary_rows
+from hahrobust.attacks.outcome import AttackOutcome, robust_at, summary_rows
+from hahrobust.attacks.registry import minimum_norm_names
 from hahrobust.errors import HahrobustError
 
 
@@ -36,7 +37,7 @@ def best_distances(outcomes: Mapping[str, AttackOutcome]) -> tuple[np.ndarray, n
     first = outcomes[names[0]]
     for name, outcome in outcomes.items():
         if outcome.distance is None:
-            raise HahrobustError(f"{name} is not a minimum-norm attack ({', '.join(MINIMUM_NORM)} are)")
+            raise HahrobustError(f"{name} is not a minimum-norm attack ({', '.join(minimum_norm_names())} are)")
         if not np.array_equal(outcome.index, first.index) or not np.array_equal(outcome.correct, first.correct):
             raise HahrobustError(f"{name} attacked other images than {names[0]}: distances cannot be combined")
     stacked = np.stack([outcomes[n].distance for n in names])  # type: ignore[misc]

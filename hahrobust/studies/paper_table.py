@@ -58,15 +58,14 @@ AdaptiveRunner = Callable[[str, float], float]
 
 def check_paper_attack(attack: str, aa_version: str = "standard") -> None:
     """Fail fast (before any training or evaluation) on an attack that cannot fill the adversarial columns."""
-    from hahrobust.attacks import check_attack
-    from hahrobust.attacks.autoattack import check_aa_version, load_autoattack
+    from hahrobust.attacks.registry import check_attack, get
 
     for condition in PAPER_CONDITIONS:
         if condition.norm is not None:
             check_attack(attack, condition.norm)
-    if attack == "autoattack":
-        check_aa_version(aa_version)
-        load_autoattack()
+    spec = get(attack)
+    if spec.prepare is not None:
+        spec.prepare(spec.configure(aa_version=aa_version))
 
 
 def paper_table(
@@ -92,10 +91,11 @@ def paper_table(
     ``adaptive``, each adversarial column is followed by its worst case (:data:`ADAPTIVE_CONDITIONS`).
     """
     from hahrobust.attacks import run_attack  # imported here: AutoAttack is only needed for these columns
+    from hahrobust.attacks.registry import get
 
     def default_run(norm: str, eps: float) -> pd.DataFrame:
         return run_attack(model, data, attack=attack, norm=norm, eps=[eps], batch_size=batch_size, seed=seed,
-                          device=device, aa_version=aa_version, progress=progress)
+                          device=device, config=get(attack).configure(aa_version=aa_version), progress=progress)
 
     rows = []
     for condition in PAPER_CONDITIONS:
@@ -120,7 +120,7 @@ def audited_columns(
     data: ImageSet,
     *,
     attack: str = "autoattack",
-    surrogate: nn.Module | None = None,
+    transfer_source: nn.Module | None = None,
     seed: int = 0,
     batch_size: int = 100,
     device: torch.device | str = "cpu",
@@ -132,7 +132,7 @@ def audited_columns(
     """``(run, adaptive)`` for :func:`paper_table` from one audit per norm (:func:`hahrobust.studies.audit.audit_model`,
     run on first use): the audit's member for ``attack`` (AutoAttack standard, or PGD) fills the adversarial
     column, its per-image worst case the adaptive column beside it. With ``attack="pgd"`` the ensemble leaves
-    AutoAttack out (the cheap Table 2 setting); ``surrogate`` adds the transfer member."""
+    AutoAttack out (the cheap Table 2 setting); ``transfer_source`` adds the transfer member."""
     from hahrobust.studies.audit import DEFAULT_ENSEMBLE, WORST, audit_model
 
     member = {"autoattack": "AutoAttack", "pgd": "PGD"}.get(attack)
@@ -144,7 +144,7 @@ def audited_columns(
     def audited(norm: str, eps: float) -> pd.DataFrame:
         if (norm, eps) not in audits:
             audits[(norm, eps)], _, _ = audit_model(
-                model, data, norm=norm, eps=[eps], surrogate=surrogate, ensemble=ensemble, seed=seed,
+                model, data, norm=norm, eps=[eps], transfer_source=transfer_source, ensemble=ensemble, seed=seed,
                 batch_size=batch_size, device=device, progress=progress, journal_dir=journal_dir,
                 journal_stem=journal_stem, resume=resume,
             )
