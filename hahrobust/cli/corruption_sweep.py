@@ -8,13 +8,13 @@ from typing import Optional
 
 import typer
 
-from hahrobust.cifar10c import GENERATOR_VERSION, GeneratedCorruptions, OfficialCorruptions
 from hahrobust.cli._common import handle_errors, make_progress
 from hahrobust.cli._eval import (
     BATCH_SIZE, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, N, common_settings, finish,
     load_test_set, open_session,
 )
-from hahrobust.corruptions import FAMILIES, parse_corruptions, parse_severities
+from hahrobust.data.cifar10c import GENERATOR_VERSION, GeneratedCorruptions, OfficialCorruptions
+from hahrobust.data.corruptions import FAMILIES, parse_corruptions, parse_severities
 from hahrobust.results import Result
 from hahrobust.studies.corruption import check_reference, corruption_accuracy, layout, summarize
 

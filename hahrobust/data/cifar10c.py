@@ -1,10 +1,10 @@
 """CIFAR-10-C test sets for the corruption sweep, one (corruption, severity) at a time, from either source:
 
-- :class:`GeneratedCorruptions`: the evaluated test set corrupted by :mod:`hahrobust.corruptions`, image ``i``
-  (its position in that set) from the seed of (seed, corruption, severity, i). Each generated set is cached as
-  safetensors beside the decoded CIFAR-10 (:func:`hahrobust.data.cache_root`), keyed by the clean images'
-  content, the seed, the corruption, the severity and the versions of the generator and the libraries it calls,
-  so a second run with the same seed reads it back at once. Under torchrun each rank corrupts every
+- :class:`GeneratedCorruptions`: the evaluated test set corrupted by :mod:`hahrobust.data.corruptions`, image
+  ``i`` (its position in that set) from the seed of (seed, corruption, severity, i). Each generated set is cached
+  as safetensors beside the decoded CIFAR-10 (:func:`hahrobust.data.cifar10.cache_root`), keyed by the clean
+  images' content, the seed, the corruption, the severity and the versions of the generator and the libraries it
+  calls, so a second run with the same seed reads it back at once. Under torchrun each rank corrupts every
   ``world_size``-th chunk of images and the chunks are gathered, so every rank holds the same set.
 - :class:`OfficialCorruptions`: Hendrycks' released files, ``<corruption>.npy`` (uint8 [5·M, 32, 32, 3]: the M
   test images at severity 1, then at 2, …, 5) and ``labels.npy`` ([5·M]: the M labels five times), as
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from hahrobust import distributed
-from hahrobust.corruptions import SEVERITIES, corrupt_images
-from hahrobust.data import CIFAR10_CLASSES, ImageSet, balanced_indices, cache_root, read_cache, write_cache
+from hahrobust.data.batching import balanced_indices
+from hahrobust.data.cifar10 import CIFAR10_CLASSES, ImageSet, cache_root, read_cache, write_cache
+from hahrobust.data.corruptions import SEVERITIES, corrupt_images
 from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 
