@@ -1,4 +1,5 @@
-"""hahrobust.corruptions (the CIFAR-10-C generator) and hahrobust.cifar10c (generated and official sets), in seconds.
+"""hahrobust.data.corruptions (the CIFAR-10-C generator) and hahrobust.data.cifar10c (generated and official
+sets), in seconds.
 
 The port was also checked once against Hendrycks' make_cifar_c.py itself (see the module docstring and the
 README): deterministic corruptions bit-identical, random ones with the same mean distortion per severity.
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from hahrobust.cifar10c import GeneratedCorruptions, OfficialCorruptions
-from hahrobust.corruptions import (
+from hahrobust.data import ImageSet, balanced_indices
+from hahrobust.data.cifar10c import GeneratedCorruptions, OfficialCorruptions
+from hahrobust.data.corruptions import (
     BENCHMARK,
     CORRUPTION_NAMES,
     FAMILIES,
@@ -25,7 +27,6 @@ from hahrobust.corruptions import (
     parse_corruptions,
     parse_severities,
 )
-from hahrobust.data import ImageSet, balanced_indices
 from hahrobust.errors import HahrobustError
 
 
@@ -123,7 +124,7 @@ def test_generated_sets_are_cached(photos: np.ndarray, tmp_path: Path, monkeypat
     def no_generation(*args: object, **kwargs: object) -> None:
         raise AssertionError("generated again instead of reading the cache")
 
-    monkeypatch.setattr("hahrobust.cifar10c.corrupt_images", no_generation)
+    monkeypatch.setattr("hahrobust.data.cifar10c.corrupt_images", no_generation)
     again = GeneratedCorruptions(clean, seed=3, cache_dir=tmp_path)("frost", 2)
     assert torch.equal(again.images, first.images) and torch.equal(again.labels, clean.labels)
     with pytest.raises(AssertionError, match="generated again"):  # another seed is another set

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from hahrobust import data
+from hahrobust.data import cifar10
 from hahrobust.data import (
     CIFAR10_CLASSES,
     ImageSet,
@@ -129,7 +129,7 @@ def forbid_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args):
         raise AssertionError("decoded although a valid cache exists")
 
-    monkeypatch.setattr(data, "_decode", fail)
+    monkeypatch.setattr(cifar10, "_decode", fail)
 
 
 @pytest.mark.parametrize("kind", ["dir", "archive"])

@@ -23,9 +23,11 @@ from hahrobust.nn.hebbian import (
     similarity, teacher_signal, winner_take_all,
 )
 from hahrobust.nn.zca import ZCAWhitening
+from hahrobust.studies.hebbian_sweep import sweep_rows
 from hahrobust.training import hebbian as hebbian_module
 from hahrobust.training import run_paths
-from hahrobust.training.hebbian import HebbianTrainConfig, plan, split_validation, sweep_rows, train_hebbnet
+from hahrobust.training.hebbian import split_validation, train_hebbnet
+from hahrobust.training.hebbian_config import HebbianTrainConfig, plan
 
 runner = CliRunner()
 T = torch.tensor

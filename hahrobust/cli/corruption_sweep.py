@@ -8,13 +8,13 @@ from typing import Optional
 
 import typer
 
-from hahrobust.cifar10c import OfficialCorruptions
 from hahrobust.cli._common import handle_errors, make_progress
 from hahrobust.cli._eval import (
     BATCH_SIZE, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, N, finish, load_test_set,
     open_session,
 )
-from hahrobust.corruptions import FAMILIES, parse_corruptions, parse_severities
+from hahrobust.data.cifar10c import OfficialCorruptions
+from hahrobust.data.corruptions import FAMILIES, parse_corruptions, parse_severities
 from hahrobust.evaluate.corruption import NAME, corruption_sweep
 from hahrobust.studies.corruption import check_reference
 

@@ -9,12 +9,13 @@ import typer
 from rich.table import Table
 
 from hahrobust import distributed
-from hahrobust.cli import hebbian_sweep
 from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
 from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
 from hahrobust.models import model_names, resolve_config
 from hahrobust.training import Runtime, TrainConfig, preset, run_paths, train
+from hahrobust.training.hebbian import train_hebbnet
+from hahrobust.training.hebbian_config import default_zca, hebbnet_settings, resolve_layers
 
 NAME = "train"
 HELP = "Train a model (presets: paper, authors, small, medium) and write a safetensors checkpoint."
@@ -86,7 +87,7 @@ def command(
     if resolve_config(model)[0] == "hebbnet":  # Amato et al. 2019: its own trainer (hahrobust/training/hebbian.py)
         if amp != "off" or channels_last or compile_model or sync_bn:
             raise HahrobustError("--amp, --channels-last, --compile and --sync-bn apply to the VGG family, not hebb-net")
-        return hebbian_sweep.train_command(
+        return _train_hebbnet(
             out, preset_name, model_flags, {**train_flags, **hebbian_train}, **hebbian, data=data,
             download=download, device=device, resume=resume, overwrite=overwrite,
         )
@@ -116,6 +117,52 @@ def command(
     table.add_row(
         str(config.epochs), f"{100 * metrics['train_acc']:.2f}%", f"{100 * metrics['test_acc']:.2f}%",
         str(metrics["test_n"]), str(run_paths(out)[1]),
+    )
+    console.print(table)
+
+
+def _train_hebbnet(
+    out: Path,
+    preset_name: str,
+    model_flags: dict[str, Any],
+    train_flags: dict[str, Any],
+    *,
+    layers: str | None,
+    rule: str | None,
+    hebbian_layers: str | None,
+    zca: bool | None,
+    base: Path | None,
+    data: str | None,
+    download: bool,
+    device: str,
+    resume: bool,
+    overwrite: bool,
+) -> None:
+    """``hahrobust train --model hebb-net …``: parse, train, print a one-row summary."""
+    distributed.require_single_process("hebb-net training")
+    layer_string = resolve_layers(layers, rule, hebbian_layers)
+    overrides, config = hebbnet_settings(preset_name, model_flags, train_flags)
+    overrides = {**overrides, "layers": layer_string, "zca": default_zca(layer_string) if zca is None else zca}
+    torch_device = resolve_device(device)
+    if out.suffix != ".safetensors":
+        raise HahrobustError(f"{out}: the checkpoint must end in .safetensors")
+    path = data_path(data)
+    with make_progress() as progress:
+        train_images = load_split(path, "train", download=download, progress=progress)
+        test_images = load_split(path, "test", download=download, progress=progress)
+        result = train_hebbnet(
+            train_images, test_images, out, model_overrides=overrides, config=config, base=base,
+            dataset={"source": train_images.source, "train_n": len(train_images), "test_n": len(test_images)},
+            device=torch_device, resume=resume, overwrite=overwrite, progress=progress,
+        )
+    metrics = result.metadata["metrics"]
+    table = Table(title=f"hebb-net {layer_string} ({preset_name} preset) → {out}")
+    for column in ("layers", "train acc", "val acc", "test acc", "test images", "log"):
+        table.add_column(column)
+    val = metrics.get("val_acc")
+    table.add_row(
+        layer_string, f"{100 * metrics['train_acc']:.2f}%", "—" if val is None else f"{100 * val:.2f}%",
+        f"{100 * metrics['test_acc']:.2f}%", str(metrics["test_n"]), str(run_paths(out)[1]),
     )
     console.print(table)
 

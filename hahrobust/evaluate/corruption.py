@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from rich.progress import Progress
 
-from hahrobust.cifar10c import GENERATOR_VERSION, GeneratedCorruptions, OfficialCorruptions
-from hahrobust.corruptions import BENCHMARK, SEVERITIES
+from hahrobust.data.cifar10c import GENERATOR_VERSION, GeneratedCorruptions, OfficialCorruptions
+from hahrobust.data.corruptions import BENCHMARK, SEVERITIES
 from hahrobust.data import ImageSet
 from hahrobust.evaluate._common import Models, as_device, common_settings, loaded, origins
 from hahrobust.results import Result

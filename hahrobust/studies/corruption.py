@@ -5,7 +5,7 @@ relative CE of each model against a reference model.
 Two steps, usable from a notebook:
 
 - :func:`corruption_accuracy`: one row per model × (clean test set, and every corruption × severity), each
-  set from a :mod:`hahrobust.cifar10c` source (generated and cached, or the official files). Correct
+  set from a :mod:`hahrobust.data.cifar10c` source (generated and cached, or the official files). Correct
   predictions are counted per batch and summed over ranks, so the table is the same for any batch size and
   process count; the corrupted images themselves depend only on (seed, corruption, severity, image index).
 - :func:`summarize`: the tidy result table (see :data:`COLUMNS`), means and CE added.
@@ -25,9 +25,9 @@ from rich.progress import Progress
 from torch import nn
 
 from hahrobust import distributed
-from hahrobust.cifar10c import CorruptionSource
-from hahrobust.corruptions import BENCHMARK, FAMILIES, SEVERITIES, family_of
 from hahrobust.data import ImageSet
+from hahrobust.data.cifar10c import CorruptionSource
+from hahrobust.data.corruptions import BENCHMARK, FAMILIES, SEVERITIES, family_of
 from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics._progress import progress_task

@@ -19,179 +19,36 @@ a class-balanced random ``val_size`` images of the training set (this loader ord
 "the last 10,000" would be two classes); the best epoch of the last training phase (SGD, or the Hebbian
 classifier when no layer is trained by SGD) is kept and scored on the test set.
 
-Layer strings must have their Hebbian/random layers in one contiguous run (``G…G [HR]…[HR] G…G``), which
-covers every row of Table 2; a gradient layer between two Hebbian ones has no defined training order.
+The settings, presets and plan of steps are in :mod:`hahrobust.training.hebbian_config`; Table 2's sweep over
+layer strings is :mod:`hahrobust.studies.hebbian_sweep`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 from safetensors.torch import load_file
 
-from hahrobust.checkpoint import checkpoint_metadata, load_checkpoint, read_metadata, save_checkpoint
+from hahrobust.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from hahrobust.data import CIFAR10_CLASSES, ImageSet, balanced_subset, batches, num_batches
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics import accuracy
 from hahrobust.models import HebbNet, HebbNetConfig, from_config, resolve_config
-from hahrobust.nn.hebbian import HebbianLearner, HebbianRule, Similarity
+from hahrobust.nn.hebbian import HebbianLearner, HebbianRule
 from hahrobust.provenance import sha256_file
-from hahrobust.results import Figure, Layout, Result
-from hahrobust.training.config import Preset
+from hahrobust.training.hebbian_config import FAMILY, MODEL_NAME, STAGE_NAMES, HebbianTrainConfig, Plan, Step, plan
 from hahrobust.training.loop import TrainResult, run_paths
-from hahrobust.training.state import TrainState, load_state, save_final, save_progress
-
-MODEL_NAME = "hebb-net"
-FAMILY = "hebbnet"
-STAGE_NAMES = ("conv1", "conv2", "conv3", "conv4", "fc5", "classifier")
-
-
-@dataclass(frozen=True)
-class HebbianTrainConfig:
-    """Hyperparameters of a hebb-net run (defaults: the paper's Sec. 5 and the authors' configs)."""
-
-    # Hebbian layers (Sec. 5.2): WTA with angular similarity, lr 0.1, 2 epochs per layer, batch 64.
-    hebbian_epochs: int = 2
-    hebbian_lr: float = 0.1
-    hebbian_batch_size: int = 64
-    similarity: Similarity = "angular"
-    reseed_every: int = 20  # batches (at most an epoch) in which a WTA kernel must win once or be reseeded; 0: never
-    # Gradient layers (Sec. 5): SGD, Nesterov, momentum 0.9, lr 1e-3 then halved each epoch in the second half.
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.06  # the paper's L2 penalty for the baseline
-    lr_decay: float = 0.5
-    decay_from: float = 0.5  # fraction of the epochs after which lr is multiplied by lr_decay every epoch
-    augment: bool = False  # random crop + flip in SGD epochs (the paper: none)
-    # Data: validation held out of the training set; optional class-balanced subsets for small runs.
-    val_size: int = 10_000
-    train_subset: int | None = None  # of the training images left after the validation split
-    test_subset: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("hebbian_epochs", "epochs"):
-            if getattr(self, name) < 0:
-                raise HahrobustError(f"{name.replace('_', ' ')} must be >= 0, got {getattr(self, name)}")
-        for name in ("hebbian_batch_size", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise HahrobustError(f"{name.replace('_', ' ')} must be a positive integer, got {getattr(self, name)}")
-        if not 0 < self.hebbian_lr <= 1:
-            raise HahrobustError(f"Hebbian learning rate must be in (0, 1], got {self.hebbian_lr}")
-        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise HahrobustError(
-                f"need lr > 0, weight decay >= 0, momentum in [0, 1); "
-                f"got {self.lr}, {self.weight_decay}, {self.momentum}"
-            )
-        if not 0 < self.lr_decay <= 1 or not 0 <= self.decay_from <= 1:
-            raise HahrobustError(
-                f"lr decay must be in (0, 1] and decay_from in [0, 1], got {self.lr_decay}, {self.decay_from}"
-            )
-        if self.val_size < 0:
-            raise HahrobustError(f"validation size must be >= 0, got {self.val_size}")
-        if self.similarity not in ("angular", "euclidean"):
-            raise HahrobustError(f"unknown similarity {self.similarity!r}; choose angular or euclidean")
-
-    def lr_at(self, epoch: int) -> float:
-        """SGD learning rate of 0-based ``epoch``: 1e-3 for epochs 0-9 of 20, then 5e-4, 2.5e-4, … (pure)."""
-        start = round(self.decay_from * self.epochs)
-        return self.lr * self.lr_decay ** max(0, epoch - start + 1)
-
-
-#: ``paper``/``authors``: Sec. 5 as published (the authors' code uses the same values).
-#: ``small``: a width-½ network on 4,000 training / 1,000 validation / 2,000 test images, 1 Hebbian and
-#: 5 SGD epochs: a whole Table-2 row in about a minute on 2 CPU cores.
-HEBBIAN_PRESETS: dict[str, Preset] = {
-    "paper": Preset("Sec. 5: 40,000 train / 10,000 validation, 2 Hebbian + 20 SGD epochs, batch 64"),
-    "authors": Preset("the authors' configs (same values as the paper's text)"),
-    "small": Preset(
-        "width-½ network, 4,000 train / 1,000 validation / 2,000 test images, 1 Hebbian + 5 SGD epochs",
-        model={"width": 0.5},
-        train={"train_subset": 4000, "val_size": 1000, "test_subset": 2000, "epochs": 5, "hebbian_epochs": 1},
-    ),
-}
-
-
-def hebbian_preset(name: str) -> Preset:
-    if name not in HEBBIAN_PRESETS:
-        raise HahrobustError(f"unknown hebb-net preset {name!r}; choose one of: {', '.join(HEBBIAN_PRESETS)}")
-    return HEBBIAN_PRESETS[name]
-
-
-def default_zca(layers: str) -> bool:
-    """The paper whitens inputs whenever the lower layers are Hebbian: here, when conv1 is."""
-    return layers[:1] == "H"
-
-
-# ----------------------------------------------------------------------------------------------- the plan
-
-
-@dataclass(frozen=True)
-class Step:
-    phase: Literal["zca", "base", "hebbian", "calibrate", "sgd"]
-    stage: int | None = None  # 0..5: conv1..conv4, fc5, classifier
-    epoch: int | None = None  # 0-based epoch within the phase
-
-    def describe(self) -> str:
-        parts = [self.phase] + ([STAGE_NAMES[self.stage]] if self.stage is not None else [])
-        return " ".join(parts) + (f" epoch {self.epoch + 1}" if self.epoch is not None else "")
-
-
-@dataclass(frozen=True)
-class Plan:
-    steps: tuple[Step, ...]
-    frozen: tuple[int, ...]  # stages not trained by SGD
-    trained: tuple[int, ...]  # stages trained by SGD
-    base_stages: tuple[int, ...]  # stages copied from the base network
-    select_phase: Literal["sgd", "hebbian", "none"]  # phase whose epochs are validated for the best one
-
-
-def plan(model_config: HebbNetConfig, config: HebbianTrainConfig) -> Plan:
-    """The steps of a run, in order (see the module docstring)."""
-    layers = model_config.layers
-    special = [i for i, c in enumerate(layers) if c != "G"]
-    if special and "G" in layers[special[0] : special[-1] + 1]:
-        raise HahrobustError(
-            f"layers {layers}: a gradient layer between Hebbian/random layers is not supported; "
-            "Hebbian and random layers must form one contiguous run (e.g. GHHGGG)"
-        )
-    lo, hi = (special[0], special[-1]) if special else (0, -1)
-    base_stages = tuple(range(lo)) if special else ()
-    trained = tuple(range(hi + 1, 6))
-    steps: list[Step] = []
-    if model_config.zca and not base_stages:
-        steps.append(Step("zca"))
-    if base_stages:
-        steps.append(Step("base"))
-    for i in range(lo, hi + 1):
-        if layers[i] == "H":
-            steps += [Step("hebbian", i, e) for e in range(config.hebbian_epochs)]
-        if i < 5:
-            steps.append(Step("calibrate", i))
-    if trained:
-        if config.epochs == 0:
-            raise HahrobustError(f"layers {layers} has gradient layers on top: epochs must be >= 1")
-        steps += [Step("sgd", None, e) for e in range(config.epochs)]
-    select: Literal["sgd", "hebbian", "none"] = (
-        "sgd" if trained else ("hebbian" if layers[5] == "H" and config.hebbian_epochs > 0 else "none")
-    )
-    frozen = tuple(i for i in range(6) if i not in trained)
-    return Plan(tuple(steps), frozen, trained, base_stages, select)
-
+from hahrobust.training.state import TrainState, json_roundtrip, load_state, save_final, save_progress
 
 # ------------------------------------------------------------------------------------------------ data
 
@@ -307,7 +164,7 @@ def train_hebbnet(
         train_split = balanced_subset(train_split, config.train_subset, seed=config.seed)
     if config.test_subset:
         test_data = balanced_subset(test_data, config.test_subset, seed=config.seed)
-    settings = _json_roundtrip({
+    settings = json_roundtrip({
         "model": {"name": MODEL_NAME, "family": FAMILY, "config": dataclasses.asdict(model_config)},
         "train": dataclasses.asdict(config),
         "dataset": dataset or {"source": train_data.source},
@@ -565,195 +422,4 @@ class _Runner:
         return acc
 
 
-def _json_roundtrip(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
-# ------------------------------------------------------------------------------------------------ sweep
-
-
-@dataclass(frozen=True)
-class SweepRow:
-    """One configuration of Table 2: its group, description, layer string and the paper's accuracy (%)."""
-
-    group: int | str
-    description: str
-    layers: str
-    paper: float | None = None
-
-
-#: Table 2 of the paper: learning rule of conv1..conv4, fc5, classifier and the test accuracy (%).
-TABLE2: tuple[SweepRow, ...] = (
-    SweepRow(1, "Full SGD", "GGGGGG", 84.95),
-    SweepRow(1, "Full Hebbian", "HHHHHH", 28.59),
-    *(SweepRow(2, f"{k}-bottom Hebbian", "H" * k + "G" * (6 - k), acc)
-      for k, acc in zip(range(1, 6), (84.93, 78.61, 67.87, 57.56, 41.78))),
-    *(SweepRow(3, f"{k}-bottom Random", "R" * k + "G" * (6 - k), acc)
-      for k, acc in zip(range(1, 6), (80.19, 71.87, 54.96, 45.56, 9.52))),
-    *(SweepRow(4, f"{k}-top Hebbian", "G" * (6 - k) + "H" * k, acc)
-      for k, acc in zip(range(1, 6), (84.88, 83.16, 71.18, 50.43, 32.95))),
-    *(SweepRow(5, f"Layer {k} Hebbian", "G" * (k - 1) + "H" + "G" * (6 - k), acc)
-      for k, acc in zip(range(2, 6), (80.36, 80.68, 80.92, 83.75))),
-    SweepRow(6, "Layer 2-3 Hebbian", "GHHGGG", 72.12),
-    SweepRow(6, "Layer 3-4 Hebbian", "GGHHGG", 74.98),
-    SweepRow(6, "Layer 4-5 Hebbian", "GGGHHG", 76.86),
-    SweepRow(7, "Layer 2-3-4 Hebbian", "GHHHGG", 63.68),
-    SweepRow(7, "Layer 3-4-5 Hebbian", "GGHHHG", 62.43),
-    SweepRow(8, "Layer 2-3-4-5 Hebbian", "GHHHHG", 47.24),
-)
-
-#: Named row sets for ``--rows``; "core" is the qualitative pattern in 10 rows (groups 1-4).
-ROW_SETS: dict[str, tuple[str, ...]] = {
-    "table2": tuple(r.layers for r in TABLE2),
-    "core": ("GGGGGG", "HHHHHH", "HGGGGG", "HHGGGG", "HHHGGG", "HHHHGG", "RGGGGG", "RRGGGG", "GGGGGH", "GGGGHH"),
-    "bottom": ("GGGGGG", "HGGGGG", "HHGGGG", "HHHGGG", "HHHHGG", "HHHHHG", "HHHHHH"),
-}
-
-
-def sweep_rows(spec: str) -> list[SweepRow]:
-    """Rows from a comma-separated list of layer strings and/or row-set names (table2, core, bottom)."""
-    known = {r.layers: r for r in TABLE2}
-    chosen: list[str] = []
-    for item in (part.strip() for part in spec.split(",")):
-        if not item:
-            continue
-        names = ROW_SETS.get(item.lower(), (item.upper(),))
-        chosen += [n for n in names if n not in chosen]
-    if not chosen:
-        raise HahrobustError("--rows is empty; give layer strings like HHGGGG or one of: " + ", ".join(ROW_SETS))
-    rows = []
-    for layers in chosen:
-        try:
-            HebbNetConfig(layers=layers).validate()
-        except ValueError as exc:
-            raise HahrobustError(f"--rows: {exc}") from None
-        rows.append(known.get(layers, SweepRow("custom", layers, layers)))
-    return rows
-
-
-def sweep_checkpoint(out_dir: Path, layers: str) -> Path:
-    return out_dir / "checkpoints" / f"hebb-net-{layers}.safetensors"
-
-
-def sweep_hebbnet(
-    train_data: ImageSet,
-    test_data: ImageSet,
-    out_dir: str | Path,
-    rows: list[SweepRow],
-    *,
-    config: HebbianTrainConfig = HebbianTrainConfig(),
-    model_overrides: dict[str, Any] | None = None,
-    zca: bool | None = None,
-    dataset: dict[str, Any] | None = None,
-    device: torch.device | str = "cpu",
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-) -> Result:
-    """Train one hebb-net per row (checkpoints in ``out_dir/checkpoints``) and tabulate test accuracy vs Table 2.
-
-    Rows that keep lower gradient layers reuse the ``GGGGGG`` row's network as their base (trained first,
-    and added when missing), as the paper does. Resumable per row: with ``resume`` a finished row is read
-    back from its checkpoint (refused if it was trained with other settings) and an interrupted one continues.
-    ``zca``: None whitens exactly the rows whose conv1 is Hebbian (the paper's rule).
-    """
-    out_dir = Path(out_dir)
-    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    overrides = dict(model_overrides or {})
-    configs: dict[str, HebbNetConfig] = {}
-    for row in rows:
-        whiten = default_zca(row.layers) if zca is None else zca
-        configs[row.layers] = resolve_config(MODEL_NAME, **{**overrides, "layers": row.layers, "zca": whiten})[1]
-    needs_base = [r.layers for r in rows if plan(configs[r.layers], config).base_stages]
-    if needs_base and "GGGGGG" not in configs:
-        base_row = next(r for r in TABLE2 if r.layers == "GGGGGG")
-        rows = [base_row, *rows]
-        configs["GGGGGG"] = resolve_config(MODEL_NAME, **{**overrides, "layers": "GGGGGG", "zca": bool(zca)})[1]
-    rows = sorted(rows, key=lambda r: r.layers != "GGGGGG")  # the base first; otherwise the order given
-    paths = {r.layers: sweep_checkpoint(out_dir, r.layers) for r in rows}
-    if not resume and not overwrite:
-        busy = [p for p in paths.values() for q in (p, run_paths(p)[0]) if q.exists()]
-        if busy:
-            raise HahrobustError(f"{out_dir} already holds sweep rows ({busy[0].name}); pass --resume or --overwrite")
-    records: list[dict[str, Any]] = []
-    task = progress.add_task("hebbian-sweep rows", total=len(rows)) if progress else None
-    for row in rows:
-        path = paths[row.layers]
-        base = paths["GGGGGG"] if row.layers in needs_base else None
-        metadata = _reuse(path, configs[row.layers], config, dataset) if resume and not overwrite else None
-        if metadata is None:
-            if overwrite:
-                for stale in (run_paths(path)[0], best_path(path)):
-                    stale.unlink(missing_ok=True)
-            metadata = train_hebbnet(
-                train_data, test_data, path, model_config=configs[row.layers], config=config, base=base,
-                dataset=dataset, device=device, resume=resume, overwrite=overwrite, progress=progress,
-            ).metadata
-        metrics = metadata["metrics"]
-        seconds = sum(float(h.get("seconds") or 0.0) for h in metadata.get("history", []))
-        common = {"group": str(row.group), "description": row.description, "layers": row.layers}
-        records.append({
-            **common, "source": "measured", "accuracy": metrics["test_acc"], "val_acc": metrics.get("val_acc"),
-            "train_acc": metrics.get("train_acc"), "train_seconds": seconds, "zca": configs[row.layers].zca,
-        })
-        if row.paper is not None:
-            records.append({**common, "source": "paper (Table 2)", "accuracy": row.paper / 100})
-        if progress is not None and task is not None:
-            progress.advance(task)
-    if progress is not None and task is not None:
-        progress.remove_task(task)
-    split = metadata["split"]
-    any_config = next(iter(configs.values()))
-    settings = {
-        "rows": [r.layers for r in rows], **dataclasses.asdict(config), "width": any_config.width,
-        "zca": "conv1 Hebbian" if zca is None else zca, "train_n": split["train_n"], "val_n": split["val_n"],
-        "test_n": split["test_n"], "data": (dataset or {}).get("source", train_data.source),
-    }
-    notes = [
-        f"Scale: {split['train_n']} training / {split['val_n']} validation / {split['test_n']} test images, "
-        f"width {any_config.width:g}, {config.hebbian_epochs} Hebbian epoch(s) per layer, {config.epochs} SGD epochs "
-        "(the paper: 40,000 / 10,000 / 10,000, width 1, 2 and 20).",
-        "Hebbian layers trained bottom-up by WTA (teacher groups above conv1) and frozen; gradient layers above "
-        "by SGD; gradient layers below come from the sweep's GGGGGG network; the best validation epoch is scored.",
-    ]
-    return Result(
-        command="hebbian-sweep", rows=pd.DataFrame.from_records(records), settings=settings,
-        checkpoints={r.layers: paths[r.layers] for r in rows}, layout=SWEEP_LAYOUT, notes=notes,
-    )
-
-
-SWEEP_LAYOUT = Layout(
-    title="Hebbian, gradient and random layers on CIFAR-10 (Amato et al. 2019, Table 2)",
-    index=("group", "description", "layers"),
-    columns=("source",),
-    values=("accuracy",),
-    formats={"accuracy": "{:.2%}"},
-    labels={"layers": "L1-L5 + classifier"},
-    notes=("Layers: conv1-conv4, fc5, classifier; G gradient descent, H Hebbian, R frozen random init.",),
-    figure=Figure(kind="bar", x="layers", y=("accuracy",), hue="source", percent=("accuracy",), ylim=(0.0, 1.0),
-                  xlabel="learning rule per layer"),
-)
-
-
-def _reuse(
-    path: Path, model_config: HebbNetConfig, config: HebbianTrainConfig, dataset: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """A finished row's metadata when its checkpoint matches these settings; None when there is none yet."""
-    if not path.exists():
-        return None
-    metadata = read_metadata(path)
-    expected = _json_roundtrip({"config": dataclasses.asdict(model_config), "train": dataclasses.asdict(config)})
-    same = (
-        metadata.get("model", {}).get("config") == expected["config"] and metadata.get("train") == expected["train"]
-        and (dataset is None or metadata.get("dataset") == _json_roundtrip(dataset))
-    )
-    if not same:
-        raise HahrobustError(f"{path} was trained with other settings; pass --overwrite to retrain the sweep")
-    return metadata
-
-
-__all__ = [
-    "HEBBIAN_PRESETS", "ROW_SETS", "SWEEP_LAYOUT", "TABLE2", "HebbianTrainConfig", "Plan", "Step", "SweepRow",
-    "best_path", "default_zca", "hebbian_preset", "plan", "split_validation", "sweep_checkpoint", "sweep_hebbnet",
-    "sweep_rows", "train_hebbnet",
-]
+__all__ = ["best_path", "split_validation", "train_hebbnet"]

@@ -24,7 +24,7 @@ from hahrobust.errors import HahrobustError
 from hahrobust.metrics import accuracy
 from hahrobust.models import HahrobustModel, from_config, resolve_config
 from hahrobust.training.config import Runtime, TrainConfig
-from hahrobust.training.state import TrainState, load_state, save_final, save_progress
+from hahrobust.training.state import TrainState, json_roundtrip, load_state, save_final, save_progress
 
 
 @dataclass
@@ -85,7 +85,7 @@ def train(
         "train": dataclasses.asdict(config),
         "dataset": dataset or {"source": train_data.source},
     }
-    settings = _json_roundtrip(settings)
+    settings = json_roundtrip(settings)
 
     if shard.distributed and 0 < len(train_data) % config.batch_size < shard.world_size:
         raise HahrobustError(
@@ -262,9 +262,3 @@ def _train_epoch(
         "processes": shard.world_size,
         "amp": runtime.amp,
     }
-
-
-def _json_roundtrip(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value))

@@ -39,6 +39,12 @@ class TrainState:
     settings: dict[str, Any]
 
 
+def json_roundtrip(value: Any) -> Any:
+    """``value`` as it reads back from a state or checkpoint's JSON (tuples become lists), so settings kept
+    there compare equal to the same settings built in memory."""
+    return json.loads(json.dumps(value))
+
+
 def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
