@@ -11,4 +11,18 @@ from hahrobust.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from hahrobust.errors import HahrobustError  # noqa: E402
 from hahrobust.models import build  # noqa: E402
 
-__all__ = ["HahrobustError", "__version__", "build", "load_checkpoint", "save_checkpoint"]
+__all__ = ["HahrobustError", "__version__", "build", "evaluate", "load_checkpoint", "open_models", "save_checkpoint"]
+
+
+def __getattr__(name: str) -> object:
+    """``hahrobust.open_models`` and ``hahrobust.evaluate``, imported on first use: they bring in the attacks and
+    studies, which ``import hahrobust`` alone does not need."""
+    if name == "open_models":
+        from hahrobust.evaluate.opening import open_models
+
+        return open_models
+    if name == "evaluate":
+        import importlib
+
+        return importlib.import_module("hahrobust.evaluate")
+    raise AttributeError(f"module 'hahrobust' has no attribute {name!r}")

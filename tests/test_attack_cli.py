@@ -13,7 +13,7 @@ from typer.testing import CliRunner, Result
 import hahrobust.attacks.journal as journal_module
 import hahrobust.attacks.adversarial_files as adversarial_files_module
 import hahrobust.attacks.run as run_module
-import hahrobust.cli.attack as attack_cli
+import hahrobust.evaluate.robustness as attack_library  # the attack command's library function runs the attacks
 import hahrobust.studies.audit as audit_module
 from conftest import fill_disk_after, train_tiny_vgg11
 from hahrobust.attacks import recheck
@@ -185,7 +185,7 @@ def test_killed_run_resumes_with_the_same_numbers(
     fresh = invoke(checkpoint, tiny_data, *args, "--out", str(tmp_path / "fresh"))
     assert fresh.exit_code == 0, fresh.output
 
-    real = attack_cli.run_attack_images
+    real = attack_library.run_attack_images
     finished: list[int] = []
 
     def killed_after_two_batches(*a, **kw):
@@ -197,14 +197,14 @@ def test_killed_run_resumes_with_the_same_numbers(
         return real(*a, **kw, on_batch=on_batch)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(attack_cli, "run_attack_images", killed_after_two_batches)
+    monkeypatch.setattr(attack_library, "run_attack_images", killed_after_two_batches)
     killed = invoke(checkpoint, tiny_data, *args, "--out", str(out))
     assert killed.exit_code == 130 and "--resume" in killed.output
     assert not (out / "attack.csv").exists()
     journal = out / "journal" / "vgg11-pgd-linf.jsonl"
     assert len(journal.read_text().splitlines()) == 3  # header + 2 batches
 
-    monkeypatch.setattr(attack_cli, "run_attack_images", real)
+    monkeypatch.setattr(attack_library, "run_attack_images", real)
     again = invoke(checkpoint, tiny_data, *args, "--out", str(out))
     assert again.exit_code == 2 and "pass --resume" in again.output
 

@@ -89,6 +89,8 @@ class AttackSpec:
 
 
 REGISTRY: dict[str, AttackSpec] = {}
+#: The attack a command or the runner uses when none is named (robust accuracy as users compare it).
+DEFAULT_ATTACK = "autoattack"
 
 
 def register(spec: AttackSpec, *, replace: bool = False) -> AttackSpec:

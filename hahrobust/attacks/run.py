@@ -53,7 +53,7 @@ from hahrobust.attacks.norms import DEFAULT_EPS, SYMBOLS, check_eps, format_eps
 from hahrobust.attacks.outcome import (
     COLUMNS, AttackOutcome, distance_summary, per_image, robust_at, robust_flags, summarise, summary_rows,
 )
-from hahrobust.attacks.registry import ATTACK_NORMS, AttackSpec, check_attack, get
+from hahrobust.attacks.registry import ATTACK_NORMS, DEFAULT_ATTACK, AttackSpec, check_attack, get
 from hahrobust.attacks.verify import verify
 from hahrobust.data import ImageSet, balanced_subset, batches, num_batches
 from hahrobust.distributed import Shard
@@ -76,7 +76,7 @@ def run_attack_images(
     model: nn.Module,
     data: ImageSet,
     *,
-    attack: str = "autoattack",
+    attack: str = DEFAULT_ATTACK,
     norm: str = "linf",
     eps: Sequence[float] | None = None,
     config: Any = None,

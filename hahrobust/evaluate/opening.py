@@ -48,7 +48,7 @@ class MemorySource:
         digest = hashlib.sha256()
         for name, tensor in model.state_dict().items():
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return cls(digest.hexdigest(), f"{type(model).__module__}.{type(model).__qualname__}")
 
     @property

@@ -31,23 +31,20 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
-import io
-import pickle
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from hahrobust.data import CIFAR10_MEAN, CIFAR10_STD
 from hahrobust.errors import HahrobustError
+from hahrobust.models.weights import first_line as _first_line, read_state_dict, state_dict_mismatch
 
 #: CIFAR-10 images as every hahrobust tool feeds them.
 INPUT_SHAPE = (3, 32, 32)
@@ -57,7 +54,6 @@ _IDENTIFIERS = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _MODULE_SPEC = re.compile(rf"py:(?P<module>{_IDENTIFIERS}):(?P<factory>{_IDENTIFIERS})")
 _FILE_SPEC = re.compile(rf"(?P<file>.+\.py):(?P<factory>{_IDENTIFIERS})")
 # A torch.save file is a zip archive (PK\x03\x04) or, in the legacy format, a pickle (protocol ≥ 2: 0x80).
-_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
 @dataclass(frozen=True)
@@ -202,73 +198,10 @@ def load_foreign(
         weights=weights,
         sha256=weights_sha256,
         factory_file=source_file,
-        factory_sha256=_sha256(source_file.read_bytes()) if source_file is not None else None,
+        factory_sha256=hashlib.sha256(source_file.read_bytes()).hexdigest() if source_file is not None else None,
         package=_distribution(factory),
         normalize=normalize.text() if normalize is not None else None,
     )
-
-
-# ----------------------------------------------------------------------------------------------- weights
-
-
-def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """(tensors by name, SHA-256 of the bytes they were read from). Never executes anything: safetensors
-    parses a JSON header and raw arrays; ``torch.load(weights_only=True)`` refuses any pickled object
-    beyond tensors and plain containers, without constructing it."""
-    if not path.is_file():
-        raise HahrobustError(f"--weights {path}: file not found")
-    data = path.read_bytes()  # hashed and parsed from the same bytes: the hash is of what was loaded
-    if not _is_safetensors(data) and data.startswith(_TORCH_MAGIC):
-        try:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            named = re.search(r"GLOBAL ([\w.]+)", str(exc))
-            what = f" ({named[1]})" if named else ""
-            raise HahrobustError(
-                f"{path}: refused: the pickle holds Python objects{what} beyond tensors, which "
-                "torch.load(weights_only=True) will not construct; save model.state_dict() with torch.save, "
-                "or a safetensors file"
-            ) from None
-        except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise HahrobustError(f"{path}: unreadable PyTorch file ({_first_line(exc)})") from None
-    else:
-        try:
-            state = load_safetensors(data)
-        except (SafetensorError, ValueError) as exc:
-            raise HahrobustError(
-                f"{path}: neither a safetensors file nor a PyTorch state dict ({_first_line(exc)})"
-            ) from None
-    if not isinstance(state, Mapping) or not state:
-        raise HahrobustError(f"{path}: holds a {type(state).__name__}, not a state dict (a dict of tensors)")
-    others = [str(k) for k, v in state.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
-    if others:
-        raise HahrobustError(
-            f"{path}: not a flat state dict: entries that are not tensors: {', '.join(others[:3])}"
-            f"{' …' if len(others) > 3 else ''} (save model.state_dict() itself)"
-        )
-    return dict(state), _sha256(data)
-
-
-def _is_safetensors(data: bytes) -> bool:
-    """safetensors: an 8-byte little-endian header length, then a JSON header that starts with ``{``."""
-    return len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8
-
-
-def state_dict_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
-    """What keeps ``found`` from loading strictly into a model whose state dict is ``expected``, in one line
-    ("" when nothing): missing and unexpected names, and tensors of another shape, a few of each named."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    reshaped = [
-        f"{k} {tuple(found[k].shape)} for {tuple(expected[k].shape)}"
-        for k in expected if k in found and found[k].shape != expected[k].shape
-    ]
-    parts = [
-        f"{len(names)} {what} ({', '.join(names[:3])}{', …' if len(names) > 3 else ''})"
-        for what, names in (("missing", missing), ("unexpected", unexpected), ("with another shape", reshaped))
-        if names
-    ]
-    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- factories
@@ -306,7 +239,7 @@ def _exec_file(spec: ModelSpec) -> Any:
         raise HahrobustError(f"{spec.text}: file {path} not found")
     source = path.read_bytes()
     # A name unique to the file's content, registered in sys.modules (dataclasses and pickling look there).
-    name = f"hahrobust_foreign_{path.stem}_{_sha256(source)[:12]}"
+    name = f"hahrobust_foreign_{path.stem}_{hashlib.sha256(source).hexdigest()[:12]}"
     if name in sys.modules:
         return sys.modules[name]
     module_spec = importlib.util.spec_from_file_location(name, path)
@@ -460,15 +393,6 @@ def _logits(model: nn.Module, x: torch.Tensor, name: str, shape: str) -> torch.T
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _describe(exc: BaseException) -> str:
