@@ -1,0 +1,312 @@
+"""hahrobust.stats against scipy/statsmodels, brute-force enumeration, seeded simulation and worked examples."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+from statsmodels.stats.proportion import confint_proportions_2indep
+
+from hahrobust import stats
+from hahrobust.errors import HahrobustError
+
+
+def _plain(value: object) -> bool:
+    """Only Python's own types (what json writes without a custom encoder), recursively."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(map(_plain, value))
+    return value is None or type(value) in (bool, int, float, str)
+
+
+# --- Wilson ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k, n, low, high", [
+    # Newcombe (1998, Stat Med 17:857) Table I, method 3 (score, no continuity correction).
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
+])
+def test_wilson_matches_newcombes_worked_examples(k, n, low, high):
+    p = stats.Proportion(k, n)
+    assert (round(p.low, 4), round(p.high, 4)) == (low, high)
+
+
+@pytest.mark.parametrize("k, n, level", [(8, 200, 0.95), (17, 200, 0.95), (3, 7, 0.9), (999, 1000, 0.99), (5, 10, 0.5)])
+def test_wilson_matches_the_closed_form(k, n, level):
+    z = sps.norm.ppf(0.5 + level / 2)
+    centre, half = (k + z**2 / 2) / (n + z**2), z / (n + z**2) * math.sqrt(k * (n - k) / n + z**2 / 4)
+    p = stats.Proportion(k, n, level)
+    assert p.value == k / n
+    assert p.low == pytest.approx(centre - half, abs=1e-12) and p.high == pytest.approx(centre + half, abs=1e-12)
+
+
+def test_wilson_worked_example_8_of_200_and_the_format():
+    # By hand: z = 1.959964, centre = 9.920729/203.841459 = 0.048669, half = z·√(7.68 + 0.960365)/203.841459 = 0.028263.
+    p = stats.Proportion(8, 200)
+    assert p.low == pytest.approx(0.020406, abs=2e-6) and p.high == pytest.approx(0.076932, abs=2e-6)
+    assert stats.Proportion(17, 200).format() == "8.5 % [5.4, 13.2] (17/200)"
+    assert stats.Proportion(17, 200).format(digits=2) == "8.50 % [5.37, 13.19] (17/200)"
+
+
+def test_wilson_edge_cases():
+    assert stats.Proportion(0, 50).low == 0.0 and stats.Proportion(50, 50).high == 1.0
+    assert stats.Proportion(50, 50).low == pytest.approx(1 - stats.Proportion(0, 50).high)
+    empty = stats.Proportion(0, 0)
+    assert all(math.isnan(x) for x in (empty.value, empty.low, empty.high))
+    assert empty.format() == "n/a (0/0)"
+    assert stats.Proportion(np.int64(3), np.int64(9)).k == 3  # numpy counts are accepted
+    assert _plain(stats.Proportion(np.int64(3), 9).to_dict())
+    narrow, wide = stats.Proportion(30, 100, 0.9), stats.Proportion(30, 100, 0.99)
+    assert wide.low < narrow.low and wide.high > narrow.high
+
+
+@pytest.mark.parametrize("k, n, level", [(5, 4, 0.95), (-1, 4, 0.95), (1.0, 4, 0.95), (True, 4, 0.95), (1, 4, 1.0)])
+def test_proportion_rejects_bad_input(k, n, level):
+    with pytest.raises(HahrobustError):
+        stats.Proportion(k, n, level)
+
+
+# --- McNemar + Newcombe paired interval --------------------------------------------------------------------------
+
+TABLES = [(59, 6, 16, 80), (36, 12, 2, 0), (20, 12, 2, 16), (100, 0, 0, 100), (0, 7, 0, 3), (500, 40, 25, 435),
+          (3, 1, 9, 1), (0, 0, 0, 0)]
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_mcnemar_p_values_match_statsmodels_and_scipy(table):
+    both, b, c, neither = table
+    result = stats.mcnemar_table(*table)
+    assert (result.b, result.c, result.n) == (b, c, sum(table))
+    expected = sm_mcnemar([[both, b], [c, neither]], exact=True).pvalue if b + c else 1.0
+    assert result.p_value == pytest.approx(expected, rel=1e-12)
+    if b + c:
+        assert result.p_a_better == pytest.approx(sps.binomtest(b, b + c, 0.5, alternative="greater").pvalue)
+        assert result.p_b_better == pytest.approx(sps.binomtest(b, b + c, 0.5, alternative="less").pvalue)
+    else:
+        assert result.p_a_better == result.p_b_better == 1.0
+
+
+def test_mcnemar_from_boolean_arrays():
+    rng = np.random.default_rng(3)
+    a, b = rng.random(500) < 0.7, rng.random(500) < 0.6
+    result = stats.mcnemar(a, b)
+    assert (result.b, result.c) == (int(np.sum(a & ~b)), int(np.sum(~a & b)))
+    assert result.accuracy_a.k == a.sum() and result.accuracy_b.k == b.sum()
+    assert result.difference == pytest.approx(a.mean() - b.mean())
+    assert result.low < result.difference < result.high
+    d = result.to_dict()
+    assert _plain(d) and d["accuracy_a"]["k"] == a.sum()
+    json.dumps(d)
+    for bad in [(a, b[:-1]), (a.astype(int), b), (a[None], b[None])]:
+        with pytest.raises(HahrobustError):
+            stats.mcnemar(*bad)
+
+
+def test_newcombe_paired_interval_worked_example():
+    # Fagerland, Lydersen & Laake, Statistical Analysis of Contingency Tables (2017) §8, Cavo et al. (2012):
+    # estimate -0.0621, Newcombe square-and-add 95 % CI -0.1186 to -0.0046 (R package contingencytables' tests).
+    result = stats.mcnemar_table(59, 6, 16, 80)
+    assert round(result.difference, 4) == -0.0621
+    assert (round(result.low, 4), round(result.high, 4)) == (-0.1186, -0.0046)
+
+
+@pytest.mark.parametrize("table", [(10, 5, 4, 2), (0, 5, 0, 3), (40, 10, 10, 3), (7, 2, 3, 1)])
+def test_newcombe_paired_reduces_to_the_independent_interval_when_phi_is_zero(table):
+    # φ = 0 (0 <= ad - bc <= n/2, or an empty margin): method 10 is Newcombe's independent-samples hybrid score
+    # interval at n and n, which statsmodels implements separately.
+    both, b, c, neither = table
+    n = sum(table)
+    result = stats.mcnemar_table(*table)
+    low, high = confint_proportions_2indep(both + b, n, both + c, n, method="newcomb", compare="diff")
+    assert (result.low, result.high) == pytest.approx((low, high), abs=1e-12)
+
+
+def test_newcombe_paired_is_narrower_with_positive_correlation():
+    correlated, independent = stats.mcnemar_table(60, 10, 2, 28), stats.mcnemar_table(42, 28, 20, 10)
+    assert correlated.difference == independent.difference
+    assert correlated.high - correlated.low < independent.high - independent.low
+
+
+def test_newcombe_paired_coverage_by_simulation():
+    # 95 % interval, p10 = 0.08, p01 = 0.03, n = 200: coverage within Monte-Carlo error of 0.95 (Newcombe reports
+    # 0.94-0.96 for method 10 in this range).
+    rng = np.random.default_rng(11)
+    tables = rng.multinomial(200, [0.6, 0.08, 0.03, 0.29], size=1500)
+    hits = [(r.low <= 0.05 <= r.high) for r in (stats.mcnemar_table(*map(int, t)) for t in tables)]
+    assert abs(np.mean(hits) - 0.95) < 0.02
+
+
+# --- sample size ------------------------------------------------------------------------------------------------
+
+def test_connor_sample_size_worked_example():
+    # Connor (1987) p. 209 as in powerandsamplesize.com: p01 = 0.45, p10 = 0.05, α = 0.05 two-sided, 80 % → 23.
+    for p10, p01 in [(0.05, 0.45), (0.45, 0.05)]:
+        size = stats.mcnemar_sample_size(p10, p01, alpha=0.05, power=0.8)
+        assert size.n_images == 23 and size.n == pytest.approx(22.01, abs=0.01)
+    zero = stats.mcnemar_sample_size(0.1, 0.1)
+    assert zero.n == math.inf and zero.n_images is None
+
+
+def test_exact_power_matches_brute_force_enumeration():
+    n, p10, p01, alpha = 18, 0.25, 0.05, 0.05
+    probs = [1 - p10 - p01, p10, p01]
+    power = 0.0
+    for b, c in itertools.product(range(n + 1), repeat=2):
+        if b + c <= n and b + c and sps.binomtest(b, b + c, 0.5).pvalue <= alpha:
+            power += sps.multinomial.pmf([n - b - c, b, c], n, probs)
+    assert stats.mcnemar_exact_power(n, p10, p01, alpha) == pytest.approx(power, abs=1e-12)
+
+
+def test_sample_size_reaches_its_power_in_simulation():
+    p10, p01 = 0.10, 0.04
+    size = stats.mcnemar_sample_size(p10, p01)
+    rng = np.random.default_rng(7)
+    tables = rng.multinomial(size.n_images, [1 - p10 - p01, p10, p01], size=3000)
+    b, c = tables[:, 1], tables[:, 2]
+    z_test = np.abs(b - c) / np.sqrt(np.maximum(b + c, 1)) >= sps.norm.ppf(0.975)  # Connor's normal-approx test
+    exact = [sm_mcnemar([[0, x], [y, 0]], exact=True).pvalue <= 0.05 for x, y in zip(b, c)]
+    assert abs(z_test.mean() - 0.8) < 0.03
+    assert abs(np.mean(exact) - size.exact_power) < 0.03
+    assert 0.7 < size.exact_power < 0.8  # the exact test is somewhat conservative at Connor's n
+
+
+# --- paired bootstrap ---------------------------------------------------------------------------------------------
+
+def test_sign_flip_p_value_worked_example_and_scipy():
+    # d = (1, 2, 3): of the 8 sign assignments only (+,+,+) and (-,-,-) reach |mean| >= 2, so p = 2/8.
+    assert stats.sign_flip_p_value([1.0, 2.0, 3.0], 1000, np.random.default_rng(0)) == 0.25
+    rng = np.random.default_rng(4)
+    d = rng.normal(0.4, 1.0, 11)
+    expected = sps.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=10_000).pvalue
+    assert stats.sign_flip_p_value(d, 10_000, np.random.default_rng(0)) == pytest.approx(expected, rel=1e-12)
+    d = rng.normal(0.3, 1.0, 40)
+    expected = sps.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=20_000,
+                                    **{stats._RNG_KW: np.random.default_rng(1)}).pvalue
+    assert stats.sign_flip_p_value(d, 20_000, np.random.default_rng(2)) == pytest.approx(expected, abs=0.01)
+
+
+def test_paired_bootstrap_is_scipys_paired_bootstrap_and_deterministic():
+    rng = np.random.default_rng(5)
+    a = rng.normal(1.0, 1.0, 60)
+    b = a - 0.3 + rng.normal(0, 0.5, 60)
+    result = stats.paired_bootstrap(a, b, seed=42, n_resamples=2000)
+    boot_rng = np.random.default_rng(np.random.SeedSequence(42).spawn(2)[0])
+    ci = sps.bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, n_resamples=2000,
+                       **{stats._RNG_KW: boot_rng}).confidence_interval
+    assert (result.low, result.high) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    assert result.difference == pytest.approx(np.mean(a - b), abs=1e-12)
+    assert result.p_value < 0.01 and result.low > 0
+    assert stats.paired_bootstrap(a, b, seed=42, n_resamples=2000) == result
+    other = stats.paired_bootstrap(a, b, seed=43, n_resamples=2000)
+    assert (other.low, other.p_value) != (result.low, result.p_value)
+    assert _plain(result.to_dict())
+
+
+def test_paired_bootstrap_nan_policy_and_degenerate_inputs():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=30), rng.normal(size=30)
+    a_bad, b_bad = a.copy(), b.copy()
+    a_bad[[1, 5]], b_bad[[5, 9]] = np.nan, np.inf
+    clean = np.ones(30, bool)
+    clean[[1, 5, 9]] = False
+    dirty = stats.paired_bootstrap(a_bad, b_bad, seed=1, n_resamples=500)
+    assert (dirty.n, dirty.n_dropped) == (27, 3)
+    kept = stats.paired_bootstrap(a[clean], b[clean], seed=1, n_resamples=500)
+    assert (dirty.low, dirty.high, dirty.p_value) == (kept.low, kept.high, kept.p_value)
+    same = stats.paired_bootstrap(np.full(8, 2.0), np.full(8, 1.5), seed=0)
+    assert (same.difference, same.low, same.high) == (0.5, 0.5, 0.5) and same.p_value == pytest.approx(2 / 256)
+    one = stats.paired_bootstrap([1.0, np.nan], [0.0, 1.0], seed=0)
+    assert one.n == 1 and math.isnan(one.low) and math.isnan(one.p_value)
+    with pytest.raises(HahrobustError):
+        stats.paired_bootstrap(a, b[:-1], seed=0)
+    with pytest.raises(HahrobustError):
+        stats.paired_bootstrap(a, b, seed=0, n_resamples=0)
+    with pytest.raises(HahrobustError):
+        stats.paired_bootstrap(a, b, seed=-1)
+
+
+def test_paired_bootstrap_null_is_not_rejected_too_often():
+    # 40 null data sets: the sign-flip test rejects at 5 % in about 2 of them; more than 8 would be wrong (P < 0.001).
+    rng = np.random.default_rng(8)
+    rejections = sum(stats.paired_bootstrap(rng.normal(size=50), rng.normal(size=50), seed=i, n_resamples=999,
+                                            ci_method="percentile").p_value <= 0.05 for i in range(40))
+    assert rejections <= 8
+
+
+# --- Holm -------------------------------------------------------------------------------------------------------
+
+def test_holm_worked_example_keeps_the_input_order():
+    # Sorted 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → monotone 0.06.
+    result = stats.holm([0.01, 0.04, 0.03, 0.005], alpha=0.05)
+    assert result.adjusted == pytest.approx((0.03, 0.06, 0.06, 0.02))
+    assert result.reject == (True, False, False, True)
+    assert _plain(result.to_dict())
+
+
+def test_holm_leaves_nan_out_of_the_family():
+    result = stats.holm([0.01, float("nan"), 0.04])
+    assert result.adjusted[0] == pytest.approx(0.02) and result.adjusted[2] == pytest.approx(0.04)
+    assert math.isnan(result.adjusted[1]) and result.reject == (True, False, True)
+    assert stats.holm([]).adjusted == ()
+    with pytest.raises(HahrobustError):
+        stats.holm([0.2, 1.5])
+
+
+# --- masking --------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m", range(7))
+def test_masking_test_with_a_union_is_half_to_the_m(m):
+    result = stats.masking_test(m, 100)
+    assert result.p_value == pytest.approx(0.5**m) and result.smallest_p == pytest.approx(0.5**m)
+    assert (result.p_value <= 0.05) == (m >= 5)
+    assert result.fraction == m / 100 and result.low <= result.fraction <= result.high
+
+
+def test_masking_test_with_plain_only_breaks():
+    result = stats.masking_test(8, 100, plain_only=2)
+    assert result.p_value == pytest.approx(56 / 1024)  # P(Bin(10, ½) ≥ 8) = (45 + 10 + 1)/1024
+    assert result.p_value == pytest.approx(sps.binomtest(8, 10, 0.5, alternative="greater").pvalue)
+    with pytest.raises(HahrobustError):
+        stats.masking_test(11, 10)
+
+
+# --- verdicts -------------------------------------------------------------------------------------------------------
+
+def test_verdict_holds_reverses_and_not_resolved():
+    better = stats.mcnemar_table(100, 30, 5, 65)
+    assert stats.verdict(better).verdict == "holds"
+    assert stats.verdict(stats.mcnemar_table(100, 5, 30, 65)).verdict == "reverses"
+    assert stats.verdict(better, higher_is_better=False).verdict == "reverses"
+    adjusted = stats.verdict(better, p_value=0.2)  # a Holm-adjusted p passed by the caller rules
+    assert adjusted.verdict == "not resolved" and adjusted.p_value == 0.2
+    unclear = stats.verdict(stats.mcnemar_table(100, 20, 10, 70))
+    assert unclear.verdict == "not resolved"
+    assert unclear.n_needed == stats.mcnemar_table(100, 20, 10, 70).images_needed().n_images
+    assert f"about {unclear.n_needed} images" in unclear.reason and "α = 0.05" in unclear.rule
+    assert _plain(unclear.to_dict()) and set(stats.VERDICTS) == {"holds", "does not hold", "reverses", "not resolved"}
+
+
+def test_verdict_does_not_hold_needs_a_minimum_effect():
+    tie = stats.mcnemar_table(5000, 10, 10, 4980)  # large n, b = c: the CI is about ±0.003
+    assert tie.high < 0.01
+    assert stats.verdict(tie).verdict == "not resolved" and stats.verdict(tie).n_needed is None
+    judged = stats.verdict(tie, min_effect=0.01)
+    assert judged.verdict == "does not hold" and "0.01" in judged.rule
+    assert stats.verdict(stats.mcnemar_table(100, 20, 10, 70), min_effect=0.01).verdict == "not resolved"
+
+
+def test_verdict_on_a_mean_difference_lower_is_better():
+    rng = np.random.default_rng(9)
+    b = rng.normal(0.5, 0.1, 80)
+    a = b - 0.05 + rng.normal(0, 0.02, 80)  # A lower (e.g. a sparser Hoyer measure) and lower is better
+    comparison = stats.paired_bootstrap(a, b, seed=0, n_resamples=2000)
+    result = stats.verdict(comparison, higher_is_better=False)
+    assert result.verdict == "holds" and result.effect > 0 and result.low > 0
+    noisy = stats.paired_bootstrap(b + rng.normal(0, 0.1, 80), b, seed=0, n_resamples=2000)
+    unresolved = stats.verdict(noisy, alpha=1e-6)
+    assert unresolved.verdict == "not resolved" and unresolved.n_needed == noisy.images_needed(1e-6).n_images
