@@ -33,6 +33,11 @@ class MetricSpec:
     better: Literal["higher", "lower", "none"]
     unit: Literal["points", "abs", "rel"] = "points"
     tol: float | None = None  # None: the run's default --tol (points metrics only)
+    # A fraction of another column's share of the images (success rate = fooled / correctly classified): its
+    # tolerance is scaled by 1 / that column's expected value, so one image more or less moves it no more than
+    # it moves the accuracies it is derived from (1 of 100 images is 1 point of robust accuracy, and 2.3 points
+    # of success rate when 43 are correct).
+    per: str | None = None
 
 
 #: Every metric the toolkit writes. Columns ending in ``_std`` and timings are never compared.
@@ -40,7 +45,7 @@ METRICS: dict[str, MetricSpec] = {
     "accuracy": MetricSpec("higher"),
     "clean_acc": MetricSpec("higher"),
     "robust_acc": MetricSpec("higher"),
-    "success_rate": MetricSpec("lower"),
+    "success_rate": MetricSpec("lower", per="clean_acc"),
     "nonzero": MetricSpec("lower"),
     "zero_locations": MetricSpec("none"),
     "hoyer": MetricSpec("lower", "abs", 0.01),
@@ -179,6 +184,9 @@ def compare(
             spec = METRICS[metric]
             limit = tol_metric.get(metric, spec.tol if spec.tol is not None else tol)
             want, got = float(left.at[key, metric]), float(right.at[key, metric])
+            if spec.per is not None and spec.per in left.columns:
+                share = float(left.at[key, spec.per])
+                limit = limit / share if share > 0 else limit
             delta, verdict = _judge(spec, want, got, limit, strict)
             records.append({"key": _describe(keys, key), "metric": metric, "expected": want, "actual": got,
                             "delta": delta, "tolerance": limit, "unit": spec.unit, "verdict": verdict})
@@ -214,7 +222,7 @@ def _judge(spec: MetricSpec, want: float, got: float, limit: float, strict: bool
         delta = got - want
     if math.isnan(got) or math.isnan(want):
         return math.nan, "changed"
-    if abs(delta) <= limit:
+    if abs(delta) <= limit + 1e-9:  # a change of exactly the tolerance passes, whatever the last float digit
         return delta, "ok"
     if spec.better == "none":
         return delta, "changed"

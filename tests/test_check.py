@@ -49,6 +49,18 @@ def test_compare_table(actual: pd.DataFrame, kwargs: dict, status: Status, verdi
     assert comparison.table["verdict"].value_counts().to_dict() == verdicts
 
 
+def test_success_rate_tolerance_is_one_point_of_the_images_not_of_the_correct_ones() -> None:
+    """43 of 100 correct: one more image fooled moves robust accuracy 1 point and success rate 2.3 points; both
+    are within the default 1-point tolerance; two more images are not."""
+    rows = lambda robust: pd.DataFrame({"model": ["m"], "eps": [0.01], "clean_acc": [0.43], "robust_acc": [robust],  # noqa: E731
+                                        "success_rate": [(0.43 - robust) / 0.43]})
+    one = compare(ResultsFile("attack", rows(0.07), None), ResultsFile("attack", rows(0.08), None))
+    assert one.table["verdict"].tolist() == ["ok", "ok", "ok"]
+    two = compare(ResultsFile("attack", rows(0.06), None), ResultsFile("attack", rows(0.08), None))
+    assert two.table.set_index("metric")["verdict"].to_dict() == {"clean_acc": "ok", "robust_acc": "regression",
+                                                                   "success_rate": "regression"}
+
+
 @pytest.mark.parametrize(
     ("metric", "expected", "actual", "verdict"),
     [
