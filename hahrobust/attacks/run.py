@@ -144,6 +144,9 @@ def run_attack_images(
         header = {
             **settings, "save_adv": save_adv is not None,
             "model": model_fingerprint(model), "data": data_fingerprint(data),
+            # what else changes results: the BPDA type mapping, and the numerics a float flip can hang on
+            "bpda_types": sorted(f"{c.__module__}.{c.__qualname__}={k}" for c, k in (bpda_types or {}).items()),
+            "environment": environment(device),
         }
         journal = Journal(rank_journal(journal_path, shard), header, resume=resume)
     steps_per_batch = 1 if spec.minimum_norm else len(eps_list)
@@ -199,6 +202,20 @@ def run_attack_images(
             for j in range(len(eps_list))
         ]) & correct
     return AttackOutcome(rows, robust, per_image(records, "index").astype(np.int64), correct, dist, flags, source_fooled)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """The software and numerics a run's results may depend on: torch's and AutoAttack's versions, the intra-op
+    thread count (a thresholded model can flip an image between 1 and 2 threads) and the device."""
+    from importlib import metadata
+
+    versions = {}
+    for package in ("torch", "pyautoattack", "autoattack"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"versions": versions, "threads": torch.get_num_threads(), "device": str(device)}
 
 
 def _asdict(config: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from hahrobust.cli._eval import (
 )
 from hahrobust.errors import HahrobustError
 from hahrobust.evaluate.auditing import audit
-from hahrobust.studies.audit import DEFAULT_ENSEMBLE, AuditConfig, check_audit_norm, default_ensemble, member_config
+from hahrobust.studies.audit import DEFAULT_ENSEMBLE, AuditConfig, Member, all_members, check_audit_norm, member_config
 
 NAME = "audit"
 HELP = "Adaptive robustness audit: per-image worst case over AutoAttack, BPDA/EOT PGD, transfer and black-box attacks, with masking diagnostics."
@@ -39,7 +39,17 @@ def command(
     ),
     transfer_from: Optional[Path] = TRANSFER_FROM,
     skip: Optional[str] = typer.Option(
-        None, "--skip", help=f"Comma-separated ensemble members to leave out: {', '.join(m.name for m in DEFAULT_ENSEMBLE)}."
+        None, "--skip", help="Comma-separated ensemble members to leave out: "
+        f"{', '.join(m.key for m in DEFAULT_ENSEMBLE if m.default)}.",
+    ),
+    include: Optional[str] = typer.Option(
+        None, "--include", help="Comma-separated members that do not run by default: "
+        f"{', '.join(m.key for m in DEFAULT_ENSEMBLE if not m.default)} (AutoAttack's standard ensemble on every image; "
+        "it broke nothing the other members missed on the reference models, at half the audit's cost).",
+    ),
+    save_adv: bool = typer.Option(
+        False, "--save-adv", help="Keep every member's verified adversarial examples in --out/adv "
+        "(re-verify them later with `hahrobust recheck`).",
     ),
     steps: Optional[int] = typer.Option(None, "--steps", help="Steps of every PGD member (default 100; EOT: half)."),
     restarts: Optional[int] = typer.Option(None, "--restarts", help="Restarts of the PGD members (default 5; EOT and ·margin: 1)."),
@@ -61,16 +71,9 @@ def command(
     if eps is not None and len(norms) > 1:
         raise HahrobustError("--eps needs a single --norm (ε values mean different things per norm)")
     eps_by_norm = {p: parse_eps(eps, p) if eps is not None else list(DEFAULT_EPS[p]) for p in norms}
-    full = default_ensemble()
-    names = {m.name.lower(): m for m in full}
-    skipped = {s.strip().lower() for s in (skip or "").split(",") if s.strip()}
-    if unknown := skipped - set(names):
-        raise HahrobustError(f"--skip: unknown member {sorted(unknown)[0]!r}; members: {', '.join(m.name for m in full)}")
-    ensemble = tuple(m for m in full if m.name.lower() not in skipped)
-    if not ensemble:
-        raise HahrobustError("--skip leaves no attack in the ensemble")
-    if resume and out is None:
-        raise HahrobustError("--resume needs --out DIR (the journals live there)")
+    ensemble = choose_members(skip, include)
+    if (resume or save_adv) and out is None:
+        raise HahrobustError(f"{'--resume' if resume else '--save-adv'} needs --out DIR (the journals and examples live there)")
     if (steps is not None and steps < 1) or (restarts is not None and restarts < 1):
         raise HahrobustError("--steps and --restarts must be at least 1")
     default = AuditConfig()
@@ -101,6 +104,7 @@ def command(
             session.models, test, norms=norms, eps=eps_by_norm, transfer_from=transfer_from, ensemble=ensemble,
             config=config, bpda=bpda_names, seed=seed, batch_size=batch_size, device=session.device,
             progress=progress, journal_dir=journal_dir, journal_stems=stems, resume=resume,
+            save_adv_dir=session.out_dir / "adv" if save_adv and session.out_dir is not None else None,
         )
     for line in result.verdicts:
         console.print(f"verdict: {line}", markup=False, highlight=False)
@@ -115,6 +119,31 @@ def command(
         distributed.barrier()
         if rank.is_main and not any(journal_dir.iterdir()):
             shutil.rmtree(journal_dir, ignore_errors=True)
+
+
+def choose_members(skip: str | None, include: str | None) -> tuple[Member, ...]:
+    """The ensemble ``--skip`` and ``--include`` leave (ASCII keys such as ``pgd-bpda``; the display names are
+    accepted too), refused in one line before any attack when it cannot give a verdict: no member left, or no
+    plain-gradient member (the verdict compares the adaptive members' breaks with those of plain PGD)."""
+    members = all_members()
+    names = {**{m.name.lower(): m for m in members}, **{m.key: m for m in members}}
+
+    def parse(text: str | None, option: str) -> set[str]:
+        given = {part.strip().lower() for part in (text or "").split(",") if part.strip()}
+        if unknown := sorted(given - set(names)):
+            raise HahrobustError(f"{option}: unknown member {unknown[0]!r}; members: {', '.join(m.key for m in members)}")
+        return {names[g].name for g in given}
+
+    skipped, included = parse(skip, "--skip"), parse(include, "--include")
+    if both := sorted(skipped & included):
+        raise HahrobustError(f"--skip and --include both name {both[0]}")
+    ensemble = tuple(m for m in members if (m.default or m.name in included) and m.name not in skipped)
+    if not ensemble:
+        raise HahrobustError("--skip leaves no attack in the ensemble")
+    if not any(m.plain for m in ensemble):
+        raise HahrobustError("--skip leaves no plain-gradient member (pgd, or --include autoattack): the verdict "
+                             "compares the adaptive attacks' breaks with theirs")
+    return ensemble
 
 
 def _own_journal(path: Path) -> bool:

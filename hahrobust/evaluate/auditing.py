@@ -18,7 +18,8 @@ from hahrobust.evaluate.opening import bpda_types_for, load_transfer_source
 from hahrobust.nn.surrogate import SurrogateKind
 from hahrobust.results import Figure, Layout, Result
 from hahrobust.studies.audit import (
-    AuditConfig, Member, audit_model, check_audit_norm, default_ensemble, members_for, verdict,
+    AuditConfig, Member, ModelAudit, audit_model, check_audit_norm, default_ensemble, members_for,
+    verdict,
 )
 
 NAME = "audit"
@@ -29,16 +30,19 @@ NOTES = (
     "Adaptive attacks keep the model's forward pass exact and change only the gradient they follow: BPDA "
     "back-propagates through a smooth sigmoid mask around each threshold τ, EOT averages gradients over "
     "jittered copies. first = images this attack broke that no attack above it had; only = that no other did.",
-    "seconds: the attack's own time (clean passes, attack, verification), summed over its batches; the worst "
-    "case's is the members' total (the diagnostics' passes are not included).",
+    "Members after PGD attack only the images no earlier member broke (n is how many): their breaks are what they "
+    "add, and their own robust accuracy over all images is not measured (—). The worst case is monotone in ε.",
+    "forward/backward: image-passes through the model (and the transfer source) each member spent, clean "
+    "predictions and verification included; the worst case's are the ensemble's total (diagnostics not included).",
 )
 ATTACK_LAYOUT = Layout(
     title="Robust accuracy per attack and the per-image worst case (audit)",
     index=("model", "norm_label", "eps_label", "attack"),
-    values=("robust_acc", "first_breaks", "only_breaks", "n", "seconds"),
-    formats={"robust_acc": "{:.1%}", "first_breaks": "{:.0f}", "only_breaks": "{:.0f}", "n": "{:.0f}", "seconds": "{:.0f}"},
+    values=("robust_acc", "first_breaks", "only_breaks", "n", "forward_passes", "backward_passes"),
+    formats={"robust_acc": "{:.1%}", "first_breaks": "{:.0f}", "only_breaks": "{:.0f}", "n": "{:.0f}",
+             "forward_passes": "{:,.0f}", "backward_passes": "{:,.0f}"},
     labels={"norm_label": "norm", "eps_label": "ε", "robust_acc": "robust", "first_breaks": "first",
-            "only_breaks": "only"},
+            "only_breaks": "only", "forward_passes": "forward", "backward_passes": "backward"},
     notes=NOTES,
     figure=Figure(kind="bar", x="attack", y=("robust_acc",), facet="setting", percent=("robust_acc",),
                   xlabel="", ylabels={"robust_acc": "robust accuracy"}, ylim=(0.0, None)),
@@ -63,6 +67,7 @@ class AuditResult:
     attacks: Result
     diagnostics: Result
     verdicts: list[str]
+    audits: dict[str, list[ModelAudit]]  # per model label, one per norm: the per-image evidence
 
 
 def audit(
@@ -82,11 +87,13 @@ def audit(
     journal_dir: Path | None = None,
     journal_stems: Mapping[str, str] | None = None,
     resume: bool = False,
+    save_adv_dir: Path | None = None,
 ) -> AuditResult:
     """Audit every model at each norm (ε per norm: ``eps``, default the paper's) with ``ensemble`` (default
     :func:`hahrobust.studies.audit.default_ensemble`), each model with ``transfer_from`` (a checkpoint) as its
     transfer source. ``bpda`` maps further module types to a BPDA surrogate (``--bpda``). With ``journal_dir``
-    each member journals per batch (``journal_stems``: a file-name stem per model label) and ``resume`` continues."""
+    each member journals per batch (``journal_stems``: a file-name stem per model label) and ``resume`` continues;
+    ``save_adv_dir`` keeps every member's verified examples (checkable with ``hahrobust recheck``)."""
     norms = [check_audit_norm(p) for p in norms]
     eps_by_norm = {p: list(eps[p]) if eps is not None and p in eps else list(DEFAULT_EPS[p]) for p in norms}
     ensemble = tuple(default_ensemble() if ensemble is None else ensemble)
@@ -96,19 +103,20 @@ def audit(
     source = load_transfer_source(transfer_from, [m.model for m in opened], device) if transfer_from else None
     stems = journal_stems or {m.label: m.label for m in opened}
     attack_frames, diagnostic_frames, verdicts = [], [], []
+    audits: dict[str, list[ModelAudit]] = {}
     for m in opened:
-        pairs, diags = {}, []
+        audits[m.label] = []
         for p in norms:
-            rows, diag, pair = audit_model(
+            audited = audit_model(
                 m.model, data, norm=p, eps=eps_by_norm[p], transfer_source=source, bpda_types=types.get(m.label),
                 ensemble=ensemble, config=config, seed=seed, batch_size=batch_size, device=device,
                 progress=progress, journal_dir=journal_dir, journal_stem=f"audit-{stems[m.label]}", resume=resume,
+                save_adv_dir=save_adv_dir,
             )
-            attack_frames.append(rows.assign(model=m.label))
-            diags.append(diag.assign(model=m.label))
-            pairs[p] = pair
-        diagnostic_frames.extend(diags)
-        verdicts.append(verdict(m.label, pairs, pd.concat(diags), config))
+            attack_frames.append(audited.attacks.assign(model=m.label))
+            diagnostic_frames.append(audited.diagnostics.assign(model=m.label))
+            audits[m.label].append(audited)
+        verdicts.append(verdict(m.label, audits[m.label], config.alpha))
     attacks = _tidy(pd.concat(attack_frames, ignore_index=True))
     attacks.insert(4, "setting", [f"{n_} ε={e}" for n_, e in zip(attacks["norm_label"], attacks["eps_label"])])
     diagnostics = pd.concat(diagnostic_frames, ignore_index=True)
@@ -125,10 +133,11 @@ def audit(
     }
     used = {**origins(opened), **({"transfer source": Path(transfer_from)} if transfer_from is not None else {})}
     notes = [f"Verdict — {v}" for v in verdicts]
+    notes += [f"{label} {a.norm}: {w}" for label, per in audits.items() for a in per for w in a.warnings]
     return AuditResult(
         Result(NAME, attacks, settings, used, ATTACK_LAYOUT, notes=notes),
         Result("audit-diagnostics", diagnostics, settings, used, DIAGNOSTICS_LAYOUT, notes=list(notes)),
-        verdicts,
+        verdicts, audits,
     )
 
 

@@ -129,7 +129,7 @@ def journal_stems(
 def table1_journals(models: Sequence[LoadedModel], journal_dir: Path) -> list[Path]:
     """The journals of :func:`table1`'s adaptive audits: one per model, norm and ensemble member."""
     return [member_journal(journal_dir, f"table1-{slug(m.label)}", p, x.name)
-            for m in models for p, _ in TABLE_ATTACKS for x in default_ensemble()]
+            for m in models for p, _ in TABLE_ATTACKS for x in default_ensemble(include=("autoattack",))]
 
 
 @dataclasses.dataclass
@@ -302,7 +302,7 @@ def table1(
     layout = TABLE_LAYOUT
     if adaptive:
         layout = dataclasses.replace(layout, notes=(*layout.notes, ADAPTIVE_NOTE))
-        settings["adaptive"] = {"ensemble": [m.name for m in default_ensemble()], "config": dataclasses.asdict(AuditConfig())}
+        settings["adaptive"] = {"ensemble": [m.name for m in default_ensemble(include=("autoattack",))], "config": dataclasses.asdict(AuditConfig())}
     layout = dataclasses.replace(layout, notes=(*layout.notes, *runs.gradient_notes))
     used = {**origins(opened), **({"transfer source": Path(transfer_from)} if transfer_from is not None else {})}
     return Result(TABLE_NAME, rows, settings, used, layout, notes=_gathered(runs.flagged))

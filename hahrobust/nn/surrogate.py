@@ -66,11 +66,22 @@ class Surrogate:
         else:
             if tau is None:
                 tau = inferred_threshold(z, exact)
-            spread = z.detach().flatten(2).std(dim=-1)[..., None, None]
+            spread = _spread(z.detach())
             scale = (self.temperature * spread).clamp_min(torch.finfo(z.dtype).tiny)
             smooth = z * torch.sigmoid((z - tau) / scale)
         # (smooth − smooth.detach()) is exactly 0 in the forward pass, so the output is bit-identical to exact.
         return exact.detach() + (smooth - smooth.detach())
+
+
+def _spread(z: torch.Tensor) -> torch.Tensor:
+    """The sigmoid's width unit per image and channel: the channel's standard deviation over its map, or, for a
+    1×1 map (one value: no spread of its own), the image's over all channels, broadcastable to ``z``. Without the
+    fallback a 1×1 map's std is NaN and the NaN reaches the forward pass, which must stay exact."""
+    per_channel = z.flatten(2).std(dim=-1) if z[0, 0].numel() > 1 else None
+    if per_channel is not None:
+        return per_channel[..., None, None]
+    per_image = z.flatten(1).std(dim=-1) if z[0].numel() > 1 else torch.zeros(len(z), dtype=z.dtype, device=z.device)
+    return per_image.reshape(-1, *([1] * (z.dim() - 1)))
 
 
 def inferred_threshold(z: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:

@@ -2,40 +2,38 @@
 
 A robust-accuracy figure from attacks that follow plain autograd through a model with hard thresholds is an
 upper bound (Athalye et al. 2018; Tramer et al. 2020 broke k-winners-take-all this way). The audit runs an
-ensemble of attacks per model, norm and ε, and counts an image as robust only if **no** attack broke it:
+ensemble of attacks per model, norm and ε, and counts an image as robust only if **no** attack broke it with a
+verified example. Plain PGD attacks every image (the plain-gradient reference the verdict compares with); every
+later member attacks only the images no earlier member broke (its *survivors*), which gives the same per-image
+worst case as attacking everything (a union of verified breaks) at a fraction of the passes:
 
-=====================  ===========  ==================================================================
-member                 kind         what it is
-=====================  ===========  ==================================================================
-AutoAttack             standard     Croce & Hein's standard ensemble, plain gradients
-PGD                    white-box    PGD (100 steps × 5 restarts, targeted restarts), plain gradients
-PGD·BPDA               adaptive     the same through every threshold's smooth surrogate (BPDA)
-PGD·BPDA·margin        adaptive     BPDA with the C&W logit-margin loss (one restart, see below)
-APGD·BPDA              adaptive     AutoAttack's APGD-CE + APGD-T through the surrogate
-PGD·EOT                adaptive     gradients averaged over jittered copies (with BPDA where it applies)
-transfer               transfer     PGD on the transfer source, verified on the model (``transfer_source``)
-more effort            adaptive     survivors only: PGD·BPDA (plain PGD without a threshold), 4× steps, 2× restarts
-Square                 black-box    survivors only: Square Attack (logits only, no gradient), one batched call
-=====================  ===========  ==================================================================
+=====================  ============  ==============================================================
+member (``--skip``)    kind          what it is
+=====================  ============  ==============================================================
+PGD (pgd)              white-box     100 steps × 5 restarts (4 targeted), plain gradients, every image
+PGD·BPDA (pgd-bpda)    adaptive      the same through every threshold's smooth surrogate (BPDA)
+PGD·BPDA·margin        adaptive      BPDA with the C&W logit-margin loss, one restart
+APGD·BPDA (apgd-bpda)  adaptive      AutoAttack's APGD-CE + APGD-T through the surrogate
+PGD·EOT (pgd-eot)      adaptive      gradients averaged over jittered copies (with BPDA where it applies)
+BPDA sweep             adaptive      PGD·BPDA at temperatures 0.03, 0.3, 1 and straight-through (per-image best)
+transfer               transfer      PGD on the transfer source, verified on the model
+Square (square)        black-box     Square Attack, logits only, 5,000 queries, one batched call
+more effort            adaptive      rounds of the strongest PGD, steps and restarts doubling, all 9 targets,
+                                     fresh seeds, until a round breaks nothing (Carlini et al.'s convergence check)
+AutoAttack             standard      Croce & Hein's standard ensemble on every image: opt-in (``--include autoattack``)
+=====================  ============  ==============================================================
 
-BPDA members are left out for a model without a non-differentiable layer (they would repeat PGD). Every
-member's examples are verified by :func:`hahrobust.attacks.run_attack_images` like any attack's, so the worst
-case is a count of verified breaks, and it is never above any member's robust accuracy (by construction).
-PGD·BPDA·margin runs restart 0 only: PGD's restarts 1–4 already ascend the margin (targeted, seeded per image),
-so its restarts 1–4 would repeat PGD·BPDA's exactly on every image both leave unbroken — the worst case is the
-same, at a fifth of the cost.
+BPDA members are left out for a model without a non-differentiable layer (they would repeat PGD). The worst case
+is monotone in ε: a break verified at ε is within every larger ε, so it counts there too.
 
-*Survivors-only* members attack just the images no earlier member broke (at any ε), in turn: a break they find
-counts in the worst case like any other, at a fraction of the cost of attacking every image. Their own robust
-accuracy over all images is not measured (shown as —); their ``first_breaks`` are what they add. The more-effort
-member is Carlini et al.'s "more iterations must not lower robust accuracy" check and Square their "white-box ≤
-black-box" check (:data:`~hahrobust.studies.audit_diagnostics.INDICATORS`), each folded into the worst case instead of only reported.
-
-Diagnostics (:data:`~hahrobust.studies.audit_diagnostics.INDICATORS`), each a figure, a threshold and a plain-language line: Pintor et al.'s
-indicators of attack failure (NeurIPS 2022) for the plain-gradient PGD, Carlini et al.'s (2019) computable
-checklist items, and AutoAttack's own flags. The verdict: ``masked`` when the adaptive ensemble lowers robust
-accuracy below the plain-gradient attacks' by at least :attr:`AuditConfig.masking_gap`; ``suspect`` when it
-does not but an indicator fired; else ``no sign of masking``.
+**The verdict** reads per-image evidence, per norm and ε (:func:`judge`): the images that only gradient-changing
+members (BPDA, EOT) broke among those every plain-gradient member left robust are the evidence of masking, and
+"masked" needs them to be more than chance: the one-sided exact test of :func:`hahrobust.stats.masking_test`
+(p = ½^m for m such images, so m ≥ 5 at α = 0.05); fewer is "suspect: m images, not significant at this n".
+Breaks that only transfer or black-box members found are reported as their own line (the plain attacks are weak
+there), not as masking. Indicators of attack failure (:mod:`hahrobust.studies.audit_diagnostics`) make an
+otherwise clean verdict "suspect". A thresholded layer hahrobust cannot map (zero input gradients on most images,
+no BPDA ran) is named in a warning asking for ``--bpda``.
 """
 
 from __future__ import annotations
@@ -51,18 +49,20 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from hahrobust.attacks.gradients import GradientPath
-from hahrobust.attacks.norms import SYMBOLS, check_eps, check_norm
-from hahrobust.attacks.pgd import PGDConfig
-from hahrobust.attacks.square import SquareConfig
+from hahrobust import stats
 from hahrobust.attacks.autoattack import AutoAttackConfig
+from hahrobust.attacks.gradients import GradientPath
+from hahrobust.attacks.norms import SYMBOLS, check_eps, check_norm, format_eps
 from hahrobust.attacks.outcome import AttackOutcome
+from hahrobust.attacks.pgd import PGDConfig
 from hahrobust.attacks.registry import ATTACK_NORMS, REGISTRY, get
 from hahrobust.attacks.run import run_attack_images
-from hahrobust.data import ImageSet, balanced_indices, balanced_subset
+from hahrobust.attacks.square import SquareConfig
+from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.nn.surrogate import SurrogateTypes, surrogate_layers
-from hahrobust.studies.audit_diagnostics import diagnose
+from hahrobust.studies.audit_diagnostics import clean_predictions, diagnose
+from hahrobust.studies.passes import PassCount, count_passes
 
 Kind = Literal["standard", "white-box", "adaptive", "transfer", "black-box"]
 #: Norms the whole ensemble supports (AutoAttack and the black-box attacks have no ℓ0 or ℓ1 here).
@@ -71,24 +71,40 @@ AUDIT_NORMS: tuple[str, ...] = ("linf", "l2")
 
 @dataclass(frozen=True)
 class Member:
-    """One attack of the ensemble: a runner attack with a gradient path, a loss and where it runs."""
+    """One attack of the ensemble: a registered attack with a gradient path, a loss and where it runs."""
 
-    name: str
+    name: str  # shown in tables
     kind: Kind
-    attack: str  # a hahrobust.attacks.run attack name
+    attack: str  # a registered attack (hahrobust.attacks.registry)
     gradient: str = "plain"  # plain | bpda | eot | bpda+eot ("bpda" parts are dropped when there is no threshold)
     loss: str | None = None
     aa_version: str = "standard"
     transfer: bool = False  # runs on the audit's transfer source
-    subset: int | None = None  # attack only a class-balanced subset of this many images (slow attacks)
-    survivors: bool = False  # attack only the images no earlier member broke (runs after the others)
-    effort: bool = False  # PGD with AuditConfig.effort_steps × the steps and effort_restarts × the restarts
-    restarts: int | None = None  # PGD restarts, instead of the audit's (before effort multiplies them)
+    survivors: bool = True  # attack only the images no earlier member broke
+    effort: bool = False  # the convergence rounds (AuditConfig.effort_*)
+    restarts: int | None = None  # PGD restarts, instead of the audit's
+    backwards: tuple[tuple[str, float], ...] = ()  # BPDA sweep: (surrogate kind, temperature) runs, per-image union
+    default: bool = True  # in the default ensemble (False: only with --include)
+
+    @property
+    def key(self) -> str:
+        """The ASCII name ``--skip`` and ``--include`` take (``PGD·BPDA·margin`` → ``pgd-bpda-margin``)."""
+        return "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-").replace("--", "-")
+
+    @property
+    def changes_gradient(self) -> bool:
+        """Follows another gradient than autograd's on the exact model: its extra breaks are evidence of masking."""
+        return "bpda" in self.gradient or "eot" in self.gradient
+
+    @property
+    def plain(self) -> bool:
+        """A plain-gradient member on the exact model (the reference the verdict compares with)."""
+        return not self.changes_gradient and not self.transfer and self.kind in ("standard", "white-box", "adaptive")
 
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """Every setting of the audit, in one place (they go into the result's JSON)."""
+    """Every setting of the audit, in one place (they go into the result's JSON and the journals' headers)."""
 
     pgd: PGDConfig = PGDConfig()  # 100 steps, 5 restarts (4 targeted): the toolkit's PGD
     # EOT costs (samples + 1) forward/backward passes a step: 4 samples × 50 steps × 1 restart keeps it to about
@@ -97,50 +113,56 @@ class AuditConfig:
     eot_samples: int = 4
     eot_sigma: float = 2 / 255
     temperature: float = 0.1  # BPDA sigmoid width (× the channel's std)
-    # Carlini et al.: more effort must not lower robust accuracy. The "more effort" member: on the images no
-    # member broke, the strongest adaptive PGD at 4× the steps and 2× the restarts.
-    effort_steps: int = 4
+    # Convergence (Carlini et al.: more effort must not lower robust accuracy): round r runs the strongest PGD on
+    # the survivors with 2^r × the steps and restarts, targeted at all 9 wrong classes, seeds fresh per round;
+    # the rounds stop when one breaks nothing ("converged") or after effort_rounds ("not converged").
+    effort_steps: int = 2
     effort_restarts: int = 2
+    effort_rounds: int = 3
     unbounded_eps: dict[str, float] = field(default_factory=lambda: {"linf": 0.5, "l2": 50.0})
     unstable_radius: float = 1e-3  # ℓ∞ radius of the "tiny" noise (a quarter of a grey level)
     unstable_draws: int = 8
-    masking_gap: float = 0.02  # verdict "masked": adaptive worst case ≥ 2 points below the plain attacks
-    # Square on the survivors: AutoAttack's standard budget is 5000 queries on the images its APGD/FAB left;
-    # 1000 per image here (Square finds most of what it finds early, see SquareConfig). One batched call of the
-    # reference implementation on all the images it attacks (``per_image=False``, AutoAttack's own way): on the
-    # reference models 4–6× faster than one call per image (baseline ℓ2: 220 s for 21 survivors per image), and
-    # still independent of --batch-size and the process count, because audit_model gives it every image in one
-    # batch whatever the batch size (the survivors are fixed by the seed and the members before it).
-    square: SquareConfig = SquareConfig(per_image=False)
+    alpha: float = 0.05  # masking: one-sided exact test on the images only gradient-changing members broke
+    # Square on the survivors at AutoAttack's standard budget, one batched call of the reference implementation
+    # (``per_image=False``: AutoAttack's own way), independent of --batch-size because it gets every image at once.
+    square: SquareConfig = SquareConfig(queries=5000, per_image=False)
 
 
 DEFAULT_ENSEMBLE: tuple[Member, ...] = (
-    Member("AutoAttack", "standard", "autoattack"),
-    Member("PGD", "white-box", "pgd"),
+    Member("AutoAttack", "standard", "autoattack", survivors=False, default=False),
+    Member("PGD", "white-box", "pgd", survivors=False),
     Member("PGD·BPDA", "adaptive", "pgd", gradient="bpda"),
-    # restart 0 only: PGD's later restarts are margin ascents already, identical to PGD·BPDA's (module docstring)
     Member("PGD·BPDA·margin", "adaptive", "pgd", gradient="bpda", loss="margin", restarts=1),
     Member("APGD·BPDA", "adaptive", "autoattack", gradient="bpda", aa_version="paper"),
     Member("PGD·EOT", "adaptive", "pgd", gradient="bpda+eot"),
+    Member("BPDA sweep", "adaptive", "pgd", gradient="bpda", restarts=1,
+           backwards=(("sigmoid", 0.03), ("sigmoid", 0.3), ("sigmoid", 1.0), ("identity", 0.1))),
     Member("transfer", "transfer", "pgd", transfer=True),
-    # survivors-only members run last, in this order
-    Member("more effort", "adaptive", "pgd", gradient="bpda", survivors=True, effort=True),
-    Member("Square", "black-box", "square", survivors=True),
+    Member("Square", "black-box", "square"),
+    Member("more effort", "adaptive", "pgd", gradient="bpda", effort=True),
 )
 # HopSkipJump (hahrobust.attacks.decision, foolbox's decision-based attack) is validated as a library attack but
-# not a member: ≈ 2,400 queries and 7–9 s per image on this CPU (benchmarks/blackbox_cost.py), and its distances
-# were loose where Square already attacks the survivors from logits.
+# not a member: ≈ 2,400 queries and 7–9 s per image on this CPU (benchmarks/blackbox_cost.py), where Square
+# already attacks the survivors from logits.
 WORST = "worst case"
 
 
-def default_ensemble() -> tuple[Member, ...]:
-    """:data:`DEFAULT_ENSEMBLE` and, after it, every registered attack whose registry entry names an audit role
-    (:class:`hahrobust.attacks.registry.AuditRole`): a new attack joins the audit from its registration line."""
+def default_ensemble(include: Sequence[str] = ()) -> tuple[Member, ...]:
+    """The members that run by default, those named in ``include`` (keys, e.g. ``autoattack``) and, before more
+    effort, every registered attack whose registry entry names an audit role: a new attack joins the audit from its
+    registration line."""
     extra = tuple(
         Member(spec.audit.display, spec.audit.kind, spec.name, survivors=spec.audit.survivors)  # type: ignore[arg-type]
         for spec in REGISTRY.values() if spec.audit is not None
     )
-    return DEFAULT_ENSEMBLE + extra
+    chosen = [m for m in DEFAULT_ENSEMBLE if m.default or m.key in include]
+    last = [m for m in chosen if m.effort]
+    return (*[m for m in chosen if not m.effort], *extra, *last)
+
+
+def all_members() -> tuple[Member, ...]:
+    """Every member ``--skip`` and ``--include`` may name: the default ensemble, the opt-in ones, registered ones."""
+    return default_ensemble(include=[m.key for m in DEFAULT_ENSEMBLE])
 
 
 def check_audit_norm(norm: str) -> str:
@@ -162,17 +184,44 @@ def members_for(
     thresholded = bool(surrogate_layers(model, bpda_types))
     chosen = []
     for member in ensemble:
-        if member.transfer and transfer_source is None:
-            continue
-        if member.attack not in ATTACK_NORMS:
+        if (member.transfer and transfer_source is None) or member.attack not in ATTACK_NORMS:
             continue
         gradient = member.gradient
         if "bpda" in gradient and not thresholded:
             if gradient == "bpda" and not member.effort:
                 continue  # identical to the plain member
             gradient = "plain" if gradient == "bpda" else "eot"
-        chosen.append(replace(member, gradient=gradient))
+        chosen.append(replace(member, gradient=gradient, backwards=member.backwards if thresholded else ()))
     return chosen
+
+
+@dataclass(frozen=True)
+class ModelAudit:
+    """One model audited at one norm: the per-member table, the diagnostics, and the per-image evidence.
+
+    ``correct`` [N]: classified correctly clean (one forward pass of the model itself); ``broken_by[member]``
+    [len(eps), N]: the images that member broke with a verified example (monotone in ε); ``worst`` [len(eps), N]:
+    robust under every member; ``plain`` [len(eps), N]: robust under the plain-gradient members only."""
+
+    norm: str
+    eps: list[float]
+    members: tuple[Member, ...]
+    attacks: pd.DataFrame
+    diagnostics: pd.DataFrame
+    correct: np.ndarray
+    broken_by: dict[str, np.ndarray]
+    worst: np.ndarray
+    plain: np.ndarray
+    passes: dict[str, PassCount]
+    rounds: list[tuple[int, int]]  # more effort: (images attacked, images broken) per round
+    warnings: tuple[str, ...] = ()
+
+    def broken(self, which: Sequence[Member]) -> np.ndarray:
+        """[len(eps), N]: broken by any of ``which``."""
+        out = np.zeros_like(self.worst)
+        for member in which:
+            out |= self.broken_by[member.name]
+        return out
 
 
 def audit_model(
@@ -192,96 +241,166 @@ def audit_model(
     journal_dir: Path | None = None,
     journal_stem: str = "model",
     resume: bool = False,
-) -> tuple[pd.DataFrame, pd.DataFrame, tuple[float, float]]:
-    """Audit one model at one norm: (per-member rows, diagnostics rows, (plain robust acc, worst case) at the
-    first ε). Each member runs through the attack runner with its own journal (``journal_dir``), so a killed
-    audit resumes per member and batch."""
+    save_adv_dir: Path | None = None,
+) -> ModelAudit:
+    """Audit one model at one norm (see the module docstring). Each member runs through the attack runner with its
+    own journal (``journal_dir``), so a killed audit resumes per member and batch; with ``save_adv_dir`` every
+    member's verified examples are kept (``<stem>-<norm>-<member>.safetensors``, checkable with
+    ``hahrobust recheck``)."""
     norm = check_audit_norm(norm)
     eps = check_eps(eps, norm)
     ensemble = default_ensemble() if ensemble is None else ensemble
     members = [m for m in members_for(model, ensemble, transfer_source, bpda_types) if norm in ATTACK_NORMS[m.attack]]
-    outcomes: dict[str, AttackOutcome] = {}
-    positions: dict[str, np.ndarray] = {}  # where each member's images sit in ``data``
-    robust = np.ones((len(eps), len(data)), dtype=bool)
+    order = np.argsort(eps, kind="stable")  # for carrying a break at a small ε to every larger one
+    correct = clean_predictions(model, data, batch_size, device) == data.labels.numpy()
+    robust = np.repeat(correct[None], len(eps), axis=0)  # misclassified images are never robust
     broken_by: dict[str, np.ndarray] = {}
-    members = sorted(members, key=lambda m: m.survivors)  # survivors-only members last, in their order
-    for member in members:
-        if member.survivors:
-            positions[member.name] = np.flatnonzero(robust.any(axis=0))
-            index = torch.from_numpy(positions[member.name])
-            subset = ImageSet(data.images[index], data.labels[index], source=f"{data.source} [audit survivors]")
-        elif member.subset:
-            positions[member.name] = balanced_indices(data.labels, min(member.subset, len(data)), seed, data.source).numpy()
-            subset = balanced_subset(data, min(member.subset, len(data)), seed)
-        else:
-            positions[member.name], subset = np.arange(len(data)), data
-        path = GradientPath(member.gradient, temperature=config.temperature,  # type: ignore[arg-type]
-                            eot_samples=config.eot_samples, eot_sigma=config.eot_sigma)
-        journal = member_journal(journal_dir, journal_stem, norm, member.name) if journal_dir else None
-        # A batched Square's examples depend on which images share its call: it gets them all in one (AuditConfig.square).
+    outcomes: dict[str, AttackOutcome] = {}
+    passes: dict[str, PassCount] = {}
+    rounds: list[tuple[int, int]] = []
+    rows: list[dict[str, object]] = []
+
+    def attack(member: Member, name: str, where: np.ndarray, pgd_config: object, path: GradientPath,
+               run_seed: int) -> np.ndarray:
+        """Run one attack on the images at ``where``; its verified breaks as [len(eps), N]."""
+        index = torch.from_numpy(where)
+        subset = ImageSet(data.images[index], data.labels[index], source=f"{data.source} [audit {member.key}]")
+        # A batched Square's examples depend on which images share its call: it gets them all in one.
         one_call = member.attack == "square" and not config.square.per_image
-        outcome = run_attack_images(
-            model, subset, attack=member.attack, norm=norm, eps=eps, seed=seed, config=member_config(member, config),
-            batch_size=max(1, len(subset)) if one_call else batch_size,
-            device=device, progress=progress, journal_path=journal, resume=resume, gradient=path,
-            bpda_types=None if member.transfer else bpda_types,
-            transfer_source=transfer_source if member.transfer else None,
-            description=f"{journal_stem} {member.name} {SYMBOLS[norm]}",
-        )
-        outcomes[member.name] = outcome
-        mask = np.ones((len(eps), len(data)), dtype=bool)  # images a member did not attack are not its breaks
-        # Robust = correct clean and not fooled (misclassified images are never robust). A survivors-only member
-        # sees only images already known to be correct: its breaks are the ones it fooled, nothing else.
-        mask[:, positions[member.name][outcome.index]] = outcome.robust | (~outcome.correct if member.survivors else False)
-        broken_by[member.name] = ~mask
-        robust &= mask
-    correct = outcomes[members[0].name].correct
-    rows = []
-    first_seen = np.zeros((len(eps), len(data)), dtype=bool)
+        journal = member_journal(journal_dir, journal_stem, norm, name) if journal_dir else None
+        with count_passes(model, transfer_source) as count:
+            outcome = run_attack_images(
+                model, subset, attack=member.attack, norm=norm, eps=eps, seed=run_seed, config=pgd_config,
+                batch_size=max(1, len(subset)) if one_call else batch_size, device=device, progress=progress,
+                journal_path=journal, resume=resume, gradient=path,
+                bpda_types=None if member.transfer else bpda_types,
+                transfer_source=transfer_source if member.transfer else None,
+                save_adv=member_journal(save_adv_dir, journal_stem, norm, name).with_suffix(".safetensors")
+                if save_adv_dir is not None and len(subset) else None,
+                description=f"{journal_stem} {name} {SYMBOLS[norm]}",
+            )
+        passes[name] = passes[name] + count if name in passes else count
+        outcomes[name] = outcome
+        broken = np.zeros((len(eps), len(data)), dtype=bool)
+        broken[:, where[outcome.index]] = ~outcome.robust & outcome.correct[None]
+        return _monotone(broken, order) & correct[None]
+
     for member in members:
-        outcome, broken = outcomes[member.name], broken_by[member.name]
-        others = np.zeros_like(broken)
-        for other, b in broken_by.items():
-            if other != member.name:
-                others |= b
+        where = np.flatnonzero(robust.any(axis=0)) if member.survivors else np.arange(len(data))
+        start = robust.copy()
+        if member.effort:
+            broken = _effort_rounds(member, config, robust, attack, rounds, seed)
+        else:
+            broken = np.zeros_like(robust)
+            for kind, temperature in member.backwards or ((None, None),):
+                path = GradientPath(member.gradient, surrogate=kind or "sigmoid",  # type: ignore[arg-type]
+                                    temperature=temperature or config.temperature,
+                                    eot_samples=config.eot_samples, eot_sigma=config.eot_sigma)
+                name = member.name if kind is None else f"{member.name} {kind} {temperature:g}"
+                broken |= attack(member, name, where, member_config(member, config), path, seed)
+        broken_by[member.name] = broken
+        robust &= ~broken
+        cost = sum((v for k, v in passes.items() if k == member.name or k.startswith(member.name + " ")), PassCount())
         for j, e in enumerate(eps):
-            new = broken[j] & correct & ~first_seen[j]
             rows.append({
                 "norm": norm, "eps": e, "attack": member.name, "kind": member.kind, "gradient": member.gradient,
-                "n": len(outcome.correct), "clean_acc": float(correct.mean()),
-                # a survivors-only member's robust accuracy over all images is not measured
-                "robust_acc": float("nan") if member.survivors else float(outcome.robust[j].mean()),
-                "first_breaks": int(new.sum()), "only_breaks": int((broken[j] & correct & ~others[j]).sum()),
-                "seconds": float(outcome.table["seconds"].iloc[j]) if len(outcome.table) else 0.0,  # attack time
+                "n": len(data) if not member.survivors else int(start[j].sum()),
+                "clean_acc": float(correct.mean()),
+                "robust_acc": float((correct & ~broken[j]).mean()) if not member.survivors else float("nan"),
+                "first_breaks": int((broken[j] & start[j]).sum()),
+                "forward_passes": cost.forward, "backward_passes": cost.backward,
             })
-            first_seen[j] |= broken[j] & correct
+    plain_members = [m for m in members if m.plain and not m.effort] + [m for m in members if m.effort and m.plain]
+    plain = correct[None] & ~_union(broken_by, plain_members, robust.shape)
+    total = sum(passes.values(), PassCount())
     for j, e in enumerate(eps):
         rows.append({
             "norm": norm, "eps": e, "attack": WORST, "kind": "worst case", "gradient": "all", "n": len(data),
-            "clean_acc": float(correct.mean()), "robust_acc": float(robust[j].mean()), "first_breaks": 0, "only_breaks": 0,
-            "seconds": float(sum(r["seconds"] for r in rows if r["eps"] == e)),
+            "clean_acc": float(correct.mean()), "robust_acc": float(robust[j].mean()),
+            "first_breaks": int((correct & ~robust[j]).sum()),  # every image not robust: misclassified or broken
+            "forward_passes": total.forward, "backward_passes": total.backward,
         })
     attacks = pd.DataFrame(rows)
-    plain = min(float(outcomes[m.name].robust[0].mean()) for m in members
-                if m.kind in ("standard", "white-box") and m.subset is None and not m.survivors)
+    attacks["only_breaks"] = [_only(broken_by, str(r["attack"]), eps.index(r["eps"])) if r["attack"] != WORST else 0
+                              for r in rows]
     diagnostics = diagnose(
         model, data, norm=norm, eps=eps[0], members=members, outcomes=outcomes, correct=correct,
-        transfer_source=transfer_source, config=config, seed=seed, batch_size=batch_size, device=device, progress=progress,
-        broken_by=broken_by,
+        transfer_source=transfer_source, config=config, seed=seed, batch_size=batch_size, device=device,
+        progress=progress, broken_by=broken_by, rounds=rounds,
     )
-    return attacks, diagnostics, (plain, float(robust[0].mean()))
+    warnings = _bpda_warnings(model, members, bpda_types, diagnostics)
+    return ModelAudit(norm, list(eps), tuple(members), attacks, diagnostics, correct, broken_by, robust, plain,
+                      passes, rounds, warnings)
+
+
+def _effort_rounds(member: Member, config: AuditConfig, robust: np.ndarray, attack, rounds: list[tuple[int, int]],
+                   seed: int) -> np.ndarray:
+    """Convergence: rounds of the strongest PGD on the survivors, 2^r × steps and restarts, all nine targets, a fresh
+    seed per round; stop at the first round that breaks nothing or after ``config.effort_rounds``."""
+    broken = np.zeros_like(robust)
+    for r in range(1, config.effort_rounds + 1):
+        where = np.flatnonzero((robust & ~broken).any(axis=0))
+        if not len(where):
+            break
+        factor_steps, factor_restarts = config.effort_steps ** r, config.effort_restarts ** r
+        pgd_config = replace(config.pgd, steps=config.pgd.steps * factor_steps,
+                             restarts=config.pgd.restarts * factor_restarts, targeted=9)
+        path = GradientPath(member.gradient, temperature=config.temperature,  # type: ignore[arg-type]
+                            eot_samples=config.eot_samples, eot_sigma=config.eot_sigma)
+        found = attack(member, f"{member.name} round {r}", where, pgd_config, path, seed + 1_000_003 * r)
+        new = found & ~broken & robust
+        broken |= found
+        rounds.append((len(where), int(new.any(axis=0).sum())))
+        if not new.any():
+            break
+    return broken
+
+
+def _monotone(broken: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Carry each break to every larger ε (rows of ``broken`` in the order of ``eps``; ``order`` sorts them)."""
+    carried = np.logical_or.accumulate(broken[order], axis=0)
+    out = np.empty_like(broken)
+    out[order] = carried
+    return out
+
+
+def _union(broken_by: dict[str, np.ndarray], members: Sequence[Member], shape: tuple[int, ...]) -> np.ndarray:
+    out = np.zeros(shape, dtype=bool)
+    for m in members:
+        out |= broken_by[m.name]
+    return out
+
+
+def _only(broken_by: dict[str, np.ndarray], name: str, j: int) -> int:
+    others = np.zeros_like(broken_by[name][j])
+    for other, b in broken_by.items():
+        if other != name:
+            others |= b[j]
+    return int((broken_by[name][j] & ~others).sum())
+
+
+def _bpda_warnings(model: nn.Module, members: Sequence[Member], bpda_types: SurrogateTypes | None,
+                   diagnostics: pd.DataFrame) -> tuple[str, ...]:
+    """A model whose input gradients vanish on most images while no BPDA member ran has a non-differentiable layer
+    hahrobust does not know: the adaptive attacks never saw through it."""
+    if any(m.changes_gradient and "bpda" in m.gradient for m in members):
+        return ()
+    row = diagnostics.set_index("indicator")
+    share = float(row.loc["unavailable gradients", "share"]) if "unavailable gradients" in row.index else 0.0
+    if share <= 0.5:
+        return ()
+    return (f"{share:.0%} of the images have zero input gradients and no BPDA member ran: the model has a "
+            "non-differentiable layer hahrobust does not know; map it with --bpda TYPE=sigmoid (or =identity) "
+            "so the adaptive attacks can see through it",)
 
 
 def member_config(member: Member, config: AuditConfig) -> object:
-    """The attack config a member runs with: PGD's from the audit's (EOT's for EOT members, its restarts, more
-    effort's multipliers, its loss), AutoAttack's version, Square's budget; a registered extra attack's defaults."""
+    """The attack config a member runs with: PGD's from the audit's (EOT's for EOT members, its restarts, its
+    loss), AutoAttack's version, Square's budget; a registered extra attack's defaults."""
     if member.attack == "pgd":
         pgd_config = config.eot if "eot" in member.gradient else config.pgd
         if member.restarts is not None:
             pgd_config = replace(pgd_config, restarts=member.restarts)
-        if member.effort:
-            pgd_config = replace(pgd_config, steps=pgd_config.steps * config.effort_steps,
-                                 restarts=pgd_config.restarts * config.effort_restarts)
         if member.loss is not None:
             pgd_config = replace(pgd_config, loss=member.loss)  # type: ignore[arg-type]
         return pgd_config
@@ -292,18 +411,95 @@ def member_config(member: Member, config: AuditConfig) -> object:
     return get(member.attack).default_config()
 
 
-def verdict(label: str, results: dict[str, tuple[float, float]], diagnostics: pd.DataFrame,
-            config: AuditConfig = AuditConfig()) -> str:
-    """One line per model from its (plain, worst case) pairs per norm and its fired indicators."""
-    gaps = {norm: plain - worst for norm, (plain, worst) in results.items()}
-    masked = {norm: results[norm] for norm, gap in gaps.items() if gap >= config.masking_gap - 1e-12}
-    fired = diagnostics[diagnostics["fired"].astype(bool)]["indicator"].unique().tolist()
-    if masked:
-        parts = ", ".join(f"{SYMBOLS[n]} from {p:.1%} to {w:.1%}" for n, (p, w) in masked.items())
-        return f"{label}: masked — adaptive attacks lower robust accuracy {parts}"
-    if fired:
-        return f"{label}: suspect — the adaptive attacks did not lower robust accuracy, but indicators fired: {', '.join(fired)}"
-    return f"{label}: no sign of masking — no adaptive attack beat the plain-gradient ones by {config.masking_gap:.0%} and no indicator fired"
+# ----------------------------------------------------------------------------------------------- verdict
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The masking evidence at one norm and ε: the images only gradient-changing members broke beyond the plain
+    ones (``masking``: its exact test), and those only transfer or black-box members found (``weak``)."""
+
+    norm: str
+    eps: float
+    plain_robust: int
+    worst_robust: int
+    n: int
+    masking: stats.MaskingTest
+    weak: int
+
+    @property
+    def significant(self) -> bool:
+        return self.masking.adaptive_only > 0 and self.masking.p_value <= self.alpha
+
+    alpha: float = 0.05
+
+    def line(self) -> str:
+        at = f"{SYMBOLS[self.norm]} {format_eps(self.eps, self.norm)}"
+        plain, worst = self.plain_robust / self.n, self.worst_robust / self.n
+        parts = [f"{at}: plain {plain:.1%} → worst case {worst:.1%}"]
+        m = self.masking.adaptive_only
+        if m:
+            parts.append(f"{m} image{'s' * (m != 1)} only gradient-changing attacks broke (one-sided exact p = "
+                         f"{self.masking.p_value:.2g}{'' if self.significant else ', not significant at this n'})")
+        if self.weak:
+            parts.append(f"transfer/black-box found {self.weak} more: the plain attacks are weak here")
+        return "; ".join(parts)
+
+
+def judge(audit: ModelAudit, alpha: float = 0.05) -> list[Judgement]:
+    """Per ε: the per-image masking evidence of one model's audit (see the module docstring)."""
+    plain_broken = audit.broken([m for m in audit.members if m.plain])
+    adaptive_broken = audit.broken([m for m in audit.members if m.changes_gradient])
+    other_broken = audit.broken([m for m in audit.members if not m.plain and not m.changes_gradient])
+    out = []
+    for j, e in enumerate(audit.eps):
+        plain_robust = audit.correct & ~plain_broken[j]
+        only_adaptive = int((adaptive_broken[j] & plain_robust).sum())
+        weak = int((other_broken[j] & plain_robust & ~adaptive_broken[j]).sum())
+        out.append(Judgement(audit.norm, e, int(plain_robust.sum()), int(audit.worst[j].sum()), len(audit.correct),
+                             stats.masking_test(only_adaptive, int(plain_robust.sum())), weak, alpha))
+    return out
+
+
+def verdict(label: str, audits: Sequence[ModelAudit], alpha: float = 0.05) -> str:
+    """One line per model: ``masked`` when at some norm and ε the images only gradient-changing members broke are
+    significant (one-sided exact test at ``alpha``); ``suspect`` when some are but not significantly, when an
+    indicator fired, or when BPDA could not run on a non-differentiable layer; else ``no sign of masking``. The
+    evidence per norm and ε follows, and whether more effort converged."""
+    judgements = [j for a in audits for j in judge(a, alpha)]
+    evidence = "; ".join(j.line() for j in judgements)
+    fired = sorted({i for a in audits for i in a.diagnostics.loc[a.diagnostics["fired"].astype(bool), "indicator"]})
+    warnings = [w for a in audits for w in a.warnings]
+    convergence = "; ".join(f"{SYMBOLS[a.norm]} {convergence_text(a)}" for a in audits if a.rounds or _has_effort(a))
+    tail = f" — {evidence}" + (f"; more effort: {convergence}" if convergence else "")
+    if any(j.significant for j in judgements):
+        return f"{label}: masked{tail}"
+    suspects = [j for j in judgements if j.masking.adaptive_only]
+    if suspects or fired or warnings:
+        why = ([f"{sum(j.masking.adaptive_only for j in suspects)} images broken only by gradient-changing attacks, "
+                "not significant at this n"] if suspects else [])
+        why += [f"indicators fired: {', '.join(fired)}"] if fired else []
+        why += warnings
+        return f"{label}: suspect ({'; '.join(why)}){tail}"
+    return f"{label}: no sign of masking{tail}"
+
+
+def _has_effort(audit: ModelAudit) -> bool:
+    return any(m.effort for m in audit.members)
+
+
+def convergence_text(audit: ModelAudit) -> str:
+    """"converged after k rounds" (the last broke nothing), "every survivor broken", or "not converged: the last
+    round broke m of n"."""
+    if not audit.rounds:
+        return "no survivors to attack" if _has_effort(audit) else "not run"
+    attacked, broke = audit.rounds[-1]
+    rounds = f"{len(audit.rounds)} round{'s' * (len(audit.rounds) != 1)}"
+    if broke == 0:
+        return f"converged after {rounds}"
+    if broke == attacked:
+        return f"every survivor broken after {rounds} (nothing left to attack)"
+    return f"not converged: the last round broke {broke} of {attacked}"
 
 
 def member_journal(journal_dir: Path, stem: str, norm: str, member: str) -> Path:

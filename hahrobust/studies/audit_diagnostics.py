@@ -56,7 +56,7 @@ INDICATORS: dict[str, Indicator] = {i.key: i for i in (
     Indicator("unbounded", "unbounded ε reaches 100 %", "< 100 % success",
               "with an ε that allows any image, plain PGD must fool every image; if not, its gradients mislead it"),
     Indicator("more_effort", "more steps/restarts lower robust acc.", "> 0 images",
-              "4× steps and 2× restarts broke images the other members did not: the attacks had not converged"),
+              "rounds of doubled steps and restarts broke images the other members did not: they had not converged"),
     Indicator("white_vs_black", "white-box ≤ black-box", "> 0 images",
               "a gradient-free attack broke images every gradient-based member missed: gradients are masked"),
     Indicator("autoattack_flags", "AutoAttack's own checks", "> 0 flags",
@@ -68,7 +68,7 @@ def diagnose(
     model: nn.Module, data: ImageSet, *, norm: str, eps: float, members: list[Member],
     outcomes: dict[str, AttackOutcome], correct: np.ndarray, transfer_source: nn.Module | None,
     config: AuditConfig, seed: int, batch_size: int, device: torch.device | str, progress: Progress | None,
-    broken_by: dict[str, np.ndarray],
+    broken_by: dict[str, np.ndarray], rounds: list[tuple[int, int]] | None = None,
 ) -> pd.DataFrame:
     values: dict[str, tuple[float, bool, str]] = {}  # key → (value, fired, shown value)
 
@@ -102,8 +102,11 @@ def diagnose(
 
     effort = next((m for m in members if m.effort), None)
     if effort is not None:
-        attacked, extra = len(outcomes[effort.name].index), int(broken_by[effort.name][0].sum())
-        values["more_effort"] = (extra, extra > 0, f"{extra} of {attacked} survivors broken")
+        rounds = rounds or []
+        attacked, extra = (rounds[0][0] if rounds else 0), int(broken_by[effort.name][0].sum())
+        last = rounds[-1][1] if rounds else 0
+        values["more_effort"] = (extra, extra > 0, f"{extra} of {attacked} survivors broken in {len(rounds)} "
+                                 f"round{'s' * (len(rounds) != 1)} ({'converged' if not last else f'the last broke {last}'})")
     black = [m for m in members if m.kind == "black-box"]
     if black:
         gradient_based = np.zeros(len(data), dtype=bool)
@@ -116,9 +119,9 @@ def diagnose(
     flags = sorted({f for o in outcomes.values() for f in o.flags})
     values["autoattack_flags"] = (len(flags), bool(flags), f"{len(flags)}" + (f": {'; '.join(flags)}" if flags else ""))
     return pd.DataFrame([
-        {"norm": norm, "indicator": INDICATORS[k].title, "value": shown, "threshold": INDICATORS[k].threshold,
+        {"norm": norm, "indicator": INDICATORS[k].title, "value": shown, "share": float(v), "threshold": INDICATORS[k].threshold,
          "fired": fired, "meaning": INDICATORS[k].meaning}
-        for k, (_, fired, shown) in values.items()
+        for k, (v, fired, shown) in values.items()
     ])
 
 
@@ -203,3 +206,12 @@ def _unbounded_success(model: nn.Module, data: ImageSet, norm: str, config: Audi
     )
     correct = outcome.correct
     return float((~outcome.robust[0] & correct).sum() / max(1, correct.sum()))
+
+
+def clean_predictions(model: nn.Module, data: ImageSet, batch_size: int, device: torch.device | str) -> np.ndarray:
+    """The model's own predicted class per image of ``data`` (one forward pass, eval mode)."""
+    out = []
+    with eval_mode(model), torch.no_grad():
+        for x, _, _ in batches(data, batch_size, device=device):
+            out.append(model(x).argmax(dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

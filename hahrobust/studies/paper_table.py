@@ -133,21 +133,22 @@ def audited_columns(
     run on first use): the audit's member for ``attack`` (AutoAttack standard, or PGD) fills the adversarial
     column, its per-image worst case the adaptive column beside it. With ``attack="pgd"`` the ensemble leaves
     AutoAttack out (the cheap Table 2 setting); ``transfer_source`` adds the transfer member."""
-    from hahrobust.studies.audit import DEFAULT_ENSEMBLE, WORST, audit_model
+    from hahrobust.studies.audit import WORST, audit_model, default_ensemble
 
     member = {"autoattack": "AutoAttack", "pgd": "PGD"}.get(attack)
     if member is None:
         raise HahrobustError(f"the adaptive columns come with --attack autoattack or pgd, not {attack}")
-    ensemble = DEFAULT_ENSEMBLE if attack == "autoattack" else tuple(m for m in DEFAULT_ENSEMBLE if m.name != "AutoAttack")
+    # AutoAttack's column is the ensemble's AutoAttack member (one standard run on every image serves both)
+    ensemble = default_ensemble(include=("autoattack",) if attack == "autoattack" else ())
     audits: dict[tuple[str, float], pd.DataFrame] = {}
 
     def audited(norm: str, eps: float) -> pd.DataFrame:
         if (norm, eps) not in audits:
-            audits[(norm, eps)], _, _ = audit_model(
+            audits[(norm, eps)] = audit_model(
                 model, data, norm=norm, eps=[eps], transfer_source=transfer_source, ensemble=ensemble, seed=seed,
                 batch_size=batch_size, device=device, progress=progress, journal_dir=journal_dir,
                 journal_stem=journal_stem, resume=resume,
-            )
+            ).attacks
         return audits[(norm, eps)].set_index("attack")
 
     return (lambda norm, eps: audited(norm, eps).loc[[member]].reset_index(),
