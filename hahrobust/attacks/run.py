@@ -59,6 +59,7 @@ from hahrobust.data import ImageSet, balanced_subset, batches, num_batches
 from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.nn.surrogate import SurrogateTypes
+from hahrobust.provenance import versions
 
 __all__ = [
     "ADV_FORMAT", "ATTACK_NORMS", "COLUMNS", "AttackOutcome", "check_attack", "distance_summary", "load_adversarial",
@@ -196,7 +197,7 @@ def run_attack_images(
     correct, robust, dist = robust_flags(records, eps_list, norm, spec.minimum_norm, dim)
     flags = tuple(dict.fromkeys(f for r in records for f in r.get("flags", [])))
     source_fooled = None
-    if transfer_source is not None and not spec.minimum_norm:
+    if transfer_source is not None and not spec.minimum_norm and records:
         source_fooled = np.stack([
             np.concatenate([np.asarray(r["source_pred"][j]) for r in records]) != per_image(records, "label")
             for j in range(len(eps_list))
@@ -205,17 +206,9 @@ def run_attack_images(
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """The software and numerics a run's results may depend on: torch's and AutoAttack's versions, the intra-op
-    thread count (a thresholded model can flip an image between 1 and 2 threads) and the device."""
-    from importlib import metadata
-
-    versions = {}
-    for package in ("torch", "pyautoattack", "autoattack"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return {"versions": versions, "threads": torch.get_num_threads(), "device": str(device)}
+    """The software and numerics a run's results may depend on: package versions (torch, AutoAttack, …), the
+    intra-op thread count (a thresholded model can flip an image between 1 and 2 threads) and the device."""
+    return {"versions": versions(), "threads": torch.get_num_threads(), "device": str(device)}
 
 
 def _asdict(config: Any) -> dict[str, Any]:

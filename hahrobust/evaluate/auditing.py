@@ -16,7 +16,8 @@ from hahrobust.data import ImageSet
 from hahrobust.evaluate._common import Models, as_device, common_settings, loaded, origins
 from hahrobust.evaluate.opening import bpda_types_for, load_transfer_source
 from hahrobust.nn.surrogate import SurrogateKind
-from hahrobust.results import Figure, Layout, Result
+from hahrobust.evaluate.audit_figures import draw_audit, draw_diagnostics
+from hahrobust.results import Layout, Result
 from hahrobust.studies.audit import (
     AuditConfig, Member, ModelAudit, audit_model, check_audit_norm, default_ensemble, members_for,
     verdict,
@@ -44,14 +45,14 @@ ATTACK_LAYOUT = Layout(
     labels={"norm_label": "norm", "eps_label": "ε", "robust_acc": "robust", "first_breaks": "first",
             "only_breaks": "only", "forward_passes": "forward", "backward_passes": "backward"},
     notes=NOTES,
-    figure=Figure(kind="bar", x="attack", y=("robust_acc",), facet="setting", percent=("robust_acc",),
-                  xlabel="", ylabels={"robust_acc": "robust accuracy"}, ylim=(0.0, None)),
+    drawer=draw_audit,
 )
 DIAGNOSTICS_LAYOUT = Layout(
     title="Indicators of attack failure and gradient masking (audit)",
     index=("model", "norm_label", "indicator"),
     values=("value", "threshold", "fired", "meaning"),
     labels={"norm_label": "norm"},
+    drawer=draw_diagnostics,
     notes=(
         "Pintor et al. (NeurIPS 2022) indicators are measured on plain-gradient PGD from the clean image; "
         "Carlini et al. (2019): unbounded ε, more effort (on the images no attack broke), white-box ≤ black-box.",

@@ -54,15 +54,18 @@ def check_out_dir(out: str | Path) -> Path:
 
 
 def output_paths(command: str, out_dir: str | Path) -> list[Path]:
-    """The files :func:`write` produces for ``command`` in ``out_dir``."""
+    """The files :func:`write` may produce for ``command`` in ``out_dir`` (the PNG only with a figure)."""
     return [Path(out_dir) / f"{command}{suffix}" for suffix in SUFFIXES]
 
 
 def write(result: Result, out_dir: str | Path) -> list[Path]:
-    """Write ``<command>.csv/.md/.json/.png`` into ``out_dir``; all appear together or none changes."""
+    """Write ``<command>.csv/.md/.json`` and, when the result has a figure, ``.png`` into ``out_dir``; all appear
+    together or none changes."""
     out_dir = prepare_out_dir(out_dir)
     paths = output_paths(result.command, out_dir)
     writers = (_write_csv, _write_markdown, _write_json, _write_png)
+    if not result.layout.has_figure:  # no placeholder image: a result without a figure has no PNG
+        paths, writers = paths[:3], writers[:3]
     try:
         with contextlib.ExitStack() as stack:
             # Every file goes to a temporary name first; the renames happen only when all were written.

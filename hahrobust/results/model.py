@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,6 +76,13 @@ class Layout:
     drop_empty_columns: bool = False
     notes: tuple[str, ...] = ()
     figure: Figure | None = None
+    # A figure no generic Figure describes (the audit's waterfall of breaks): called with the Result, returns a
+    # matplotlib Figure on an Agg canvas. Without ``figure`` and ``drawer`` a result has no PNG at all.
+    drawer: Callable[[Any], Any] | None = None
+
+    @property
+    def has_figure(self) -> bool:
+        return self.figure is not None or self.drawer is not None
 
     def label(self, column: str) -> str:
         return self.labels.get(column, column)

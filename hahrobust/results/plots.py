@@ -27,11 +27,10 @@ def draw(result: Result) -> MplFigure:
 
     layout, spec = result.layout, result.layout.figure
     rows = result.rows
-    if spec is None:  # a command without a figure still gets a PNG: its title and "no figure"
-        figure = MplFigure(figsize=(4, 1))
-        FigureCanvasAgg(figure)
-        figure.text(0.5, 0.5, f"{layout.title}\n(no figure for this result)", ha="center", va="center")
-        return figure
+    if layout.drawer is not None:
+        return layout.drawer(result)
+    if spec is None:
+        raise ValueError(f"{result.command}: no figure to draw (write() leaves the PNG out)")
     if spec.kind == "heatmap":
         return _draw_heatmap(result)
     panels: list[tuple[str, pd.DataFrame, str]] = []  # (y column, rows, panel title)

@@ -49,10 +49,9 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from hahrobust import stats
 from hahrobust.attacks.autoattack import AutoAttackConfig
 from hahrobust.attacks.gradients import GradientPath
-from hahrobust.attacks.norms import SYMBOLS, check_eps, check_norm, format_eps
+from hahrobust.attacks.norms import SYMBOLS, check_eps, check_norm
 from hahrobust.attacks.outcome import AttackOutcome
 from hahrobust.attacks.pgd import PGDConfig
 from hahrobust.attacks.registry import ATTACK_NORMS, REGISTRY, get
@@ -62,6 +61,7 @@ from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.nn.surrogate import SurrogateTypes, surrogate_layers
 from hahrobust.studies.audit_diagnostics import clean_predictions, diagnose
+from hahrobust.studies.audit_verdict import Judgement, convergence_text, judge, verdict
 from hahrobust.studies.passes import PassCount, count_passes
 
 Kind = Literal["standard", "white-box", "adaptive", "transfer", "black-box"]
@@ -263,6 +263,9 @@ def audit_model(
     def attack(member: Member, name: str, where: np.ndarray, pgd_config: object, path: GradientPath,
                run_seed: int) -> np.ndarray:
         """Run one attack on the images at ``where``; its verified breaks as [len(eps), N]."""
+        if not len(where):  # nothing left to attack: no break, no pass
+            passes.setdefault(name, PassCount())
+            return np.zeros((len(eps), len(data)), dtype=bool)
         index = torch.from_numpy(where)
         subset = ImageSet(data.images[index], data.labels[index], source=f"{data.source} [audit {member.key}]")
         # A batched Square's examples depend on which images share its call: it gets them all in one.
@@ -411,98 +414,14 @@ def member_config(member: Member, config: AuditConfig) -> object:
     return get(member.attack).default_config()
 
 
-# ----------------------------------------------------------------------------------------------- verdict
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """The masking evidence at one norm and ε: the images only gradient-changing members broke beyond the plain
-    ones (``masking``: its exact test), and those only transfer or black-box members found (``weak``)."""
-
-    norm: str
-    eps: float
-    plain_robust: int
-    worst_robust: int
-    n: int
-    masking: stats.MaskingTest
-    weak: int
-
-    @property
-    def significant(self) -> bool:
-        return self.masking.adaptive_only > 0 and self.masking.p_value <= self.alpha
-
-    alpha: float = 0.05
-
-    def line(self) -> str:
-        at = f"{SYMBOLS[self.norm]} {format_eps(self.eps, self.norm)}"
-        plain, worst = self.plain_robust / self.n, self.worst_robust / self.n
-        parts = [f"{at}: plain {plain:.1%} → worst case {worst:.1%}"]
-        m = self.masking.adaptive_only
-        if m:
-            parts.append(f"{m} image{'s' * (m != 1)} only gradient-changing attacks broke (one-sided exact p = "
-                         f"{self.masking.p_value:.2g}{'' if self.significant else ', not significant at this n'})")
-        if self.weak:
-            parts.append(f"transfer/black-box found {self.weak} more: the plain attacks are weak here")
-        return "; ".join(parts)
-
-
-def judge(audit: ModelAudit, alpha: float = 0.05) -> list[Judgement]:
-    """Per ε: the per-image masking evidence of one model's audit (see the module docstring)."""
-    plain_broken = audit.broken([m for m in audit.members if m.plain])
-    adaptive_broken = audit.broken([m for m in audit.members if m.changes_gradient])
-    other_broken = audit.broken([m for m in audit.members if not m.plain and not m.changes_gradient])
-    out = []
-    for j, e in enumerate(audit.eps):
-        plain_robust = audit.correct & ~plain_broken[j]
-        only_adaptive = int((adaptive_broken[j] & plain_robust).sum())
-        weak = int((other_broken[j] & plain_robust & ~adaptive_broken[j]).sum())
-        out.append(Judgement(audit.norm, e, int(plain_robust.sum()), int(audit.worst[j].sum()), len(audit.correct),
-                             stats.masking_test(only_adaptive, int(plain_robust.sum())), weak, alpha))
-    return out
-
-
-def verdict(label: str, audits: Sequence[ModelAudit], alpha: float = 0.05) -> str:
-    """One line per model: ``masked`` when at some norm and ε the images only gradient-changing members broke are
-    significant (one-sided exact test at ``alpha``); ``suspect`` when some are but not significantly, when an
-    indicator fired, or when BPDA could not run on a non-differentiable layer; else ``no sign of masking``. The
-    evidence per norm and ε follows, and whether more effort converged."""
-    judgements = [j for a in audits for j in judge(a, alpha)]
-    evidence = "; ".join(j.line() for j in judgements)
-    fired = sorted({i for a in audits for i in a.diagnostics.loc[a.diagnostics["fired"].astype(bool), "indicator"]})
-    warnings = [w for a in audits for w in a.warnings]
-    convergence = "; ".join(f"{SYMBOLS[a.norm]} {convergence_text(a)}" for a in audits if a.rounds or _has_effort(a))
-    tail = f" — {evidence}" + (f"; more effort: {convergence}" if convergence else "")
-    if any(j.significant for j in judgements):
-        return f"{label}: masked{tail}"
-    suspects = [j for j in judgements if j.masking.adaptive_only]
-    if suspects or fired or warnings:
-        why = ([f"{sum(j.masking.adaptive_only for j in suspects)} images broken only by gradient-changing attacks, "
-                "not significant at this n"] if suspects else [])
-        why += [f"indicators fired: {', '.join(fired)}"] if fired else []
-        why += warnings
-        return f"{label}: suspect ({'; '.join(why)}){tail}"
-    return f"{label}: no sign of masking{tail}"
-
-
-def _has_effort(audit: ModelAudit) -> bool:
-    return any(m.effort for m in audit.members)
-
-
-def convergence_text(audit: ModelAudit) -> str:
-    """"converged after k rounds" (the last broke nothing), "every survivor broken", or "not converged: the last
-    round broke m of n"."""
-    if not audit.rounds:
-        return "no survivors to attack" if _has_effort(audit) else "not run"
-    attacked, broke = audit.rounds[-1]
-    rounds = f"{len(audit.rounds)} round{'s' * (len(audit.rounds) != 1)}"
-    if broke == 0:
-        return f"converged after {rounds}"
-    if broke == attacked:
-        return f"every survivor broken after {rounds} (nothing left to attack)"
-    return f"not converged: the last round broke {broke} of {attacked}"
-
-
 def member_journal(journal_dir: Path, stem: str, norm: str, member: str) -> Path:
     """Where a member's journal lives: ``<stem>-<norm>-<member as a file name>.jsonl`` in ``journal_dir``."""
     slug = "".join(c if c.isalnum() else "-" for c in member.lower()).strip("-")
     return journal_dir / f"{stem}-{norm}-{slug}.jsonl"
+
+
+__all__ = [
+    "AUDIT_NORMS", "DEFAULT_ENSEMBLE", "WORST", "AuditConfig", "Judgement", "Member", "ModelAudit", "all_members",
+    "audit_model", "check_audit_norm", "convergence_text", "default_ensemble", "judge", "member_config",
+    "member_journal", "members_for", "verdict",
+]

@@ -90,7 +90,7 @@ def diagnose(
     values["unstable_predictions"] = (share, share > 0.01, f"{share:.1%} of {int(correct.sum())}")
 
     transfer = next((m for m in members if m.transfer), None)
-    if transfer is not None and transfer_source is not None:
+    if transfer is not None and transfer_source is not None and transfer.name in outcomes:
         outcome = outcomes[transfer.name]
         fooled_source = outcome.source_fooled[0] if outcome.source_fooled is not None else np.zeros(0, dtype=bool)
         kept = fooled_source & ~outcome.robust[0]
@@ -105,8 +105,9 @@ def diagnose(
         rounds = rounds or []
         attacked, extra = (rounds[0][0] if rounds else 0), int(broken_by[effort.name][0].sum())
         last = rounds[-1][1] if rounds else 0
-        values["more_effort"] = (extra, extra > 0, f"{extra} of {attacked} survivors broken in {len(rounds)} "
-                                 f"round{'s' * (len(rounds) != 1)} ({'converged' if not last else f'the last broke {last}'})")
+        shown = (f"{extra} of {attacked} survivors broken in {len(rounds)} round{'s' * (len(rounds) != 1)} "
+                 f"({'converged' if not last else f'the last broke {last}'})" if rounds else "no survivors left")
+        values["more_effort"] = (extra, extra > 0, shown)
     black = [m for m in members if m.kind == "black-box"]
     if black:
         gradient_based = np.zeros(len(data), dtype=bool)
