@@ -106,3 +106,17 @@ def test_audit_cost_benchmark_runs_both_lanes_and_reports(shared_cifar: Path, tm
         assert "AutoAttack" not in members and run["wall_s"] >= run["attack_s"] >= 0
     assert record["wall_s"] >= max(record["lane_s"].values())
     assert "audit cost" in proc.stdout
+
+
+@pytest.mark.slow  # both ensembles (AutoAttack standard in the first) on 4 images of both models: minutes
+def test_audit_passes_benchmark_compares_both_editions(shared_cifar: Path, tmp_path: Path) -> None:
+    out = tmp_path / "passes.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "audit_passes.py"), "--data", str(shared_cifar), "--images", "4",
+         "--norm", "linf", "--models", "HaH", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["first_passes"] > 0 and row["second_passes"] > 0
+    assert row["ratio"] == pytest.approx(row["second_passes"] / row["first_passes"])
