@@ -291,6 +291,18 @@ def test_survivors_members_attack_only_what_is_left_and_effort_runs_in_rounds_un
     assert shown["white-box ≤ black-box"].startswith(f"{rows.loc['Square', 'first_breaks']} images broken only by Square")
 
 
+def test_smooth_twin_transfers_through_the_threshold_and_counts_as_masking_evidence(plain_and_masked) -> None:
+    """PGD on the model's smooth twin (here: without the quantiser) breaks what plain PGD could not, every example
+    verified on the exact model; the twin changes the model the gradient comes from, so its breaks count in the verdict."""
+    _, masked, data = plain_and_masked
+    ensemble = (Member("PGD", "white-box", "pgd", survivors=False), Member("smooth twin", "adaptive", "pgd", twin=True))
+    audited = audit_model(masked, data, norm="linf", eps=[8 / 255], ensemble=ensemble, config=FAST)
+    rows = audited.attacks.set_index("attack")
+    assert rows.loc["smooth twin", "first_breaks"] >= 5
+    (judged,) = judge(audited)
+    assert judged.masking.adaptive_only == rows.loc["smooth twin", "first_breaks"] and judged.significant
+
+
 def test_batched_square_does_not_depend_on_the_batch_size(plain_and_masked) -> None:
     """The audit's Square is the reference's batched call (its examples depend on which images share the call), so
     the audit gives it all its images at once: the result is the same at any --batch-size. Measured on this model

@@ -48,6 +48,7 @@ class Surrogate:
 
     kind: SurrogateKind = "sigmoid"
     temperature: float = DEFAULT_TEMPERATURE
+    smooth_forward: bool = False  # the smooth layer in the forward pass too: the model's smooth twin
 
     def __post_init__(self) -> None:
         if self.kind not in SURROGATE_KINDS:
@@ -69,6 +70,8 @@ class Surrogate:
             spread = _spread(z.detach())
             scale = (self.temperature * spread).clamp_min(torch.finfo(z.dtype).tiny)
             smooth = z * torch.sigmoid((z - tau) / scale)
+        if self.smooth_forward:  # a different model: smooth everywhere (a transfer source, verified on the exact one)
+            return smooth
         # (smooth − smooth.detach()) is exactly 0 in the forward pass, so the output is bit-identical to exact.
         return exact.detach() + (smooth - smooth.detach())
 
@@ -186,7 +189,8 @@ def surrogate_gradients(model: nn.Module, surrogate: Surrogate, types: Surrogate
                 layer.surrogate = surrogate
             else:
                 kind = _kind_of(layer, kinds)
-                hooks.append(layer.register_forward_hook(_hook(Surrogate(kind, surrogate.temperature))))
+                hooks.append(layer.register_forward_hook(
+                    _hook(Surrogate(kind, surrogate.temperature, surrogate.smooth_forward))))
         yield len(layers)
     finally:
         for _, layer in layers:
@@ -199,6 +203,13 @@ def surrogate_gradients(model: nn.Module, surrogate: Surrogate, types: Surrogate
 def _kind_of(layer: nn.Module, kinds: Mapping[type[nn.Module], SurrogateKind]) -> SurrogateKind:
     """The kind mapped to ``layer``'s closest class (its own before a base class)."""
     return next(kinds[cls] for cls in type(layer).__mro__ if cls in kinds)
+
+
+def smooth_twin(model: nn.Module, temperature: float = DEFAULT_TEMPERATURE,
+                types: SurrogateTypes | None = None) -> nn.Module:
+    """``model`` with every threshold replaced by its sigmoid mask in the forward pass as well: a smooth model close to
+    ``model`` whose gradients are exact for itself. Attacks on it are transfer attacks, verified on ``model``."""
+    return BPDA(model, Surrogate("sigmoid", temperature, smooth_forward=True), types)
 
 
 def _hook(surrogate: Surrogate):  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ PGD·BPDA·margin        adaptive      BPDA with the C&W logit-margin loss, one 
 APGD·BPDA (apgd-bpda)  adaptive      AutoAttack's APGD-CE + APGD-T through the surrogate
 PGD·EOT (pgd-eot)      adaptive      gradients averaged over jittered copies (with BPDA where it applies)
 BPDA sweep             adaptive      PGD·BPDA at temperatures 0.03, 0.3, 1 and straight-through (per-image best)
+smooth twin            adaptive      PGD on the model with sigmoid masks in the forward too, verified on the model
 transfer               transfer      PGD on the transfer source, verified on the model
 Square (square)        black-box     Square Attack, logits only, 5,000 queries, one batched call
 more effort            adaptive      rounds of the strongest PGD, steps and restarts doubling, all 9 targets,
@@ -59,7 +60,7 @@ from hahrobust.attacks.run import run_attack_images
 from hahrobust.attacks.square import SquareConfig
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
-from hahrobust.nn.surrogate import SurrogateTypes, surrogate_layers
+from hahrobust.nn.surrogate import SurrogateTypes, smooth_twin, surrogate_layers
 from hahrobust.studies.audit_diagnostics import clean_predictions, diagnose
 from hahrobust.studies.audit_verdict import Judgement, convergence_text, judge, verdict
 from hahrobust.studies.passes import PassCount, count_passes
@@ -84,6 +85,7 @@ class Member:
     effort: bool = False  # the convergence rounds (AuditConfig.effort_*)
     restarts: int | None = None  # PGD restarts, instead of the audit's
     backwards: tuple[tuple[str, float], ...] = ()  # BPDA sweep: (surrogate kind, temperature) runs, per-image union
+    twin: bool = False  # PGD on the model's smooth twin (sigmoid masks in the forward too), verified on the model
     default: bool = True  # in the default ensemble (False: only with --include)
 
     @property
@@ -94,7 +96,7 @@ class Member:
     @property
     def changes_gradient(self) -> bool:
         """Follows another gradient than autograd's on the exact model: its extra breaks are evidence of masking."""
-        return "bpda" in self.gradient or "eot" in self.gradient
+        return "bpda" in self.gradient or "eot" in self.gradient or self.twin
 
     @property
     def plain(self) -> bool:
@@ -138,6 +140,7 @@ DEFAULT_ENSEMBLE: tuple[Member, ...] = (
     Member("PGD·EOT", "adaptive", "pgd", gradient="bpda+eot"),
     Member("BPDA sweep", "adaptive", "pgd", gradient="bpda", restarts=1,
            backwards=(("sigmoid", 0.03), ("sigmoid", 0.3), ("sigmoid", 1.0), ("identity", 0.1))),
+    Member("smooth twin", "adaptive", "pgd", twin=True),
     Member("transfer", "transfer", "pgd", transfer=True),
     Member("Square", "black-box", "square"),
     Member("more effort", "adaptive", "pgd", gradient="bpda", effort=True),
@@ -187,6 +190,8 @@ def members_for(
     for member in ensemble:
         if (member.transfer and transfer_source is None) or member.attack not in ATTACK_NORMS:
             continue
+        if member.twin and not thresholded:
+            continue  # a model without thresholds is its own smooth twin: plain PGD
         gradient = member.gradient
         if "bpda" in gradient and not thresholded:
             if gradient == "bpda" and not member.effort:
@@ -273,13 +278,14 @@ def audit_model(
         # A batched Square's examples depend on which images share its call: it gets them all in one.
         one_call = member.attack == "square" and not config.square.per_image
         journal = member_journal(journal_dir, journal_stem, norm, name) if journal_dir else None
+        source = smooth_twin(model, config.temperature, bpda_types) if member.twin else transfer_source
         with count_passes(model, transfer_source) as count:
             outcome = run_attack_images(
                 model, subset, attack=member.attack, norm=norm, eps=eps, seed=run_seed, config=pgd_config,
                 batch_size=max(1, len(subset)) if one_call else batch_size, device=device, progress=progress,
                 journal_path=journal, resume=resume, gradient=path,
-                bpda_types=None if member.transfer else bpda_types,
-                transfer_source=transfer_source if member.transfer else None,
+                bpda_types=None if member.transfer or member.twin else bpda_types,
+                transfer_source=source if member.transfer or member.twin else None,
                 save_adv=member_journal(save_adv_dir, journal_stem, norm, name).with_suffix(".safetensors")
                 if save_adv_dir is not None and len(subset) else None,
                 description=f"{journal_stem} {name} {SYMBOLS[norm]}",
