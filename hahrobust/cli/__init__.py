@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hahrobust.cli import (
-    ablate, attack, audit, check, corruption_sweep, hebbian_sweep, info, noise_sweep, snr, sparsity, train,
+    ablate, attack, audit, certify, check, corruption_sweep, hebbian_sweep, info, noise_sweep, snr, sparsity, train,
 )
 from hahrobust.cli._eval import SUBSET_CONTEXT, takes_subset_option
 
@@ -16,7 +16,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (train, info, sparsity, snr, noise_sweep, corruption_sweep, hebbian_sweep, check, ablate, attack, audit):
+for module in (train, info, sparsity, snr, noise_sweep, corruption_sweep, hebbian_sweep, check, ablate, attack, audit, certify):
     context = SUBSET_CONTEXT if takes_subset_option(module.command) else None  # the hidden --n alias of --images
     app.command(module.NAME, help=module.HELP, context_settings=context)(module.command)
 
