@@ -23,6 +23,7 @@ from hahrobust.data import ImageSet
 from hahrobust.metrics import smoothing
 from hahrobust.metrics.smoothing import (
     ABSTAIN, certified_accuracy, certify, certify_counts, certify_set, lower_confidence_bound, noise_generator,
+    paired_comparison,
     predict_counts, sample_counts,
 )
 from hahrobust.seeding import numpy_global_seed
@@ -247,7 +248,8 @@ def test_command_writes_table_curve_and_images(checkpoint: Path, tiny_data: Path
     assert len(images) == 2 * 10
     recomputed = certified_accuracy(images, [0.0, 0.1])
     np.testing.assert_allclose(recomputed["certified_acc"], table["certified_acc"])
-    assert "r = 0.1" in (tmp_path / "certify.md").read_text()
+    markdown = (tmp_path / "certify.md").read_text()
+    assert "r = 0.1" in markdown and "McNemar" not in markdown  # one model: nothing to pair
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -311,3 +313,26 @@ def test_killed_run_resumes_to_the_same_table(
     a, b = (pd.read_csv(p / "certify-images.csv").drop(columns="seconds") for p in (tmp_path / "fresh", out))
     pd.testing.assert_frame_equal(a, b)
     assert not journal.exists()
+
+
+def test_two_models_get_the_paired_test(checkpoint: Path, make_checkpoint: Callable[..., Path], tiny_data: Path,
+                                        tmp_path: Path) -> None:
+    other = make_checkpoint("hah-vgg11", seed=2)
+    result = runner.invoke(app, ["certify", str(checkpoint), str(other), "-l", "A", "-l", "B", "--data", str(tiny_data),
+                                 *FAST, "--radii", "0", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    images = pd.read_csv(tmp_path / "certify-images.csv")
+    a, b = (images[images["model"] == m].reset_index(drop=True) for m in "AB")
+    pd.testing.assert_series_equal(a["label"], b["label"])  # the same images, in the same order
+    assert "McNemar exact p" in (tmp_path / "certify.md").read_text()
+
+
+def test_paired_comparison_counts_discordant_images_and_tests_them() -> None:
+    rows = []
+    for model, hits in (("A", [1, 1, 1, 1, 1, 1, 0, 0]), ("B", [1, 0, 0, 0, 0, 0, 0, 1])):
+        for i, hit in enumerate(hits):
+            rows.append({"model": model, "sigma": 0.25, "index": i, "correct": bool(hit), "radius": 0.3 if hit else 0.0})
+    (row,) = paired_comparison(pd.DataFrame(rows), "A", "B", [0.25]).to_dict(orient="records")
+    assert (row["only_A"], row["only_B"], row["n"]) == (5, 1, 8)
+    assert row["mcnemar_p"] == pytest.approx(binomtest(5, 6, 0.5).pvalue)
+    assert row["A_acc"] == 6 / 8 and row["B_acc"] == 2 / 8

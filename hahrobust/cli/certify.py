@@ -20,7 +20,7 @@ from hahrobust.cli.train import parse_floats
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics.smoothing import (
     DEFAULT_ALPHA, DEFAULT_N, DEFAULT_N0, DEFAULT_RADII, DEFAULT_SIGMAS, certified_accuracy, certified_curve,
-    certify_set, check_settings, settings as smoothing_settings,
+    certify_set, check_settings, paired_comparison, settings as smoothing_settings,
 )
 from hahrobust.provenance import write_atomically
 from hahrobust.results import Figure, Layout, Result, write
@@ -129,7 +129,8 @@ def command(
     for column in ("abstain_rate", "mean_radius_correct", "predict_acc"):  # per σ: kept in the r = 0 row of the table
         table.loc[table["radius"] != levels[0], column] = float("nan")
     all_settings = {**common_settings(session, test), **run_settings, "radii": list(levels)}
-    result = Result(NAME, table, all_settings, session.checkpoints, layout(levels), started=session.started)
+    result = Result(NAME, table, all_settings, session.checkpoints, layout(levels), notes=_paired_notes(images, levels),
+                    started=session.started)
     paths = finish(result, session)
     if paths and session.out_dir is not None:  # rank 0 with --out: the curve and the per-image certificates
         curve = Result(f"{NAME}-curve", certified_curve(images), all_settings, session.checkpoints, CURVE_LAYOUT,
@@ -146,6 +147,23 @@ def command(
     folder = session.out_dir / "journal" if session.out_dir is not None else None
     if folder is not None and distributed.current().is_main and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+def _paired_notes(images: pd.DataFrame, radii: tuple[float, ...]) -> list[str]:
+    """With exactly two models: at each σ and r, the images only one of them certifies, and the exact McNemar p."""
+    labels = list(pd.unique(images["model"]))
+    if len(labels) != 2:
+        return []
+    first, second = labels
+    pairs = paired_comparison(images, first, second, radii)
+    return [
+        f"Paired, σ = {sigma:g}: " + "; ".join(
+            f"r = {row['radius']:g}: {int(row[f'only_{first}'])} only {first}, "
+            f"{int(row[f'only_{second}'])} only {second}, McNemar exact p = {row['mcnemar_p']:.3g}"
+            for _, row in part.iterrows()
+        )
+        for sigma, part in pairs.groupby("sigma", sort=False)
+    ]
 
 
 __all__ = ["HELP", "NAME", "command"]

@@ -334,6 +334,27 @@ def certified_accuracy(images: pd.DataFrame, radii: Sequence[float]) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def paired_comparison(images: pd.DataFrame, first: str, second: str, radii: Sequence[float]) -> pd.DataFrame:
+    """Two models certified on the same images (and the same noise): per σ and radius r, how many images
+    each certifies correct at radius ≥ r that the other does not, and the exact McNemar test of those
+    discordant images (two-sided binomial test against ½; p = 1 without discordant images).
+
+    ``images``: :func:`certify_set` rows with a ``model`` column holding ``first`` and ``second``."""
+    rows = []
+    for sigma, part in images.groupby("sigma", sort=False):
+        a = part[part["model"] == first].set_index("index")
+        b = part[part["model"] == second].set_index("index").reindex(a.index)
+        for r in radii:
+            hit_a = (a["correct"] & (a["radius"] >= r)).to_numpy()
+            hit_b = (b["correct"] & (b["radius"] >= r)).to_numpy()
+            only_a, only_b = int((hit_a & ~hit_b).sum()), int((hit_b & ~hit_a).sum())
+            pvalue = float(binomtest(only_a, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0
+            rows.append({"sigma": sigma, "radius": float(r), "n": len(a), f"{first}_acc": hit_a.mean(),
+                         f"{second}_acc": hit_b.mean(), f"only_{first}": only_a, f"only_{second}": only_b,
+                         "mcnemar_p": pvalue})
+    return pd.DataFrame(rows)
+
+
 def certified_curve(images: pd.DataFrame, step: float = 0.005, stop: float | None = None) -> pd.DataFrame:
     """Certified accuracy on a fine radius grid (0, step, …, past the largest radius): the step curve of
     Cohen et al.'s figures, as rows (model, sigma, radius, certified_acc) for a line plot."""
@@ -346,6 +367,7 @@ def certified_curve(images: pd.DataFrame, step: float = 0.005, stop: float | Non
 __all__ = [
     "ABSTAIN", "DEFAULT_ALPHA", "DEFAULT_N", "DEFAULT_N0", "DEFAULT_RADII", "DEFAULT_SIGMAS", "IMAGE_COLUMNS",
     "NOISE_BLOCK", "Certificate", "certified_accuracy", "certified_curve", "certify", "certify_counts",
+    "paired_comparison",
     "certify_set", "check_settings", "lower_confidence_bound", "noise_generator", "predict", "predict_counts",
     "radius", "sample_counts", "settings", "wilson_interval",
 ]
