@@ -128,7 +128,9 @@ def command(
                                  zip(table["certified_acc"], table["certified_acc_low"], table["certified_acc_high"])]
     for column in ("abstain_rate", "mean_radius_correct", "predict_acc"):  # per σ: kept in the r = 0 row of the table
         table.loc[table["radius"] != levels[0], column] = float("nan")
-    all_settings = {**common_settings(session, test), **run_settings, "radii": list(levels)}
+    # "n" is the number of images among the common settings: Cohen et al.'s N is n_samples here.
+    all_settings = {**common_settings(session, test), "scheme": run_settings["scheme"], "sigmas": list(sigmas), "n0": n0,
+                    "n_samples": n_samples, "alpha": alpha, "radii": list(levels)}
     result = Result(NAME, table, all_settings, session.checkpoints, layout(levels), notes=_paired_notes(images, levels),
                     started=session.started)
     paths = finish(result, session)
