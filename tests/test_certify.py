@@ -227,7 +227,7 @@ def checkpoint(make_checkpoint: Callable[..., Path]) -> Path:
     return make_checkpoint("vgg11", seed=0)
 
 
-FAST = ["--sigma", "0.12,0.25", "--n0", "10", "--n-samples", "40", "--batch-size", "32", "--images", "10",
+FAST = ["--sigma", "0.12,0.25", "--n0", "10", "--samples", "40", "--batch-size", "32", "--images", "10",
         "--device", "cpu"]
 
 
@@ -256,7 +256,7 @@ def test_command_writes_table_curve_and_images(checkpoint: Path, tiny_data: Path
     (["--sigma", "0"], "--sigma must be finite and > 0"),
     (["--sigma", "-0.1"], "--sigma must be finite and > 0"),
     (["--n0", "0"], "--n0 must be at least 1"),
-    (["--n-samples", "0"], "--n must be at least 1"),
+    (["--samples", "0"], "--samples must be at least 1"),
     (["--alpha", "0"], "--alpha must lie strictly between 0 and 1"),
     (["--alpha", "1"], "--alpha must lie strictly between 0 and 1"),
     (["--radii", "0,-0.1"], "--radii must be finite and ≥ 0"),

@@ -83,7 +83,7 @@ def command(
                               help="Comma-separated noise standard deviations σ of the smoothing (> 0)."),
     n0: int = typer.Option(DEFAULT_N0, "--n0", help="Noise samples per image and σ that pick the top class."),
     # Not "--n": that is the hidden old name of --images (and ambiguous to torchrun's parser, see cli/_eval.py).
-    n_samples: int = typer.Option(DEFAULT_N, "--n-samples",
+    n_samples: int = typer.Option(DEFAULT_N, "--samples",
                                   help="Cohen et al.'s N: noise samples per image and σ that bound the top class's probability."),
     alpha: float = typer.Option(DEFAULT_ALPHA, "--alpha", help="Failure probability of each certificate, in (0, 1)."),
     radii: str = typer.Option(",".join(f"{r:g}" for r in DEFAULT_RADII), "--radii",

@@ -75,7 +75,7 @@ def check_settings(
     if n0 < 1:
         raise HahrobustError(f"--n0 must be at least 1, got {n0}")
     if n < 1:
-        raise HahrobustError(f"--n must be at least 1, got {n}")
+        raise HahrobustError(f"--samples must be at least 1, got {n}")
     if not (math.isfinite(alpha) and 0 < alpha < 1):
         raise HahrobustError(f"--alpha must lie strictly between 0 and 1, got {alpha:g}")
     levels = tuple(float(r) for r in radii)
