@@ -20,8 +20,9 @@ clipped to [0, 1], as in Cohen et al.'s code (clipping would smooth a different 
 
 Reproducibility: the noise for image ``i`` at σ in phase ``n0``/``n`` comes from one ``torch.Generator``
 seeded by ``derived_seed("smoothing", seed, σ, i, phase)``, drawn on the CPU in fixed blocks of
-:data:`NOISE_BLOCK` samples whatever the batch size, so counts do not depend on the batch size, the
-device, the process count or the order of the σ list; every model sees the same noise (paired comparisons).
+:data:`NOISE_BLOCK` samples whatever the batch size: the noise does not depend on the batch size, the device,
+the process count or the order of the σ list, so on the CPU neither do the counts (tested: batch sizes 7, 64 and
+5,000; one process against two under torchrun). Every model sees the same noise (paired comparisons).
 """
 
 from __future__ import annotations
