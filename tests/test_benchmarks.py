@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,27 @@ def test_audit_passes_benchmark_compares_both_editions(shared_cifar: Path, tmp_p
     (row,) = json.loads(out.read_text())["rows"]
     assert row["first_passes"] > 0 and row["second_passes"] > 0
     assert row["ratio"] == pytest.approx(row["second_passes"] / row["first_passes"])
+
+
+def test_certify_throughput_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "certify.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "certify_throughput.py"), "--width", "0.0625", "--batch-size", "4",
+         "--samples", "8", "--rounds", "2", "--threads", "1", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    seconds = record["seconds"]
+    assert set(seconds) == {"forward", "certify"} and all(len(t) == 2 and min(t) > 0 for t in seconds.values())
+    assert record["samples_per_s"]["certify"] == pytest.approx(8 / statistics.median(seconds["certify"]))
+    assert record["ratio"] == pytest.approx(statistics.median(f / c for f, c in zip(seconds["forward"], seconds["certify"])))
+    assert "certify / forward throughput" in proc.stdout
+
+
+def test_certify_throughput_benchmark_rejects_a_partial_batch(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "certify_throughput.py"), "--batch-size", "3", "--samples", "8"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2 and "multiple of --batch-size" in proc.stderr
