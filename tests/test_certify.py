@@ -17,7 +17,7 @@ from scipy.stats import beta, binom, binomtest, norm
 from torch import nn
 from typer.testing import CliRunner
 
-import hahrobust.cli.certify as certify_cli
+import hahrobust.evaluate.certification as certify_cli  # the command's library function calls certify_set
 from hahrobust.cli import app
 from hahrobust.data import ImageSet
 from hahrobust.metrics import smoothing
