@@ -1,7 +1,7 @@
 """The audit's cost in passes: the second edition's default ensemble against the first edition's, same images.
 
 Passes (forward and backward image-passes through the model and the transfer source, counted by
-:func:`hahrobust.studies.passes.count_passes`) do not depend on the machine or its load, so the two ensembles compare
+:func:`hahrobust.attacks.passes.count_passes`) do not depend on the machine or its load, so the two ensembles compare
 where seconds on a shared CPU would not. For each reference model and norm it audits the same images with both
 ensembles and reports each one's passes, their ratio, and both worst cases (the cheaper ensemble must not be weaker).
 

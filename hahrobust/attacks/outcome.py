@@ -38,6 +38,7 @@ class AttackOutcome:
     distance: np.ndarray | None  # float [N], minimum-norm attacks only
     flags: tuple[str, ...] = ()  # AutoAttack's own sanity checks that fired
     source_fooled: np.ndarray | None = None  # transfer only: bool [len(eps), N], the example fools the source
+    passes: tuple[int, int] = (0, 0)  # forward and backward image-passes (attacks.passes), resumed batches included
 
 
 def per_image(records: list[dict[str, Any]], key: str) -> np.ndarray:

@@ -50,6 +50,7 @@ from hahrobust.attacks.adversarial_files import ADV_FORMAT, load_adversarial, re
 from hahrobust.attacks.gradients import GradientPath, adapt
 from hahrobust.attacks.journal import Journal, data_fingerprint, model_fingerprint, rank_journal
 from hahrobust.attacks.norms import DEFAULT_EPS, SYMBOLS, check_eps, format_eps
+from hahrobust.attacks.passes import count_passes
 from hahrobust.attacks.outcome import (
     COLUMNS, AttackOutcome, distance_summary, per_image, robust_at, robust_flags, summarise, summary_rows,
 )
@@ -166,10 +167,14 @@ def run_attack_images(
             b = int(idx[0]) // batch_size  # the global batch number (the data is not shuffled)
             record = journal.done(b) if journal is not None else None
             if record is None:
-                record, tensors = _attack_batch(
-                    model, attacked, x, y, idx, b, spec=spec, config=config, transfer=transfer_source is not None,
-                    norm=norm, eps=eps_list, seed=seed, advance=advance,
-                )
+                # a transfer source wrapping the model itself (a smooth twin) runs through the model's own hooks
+                wraps = transfer_source is not None and any(m is model for m in transfer_source.modules())
+                with count_passes(model, None if wraps else transfer_source) as count:
+                    record, tensors = _attack_batch(
+                        model, attacked, x, y, idx, b, spec=spec, config=config, transfer=transfer_source is not None,
+                        norm=norm, eps=eps_list, seed=seed, advance=advance,
+                    )
+                record["passes"] = [count.forward, count.backward]  # journaled: a resumed run's cost is the whole run's
                 if journal is not None:
                     journal.record(record, tensors if save_adv is not None else None)
             else:
@@ -202,7 +207,9 @@ def run_attack_images(
             np.concatenate([np.asarray(r["source_pred"][j]) for r in records]) != per_image(records, "label")
             for j in range(len(eps_list))
         ]) & correct
-    return AttackOutcome(rows, robust, per_image(records, "index").astype(np.int64), correct, dist, flags, source_fooled)
+    passes = tuple(int(sum(r.get("passes", (0, 0))[k] for r in records)) for k in (0, 1))
+    return AttackOutcome(rows, robust, per_image(records, "index").astype(np.int64), correct, dist, flags, source_fooled,
+                         passes)  # type: ignore[arg-type]
 
 
 def environment(device: torch.device) -> dict[str, Any]:
