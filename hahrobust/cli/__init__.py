@@ -12,10 +12,16 @@ from hahrobust.cli import (
 )
 from hahrobust.cli._adaptive import TRANSFER_FROM
 from hahrobust.cli._eval import N, takes_option
+from hahrobust.errors import EXIT_STATUSES
+
+HELP = (
+    "Train and evaluate neuro-inspired CNNs (HaH, Hebbian, baseline) for sparsity, noise and adversarial robustness.\n\n"
+    "Exit statuses: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_STATUSES.items()) + "."
+)
 
 app = typer.Typer(
     name="hahrobust",
-    help="Train and evaluate neuro-inspired CNNs (HaH, Hebbian, baseline) for sparsity, noise and adversarial robustness.",
+    help=HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
+import traceback
+from datetime import datetime
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from hahrobust import distributed
 from hahrobust.data import ImageSet, load_cifar10
-from hahrobust.errors import HahrobustError
+from hahrobust.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_VERIFICATION, HahrobustError
 
 console = Console()
 error_console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -27,8 +31,19 @@ DATA_HELP = (
 )
 
 
+def save_traceback(exc: BaseException) -> Path:
+    """Write ``exc``'s traceback to ``$TMPDIR/hahrobust-crash-<UTC time>-<pid>.txt`` and return the path: an internal
+    error shows one line on the terminal, and the file holds what a bug report needs."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(tempfile.gettempdir()) / f"hahrobust-crash-{stamp}-{os.getpid()}.txt"
+    path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+    return path
+
+
 def handle_errors(fn: F) -> F:
-    """User errors become one line on stderr and exit status 2; Ctrl-C exits 130. No traceback.
+    """Every failure becomes one line on stderr and an exit status of its own (see :data:`EXIT_STATUSES`), never a
+    traceback: bad input 2, a failed verification 3, any other exception 4 (its traceback saved to a file the line
+    names), Ctrl-C 130. Click's own exits (``typer.Exit``, usage errors) pass through.
 
     Under torchrun the process joins the group first; only rank 0 prints results and progress.
     """
@@ -43,11 +58,24 @@ def handle_errors(fn: F) -> F:
             clean = True
             return result
         except HahrobustError as exc:
-            error_console.print(f"error: {exc}", markup=False)
+            prefix = "verification failed (a hahrobust defect, please report it)" if exc.exit_code == EXIT_VERIFICATION else "error"
+            error_console.print(f"{prefix}: {exc}", markup=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             error_console.print("interrupted: finished work is saved; rerun with --resume to continue", markup=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise  # typer.Exit (check's verdict) and usage errors: click reports them
+        except Exception as exc:  # noqa: BLE001 - anything else is a bug: one line, the traceback in a file
+            try:
+                where = f"traceback in {save_traceback(exc)}"
+            except OSError as write_error:
+                where = f"could not save the traceback: {write_error}"
+            error_console.print(
+                f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} ({where}); "
+                "please report it", markup=False,
+            )
+            raise typer.Exit(EXIT_INTERNAL) from None
         finally:
             distributed.shutdown(clean=clean)
 
