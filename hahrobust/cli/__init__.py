@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import typer
@@ -35,19 +35,33 @@ OLD_OPTION_NAMES: tuple[tuple[Any, str, str], ...] = (
 )
 
 
-def aliases(command: Callable[..., Any]) -> dict[str, str]:
-    """The old option names a command accepts (those of the shared options its signature uses): old → new."""
-    return {old: new for option, old, new in OLD_OPTION_NAMES if takes_option(command, option)}
+def aliases(module: ModuleType) -> dict[str, str]:
+    """The old option names a command module's command accepts: those of the shared options its signature uses,
+    and its own (the module's ``OLD_NAMES``): old → new."""
+    shared = {old: new for option, old, new in OLD_OPTION_NAMES if takes_option(module.command, option)}
+    return {**shared, **getattr(module, "OLD_NAMES", {})}
 
 
-def _context(command: Callable[..., Any]) -> dict[str, Any] | None:
+def _context(module: ModuleType) -> dict[str, Any] | None:
     """Click reads an old name as the new one while parsing this command (``token_normalize_func``)."""
-    mapping = aliases(command)
+    mapping = aliases(module)
     return {"token_normalize_func": lambda name: mapping.get(name, name)} if mapping else None
 
 
-for module in (train, info, sparsity, snr, noise_sweep, corruption_sweep, hebbian_sweep, check, ablate, attack, audit):
-    app.command(module.NAME, help=module.HELP, context_settings=_context(module.command))(module.command)
+#: The panels of ``hahrobust --help``, in order, and the commands in each.
+PANELS: dict[str, tuple[ModuleType, ...]] = {
+    "Training": (train, info),
+    "Evaluation": (sparsity, snr, noise_sweep, corruption_sweep),
+    "Attacks": (attack, audit),
+    "Studies": (ablate, hebbian_sweep),
+    "CI": (check,),
+}
+
+for panel, modules in PANELS.items():
+    for module in modules:
+        app.command(module.NAME, help=module.HELP, context_settings=_context(module), rich_help_panel=panel)(
+            module.command
+        )
 
 
 def main() -> None:

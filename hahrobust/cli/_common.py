@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -25,10 +24,19 @@ error_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: ``--overwrite``, with one meaning in every command that takes it.
+OVERWRITE = typer.Option(
+    False, "--overwrite", help="Replace what an earlier run wrote at --out (results, checkpoints) instead of refusing.",
+)
+
 DATA_HELP = (
     "CIFAR-10: an image-folder directory or .tar.gz (train/<class>/*.jpg, test/<class>/*.jpg), "
-    "or a torchvision CIFAR-10 root (with --download to fetch it). Default: $HAHROBUST_DATA."
+    "or a torchvision CIFAR-10 root (with --download to fetch it)."
 )
+#: ``--data`` of the training commands (both splits); the evaluation commands' reads the test split (cli/_eval.py).
+TRAIN_DATA = typer.Option(None, "--data", help=DATA_HELP, show_default="$HAHROBUST_DATA")
+#: ``--device``, the same in every command.
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (under torchrun: cuda = this rank's GPU).")
 
 
 def save_traceback(exc: BaseException) -> Path:
@@ -43,7 +51,7 @@ def save_traceback(exc: BaseException) -> Path:
 def handle_errors(fn: F) -> F:
     """Every failure becomes one line on stderr and an exit status of its own (see :data:`EXIT_STATUSES`), never a
     traceback: bad input 2, a failed verification 3, any other exception 4 (its traceback saved to a file the line
-    names), Ctrl-C 130. Click's own exits (``typer.Exit``, usage errors) pass through.
+    names), Ctrl-C 130. Typer's own exits (``typer.Exit``, usage errors) pass through.
 
     Under torchrun the process joins the group first; only rank 0 prints results and progress.
     """
@@ -64,8 +72,8 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             error_console.print("interrupted: finished work is saved; rerun with --resume to continue", markup=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
-            raise  # typer.Exit (check's verdict) and usage errors: click reports them
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise  # check's verdict, and what typer reports itself
         except Exception as exc:  # noqa: BLE001 - anything else is a bug: one line, the traceback in a file
             try:
                 where = f"traceback in {save_traceback(exc)}"
@@ -80,6 +88,21 @@ def handle_errors(fn: F) -> F:
             distributed.shutdown(clean=clean)
 
     return wrapper  # type: ignore[return-value]
+
+
+def refuse_to_replace(out: str | Path | None, results: tuple[str, ...], *, overwrite: bool, resume: bool = False,
+                      resumable: bool = False, overwritable: bool = True) -> None:
+    """Refuse (one line, exit 2) when ``out`` already holds any of the result files of ``results`` (command names,
+    :func:`hahrobust.results.output_paths`) and neither ``--overwrite`` nor ``--resume`` says to replace them:
+    a rerun never silently replaces an earlier run's numbers."""
+    if out is None or overwrite or resume:
+        return
+    from hahrobust.results.files import output_paths  # the results package brings in matplotlib: only when needed
+
+    found = [path for name in results for path in output_paths(name, Path(out).expanduser()) if path.exists()]
+    if found:
+        ways = [w for w, offered in (("--overwrite to replace them", overwritable), ("--resume to continue", resumable)) if offered]
+        raise HahrobustError(f"{found[0]} holds an earlier run's results; pass {' or '.join(ways)}")
 
 
 def make_progress() -> Progress:

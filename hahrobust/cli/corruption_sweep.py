@@ -10,7 +10,7 @@ import typer
 
 from hahrobust.cli._common import handle_errors, make_progress
 from hahrobust.cli._eval import (
-    BATCH_SIZE, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, N, finish, load_test_set,
+    BATCH_SIZE, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, OVERWRITE, SEED, WEIGHTS, EvalOptions, N, finish, load_test_set,
     open_session,
 )
 from hahrobust.data.cifar10c import OfficialCorruptions
@@ -54,11 +54,13 @@ def command(
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    overwrite: bool = OVERWRITE,
     weights: Optional[list[Path]] = WEIGHTS,
     normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     names, levels = parse_corruptions(corruptions), parse_severities(severities)
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize)
+    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize,
+                          overwrite=overwrite, results=(NAME,))
     session = open_session(options)
     check_reference(reference, [m.label for m in session.models])
     official = OfficialCorruptions(corruptions_dir, names, n, seed) if corruptions_dir is not None else None

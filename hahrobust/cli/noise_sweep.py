@@ -17,6 +17,7 @@ from hahrobust.cli._eval import (
     LABEL,
     NORMALIZE,
     OUT,
+    OVERWRITE,
     SEED,
     WEIGHTS,
     EvalOptions,
@@ -52,13 +53,15 @@ def command(
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    overwrite: bool = OVERWRITE,
     weights: Optional[list[Path]] = WEIGHTS,
     normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     levels = check_sigmas(parse_floats(sigmas, "--sigmas"))
     kind, repeats = check_noise(noise), check_repeats(repeats)
     options = EvalOptions(
-        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize
+        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize,
+        overwrite=overwrite, results=(NAME,),
     )
     session = open_session(options)
     with make_progress() as progress:

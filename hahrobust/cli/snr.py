@@ -17,6 +17,7 @@ from hahrobust.cli._eval import (
     LAYERS,
     NORMALIZE,
     OUT,
+    OVERWRITE,
     SEED,
     WEIGHTS,
     EvalOptions,
@@ -45,13 +46,15 @@ def command(
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    overwrite: bool = OVERWRITE,
     weights: Optional[list[Path]] = WEIGHTS,
     normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     (sigma,) = check_sigmas([sigma])
     kind, repeats = check_noise(noise), check_repeats(repeats)
     options = EvalOptions(
-        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize
+        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize,
+        overwrite=overwrite, results=(NAME,),
     )
     session = open_session(options)
     session_layers(session, layers, FOREIGN_LAYERS)  # layers a model does not have fail before any data is read
