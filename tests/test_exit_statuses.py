@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import hahrobust
-import hahrobust.cli.check as check_module
+import hahrobust.regression as regression_module
 from hahrobust.attacks import registry
 from hahrobust.attacks.registry import AttackSpec
 from hahrobust.checkpoint import checkpoint_metadata, save_checkpoint
@@ -90,7 +90,7 @@ def test_4_internal_error_saves_the_traceback(tmp_path: Path, monkeypatch: pytes
     def crash(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("division by zero in a comparison")
 
-    monkeypatch.setattr(check_module, "compare", crash)
+    monkeypatch.setattr(regression_module, "compare", crash)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     import tempfile
@@ -110,6 +110,6 @@ def test_130_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     def interrupt(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(check_module, "compare", interrupt)
+    monkeypatch.setattr(regression_module, "compare", interrupt)
     result = runner.invoke(app, results_pair(tmp_path, 0.6))
     assert result.exit_code == 130 and "interrupted" in result.output

@@ -10,13 +10,11 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-import typer.main
 from typer.testing import CliRunner
 
-from hahrobust.cli import PANELS, app
+from hahrobust.cli import COMMANDS as ENTRIES, app, commands, module
 
-CLICK_APP: Any = typer.main.get_command(app)
-COMMANDS: dict[str, Any] = CLICK_APP.commands
+COMMANDS: dict[str, Any] = commands()
 
 #: Option names whose help differs by command, reviewed: each means the same thing everywhere it appears, and the
 #: texts differ only in what that command adds (its own default, its scope, what it writes).
@@ -114,7 +112,12 @@ def test_every_default_is_shown_in_brackets() -> None:
 
 def test_commands_are_grouped_in_help() -> None:
     shown = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "300"}).output
-    panels = [re.search(rf"─ {panel} ─", shown) for panel in PANELS]
+    order = list(dict.fromkeys(entry.panel for entry in ENTRIES.values()))
+    assert order == ["Training", "Evaluation", "Attacks", "Studies", "CI"]
+    panels = [re.search(rf"─ {panel} ─", shown) for panel in order]
     assert all(panels) and [m.start() for m in panels] == sorted(m.start() for m in panels)  # type: ignore[union-attr]
-    grouped = {module.NAME for modules in PANELS.values() for module in modules}
-    assert grouped == set(COMMANDS)
+    for name, entry in ENTRIES.items():  # each command under its panel's title, before the next panel's
+        at = shown.index(f"│ {name} ")
+        assert panels[order.index(entry.panel)].start() < at  # type: ignore[union-attr]
+        assert entry.panel == order[-1] or at < panels[order.index(entry.panel) + 1].start()  # type: ignore[union-attr]
+    assert {name: module(name).NAME for name in ENTRIES} == {name: name for name in ENTRIES}

@@ -7,18 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import typer.main
 from typer.testing import CliRunner
 
-from hahrobust.cli import app
+from hahrobust.cli import app, commands
 
 runner = CliRunner()
 
-CLICK_APP = typer.main.get_command(app)
+COMMANDS = commands()
 #: train's --out is the checkpoint file it writes (it refuses to replace one without --overwrite: test_cli_core).
 RESULT_COMMANDS = sorted(
-    name for name, command in CLICK_APP.commands.items()  # type: ignore[attr-defined]
-    if name != "train" and any(p.name == "out" for p in command.params)
+    name for name, command in COMMANDS.items() if name != "train" and any(p.name == "out" for p in command.params)
 )
 
 
@@ -27,7 +25,7 @@ def test_every_evaluation_command_is_covered() -> None:
 
 
 def arguments(name: str, checkpoint: Path, data: Path, out: Path) -> list[str]:
-    command = CLICK_APP.commands[name]  # type: ignore[attr-defined]
+    command = COMMANDS[name]
     models = [str(checkpoint)] if any(p.name == "checkpoints" for p in command.params) else []
     return [name, *models, "--data", str(data), "--out", str(out)]
 
@@ -50,7 +48,7 @@ def test_existing_results_are_kept_unless_overwrite(name: str, suffix: str, make
 
     # --overwrite and --resume, where the command has them, pass this check: the run goes on to the next one
     # (here the bogus device). ablate has only --resume: it always reuses its finished variants.
-    options = {p.name for p in CLICK_APP.commands[name].params}  # type: ignore[attr-defined]
+    options = {p.name for p in COMMANDS[name].params}
     assert options & {"overwrite", "resume"}
     for option, offer in (("overwrite", "--overwrite to replace them"), ("resume", "--resume to continue")):
         assert (offer in line) == (option in options)

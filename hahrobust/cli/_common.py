@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import tempfile
 import traceback
 from datetime import datetime
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hahrobust import distributed
-from hahrobust.data import ImageSet, load_cifar10
 from hahrobust.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_VERIFICATION, HahrobustError
+from hahrobust.torchrun import launched_by_torchrun
+
+if TYPE_CHECKING:
+    from hahrobust.data import ImageSet
+
+# hahrobust.distributed and hahrobust.data import torch: they are imported where a command needs them, so that
+# `hahrobust check` and every --help start without it (benchmarks/startup.py).
 
 console = Console()
 error_console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -59,9 +65,12 @@ def handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         clean = False
+        torchrun = launched_by_torchrun()
         try:
-            shard = distributed.init_from_env()
-            console.quiet = not shard.is_main
+            if torchrun:
+                from hahrobust import distributed
+
+                console.quiet = not distributed.init_from_env().is_main
             result = fn(*args, **kwargs)
             clean = True
             return result
@@ -85,7 +94,10 @@ def handle_errors(fn: F) -> F:
             )
             raise typer.Exit(EXIT_INTERNAL) from None
         finally:
-            distributed.shutdown(clean=clean)
+            if torchrun:
+                from hahrobust import distributed
+
+                distributed.shutdown(clean=clean)
 
     return wrapper  # type: ignore[return-value]
 
@@ -105,7 +117,14 @@ def refuse_to_replace(out: str | Path | None, results: tuple[str, ...], *, overw
         raise HahrobustError(f"{found[0]} holds an earlier run's results; pass {' or '.join(ways)}")
 
 
+def takes_option(command: Callable[..., Any], option: Any) -> bool:
+    """Whether a command's signature uses the shared option declaration ``option``."""
+    return any(p.default is option for p in inspect.signature(command).parameters.values())
+
+
 def make_progress() -> Progress:
+    from hahrobust import distributed
+
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -126,6 +145,8 @@ def data_path(data: str | None) -> str:
 
 def load_split(data: str | None, split: str, *, download: bool = False, progress: Progress | None = None) -> ImageSet:
     """Load one CIFAR-10 split with a progress bar for the (first, uncached) decode."""
+    from hahrobust.data import load_cifar10
+
     path = data_path(data)
     task = progress.add_task(f"loading {split} images", total=None) if progress else None
 

@@ -32,7 +32,6 @@ aliases of the shared options its signature uses.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,7 +45,7 @@ from rich.progress import Progress
 from torch import nn
 
 from hahrobust import distributed
-from hahrobust.cli._common import DEVICE, OVERWRITE, console, load_split, refuse_to_replace
+from hahrobust.cli._common import DEVICE, OVERWRITE, console, load_split, refuse_to_replace, takes_option
 from hahrobust.data import ImageSet, balanced_subset
 from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
@@ -201,11 +200,6 @@ def load_test_set(options: EvalOptions, progress: Progress | None = None) -> Ima
     if options.n > len(test):
         raise HahrobustError(f"--images {options.n} is larger than the test set ({len(test)} images in {test.source})")
     return balanced_subset(test, options.n, options.seed)
-
-
-def takes_option(command: Callable[..., Any], option: Any) -> bool:
-    """Whether a command's signature uses the shared option declaration ``option``."""
-    return any(p.default is option for p in inspect.signature(command).parameters.values())
 
 
 def takes_subset_option(command: Callable[..., Any]) -> bool:

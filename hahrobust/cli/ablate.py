@@ -20,7 +20,6 @@ from hahrobust.results import Result, check_out_dir, show, write
 from hahrobust.studies.paper_table import paper_layout
 
 NAME = "ablate"
-HELP = "Train the ablation variants (Table 2) from one preset and seed and evaluate clean/noisy/AutoAttack accuracy."
 
 
 @handle_errors

@@ -26,7 +26,6 @@ from hahrobust.errors import HahrobustError
 from hahrobust import evaluate
 from hahrobust.evaluate.robustness import NAME, TABLE_ATTACKS, TABLE_NAME, journal_stems, table1_journals
 
-HELP = "Robust accuracy under AutoAttack, PGD, FMN, DDN or Square (ℓ∞/ℓ2/ℓ1/ℓ0), every example verified; --table paper: Table 1."
 
 @handle_errors
 def command(
@@ -189,4 +188,4 @@ def _attack_names(spec: str) -> list[str]:
     return names
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

@@ -26,7 +26,6 @@ from hahrobust.evaluate.auditing import audit
 from hahrobust.studies.audit import DEFAULT_ENSEMBLE, AuditConfig, check_audit_norm, default_ensemble, member_config
 
 NAME = "audit"
-HELP = "Adaptive robustness audit: per-image worst case over AutoAttack, BPDA/EOT PGD, transfer and black-box attacks, with masking diagnostics."
 
 
 @handle_errors
@@ -124,4 +123,4 @@ def _own_journal(path: Path) -> bool:
     return rank_journal(path.with_name(path.name.split(".rank")[0].removesuffix(".jsonl") + ".jsonl")) == path
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

@@ -14,15 +14,10 @@ from hahrobust.cli._eval import (
     open_session,
 )
 from hahrobust.data.cifar10c import OfficialCorruptions
-from hahrobust.data.corruptions import FAMILIES, parse_corruptions, parse_severities
+from hahrobust.data.corruptions import FAMILIES, parse_corruptions, parse_severities, require_generator_libraries
 from hahrobust.evaluate.corruption import NAME, corruption_sweep
 from hahrobust.studies.corruption import check_reference
 
-HELP = (
-    "Accuracy under the 15 common corruptions of CIFAR-10-C (and the 4 extra ones) at severities 1–5, with "
-    "CE and relative CE against a --reference model. Corruptions are generated per image from --seed with the "
-    "CIFAR parameters of Hendrycks' make_cifar_c.py (cached), or read from the official files (--corruptions-dir)."
-)
 
 _GROUPS_HELP = "; ".join(f"{group}: {', '.join(members)}" for group, members in FAMILIES.items())
 
@@ -59,6 +54,8 @@ def command(
     normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     names, levels = parse_corruptions(corruptions), parse_severities(severities)
+    if corruptions_dir is None:
+        require_generator_libraries()
     options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize,
                           overwrite=overwrite, results=(NAME,))
     session = open_session(options)
@@ -72,4 +69,4 @@ def command(
     finish(result, session)
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

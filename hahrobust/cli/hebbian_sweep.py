@@ -17,7 +17,6 @@ from hahrobust.studies.hebbian_sweep import ROW_SETS, sweep_hebbnet, sweep_rows
 from hahrobust.training.hebbian_config import HEBBIAN_PRESETS, hebbnet_settings
 
 NAME = "hebbian-sweep"
-HELP = "Train the Hebbian/gradient/random layer configurations of Amato et al. 2019 (Table 2) and tabulate accuracy."
 
 
 @handle_errors

@@ -36,7 +36,6 @@ from hahrobust.metrics.noise import (
 )
 from hahrobust.evaluate.noise import NAME, noise_sweep
 
-HELP = "Accuracy under additive Gaussian (or uniform) input noise for a list of σ (Fig. 4)."
 
 @handle_errors
 def command(
@@ -71,4 +70,4 @@ def command(
     finish(result, session)
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

@@ -30,7 +30,6 @@ from hahrobust.cli._eval import (
 from hahrobust.metrics.noise import NOISE_KINDS, check_noise, check_repeats, check_sigmas
 from hahrobust.evaluate.activations import FOREIGN_LAYERS, SNR_NAME as NAME, snr
 
-HELP = "SNR (dB) of every conv block's input under Gaussian input noise (Eq. 6, Fig. 3)."
 
 @handle_errors
 def command(
@@ -65,4 +64,4 @@ def command(
     finish(result, session)
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

@@ -29,7 +29,6 @@ from hahrobust.cli._eval import (
 )
 from hahrobust.evaluate.activations import SPARSITY_NAME as NAME, block_counts, sparsity
 
-HELP = "Activation sparsity (normalized Hoyer measure, non-zero fraction) of the leading conv blocks (Fig. 2)."
 
 @handle_errors
 def command(
@@ -64,4 +63,4 @@ def command(
     finish(result, session)
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

@@ -18,7 +18,6 @@ from hahrobust.training.hebbian import train_hebbnet
 from hahrobust.training.hebbian_config import default_zca, hebbnet_settings, resolve_layers
 
 NAME = "train"
-HELP = "Train a model (presets: paper, authors, small, medium) and write a safetensors checkpoint."
 
 #: Old spellings of train's own options, still accepted but shown nowhere (cli/__init__.py): old → new. "norm" is
 #: the attack norm and "sigma" the noise σ elsewhere; "layers" the measured layers of sparsity and snr.
