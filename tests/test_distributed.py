@@ -191,7 +191,7 @@ def test_every_option_gets_through_torchruns_parser(command: str) -> None:
                 assert torchrun_parser_error([command, "CKPT", *spelling]) is None
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "guides" / "torchrun.md"  # the torchrun guide
 #: Commands that take --images but refuse torchrun (the README says to train each variant under torchrun instead).
 SINGLE_PROCESS = {"ablate"}
 EVALUATION_COMMANDS = sorted(

@@ -1,9 +1,11 @@
 """The documentation builds with warnings as errors (a renamed option, a broken link or a malformed docstring fails
-CI), its command reference documents every command from the same declarations as --help."""
+CI), its command reference documents every command from the same declarations as --help, and the README stays a
+front page."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +31,13 @@ def test_docs_build_without_warnings(tmp_path: Path) -> None:
     assert "--block-norm" in reference and "[default: (2/255)]" in reference
     assert "hahrobust.evaluate" in (out / "api.html").read_text()
 
+
+def test_readme_is_a_front_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci.split("&& ", 1)[1].replace('"', "") in readme.replace('"', "")  # CI runs the README's test command
+    for name in COMMANDS:
+        assert f"`hahrobust {name}" in readme, f"the commands table lacks {name}"
+    linked = set(re.findall(r"\(docs/([\w/-]+\.md)\)", readme))
+    assert linked and all((ROOT / "docs" / page).is_file() for page in linked)

@@ -153,7 +153,8 @@ def test_old_subset_name_still_works_but_is_shown_nowhere(models: list[Path], ti
         shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
         assert "--images" in shown and not OLD_NAME.search(shown), command
     root = Path(__file__).resolve().parents[1]
-    for doc in ("README.md", "checkpoints/README.md", "benchmarks/README.md", "checkpoints/expected/manifest.json"):
+    docs = [p.relative_to(root) for p in (root / "docs").rglob("*.md")]
+    for doc in ("README.md", "checkpoints/README.md", "benchmarks/README.md", "checkpoints/expected/manifest.json", *docs):
         assert not OLD_NAME.search((root / doc).read_text(encoding="utf-8")), doc
 
 
