@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from hahrobust.errors import HahrobustError
+from hahrobust.torchrun import launched_by_torchrun
 
 T = TypeVar("T")
 
@@ -77,10 +78,6 @@ def current() -> Shard:
     if dist.is_available() and dist.is_initialized():
         return Shard(dist.get_rank(), dist.get_world_size())
     return SINGLE
-
-
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def init_from_env() -> Shard:

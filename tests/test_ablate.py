@@ -64,7 +64,9 @@ def test_ablate_trains_evaluates_and_resumes(small_width, tiny_data: Path, tmp_p
 
     monkeypatch.setattr(ablation_module, "train", fail)
     monkeypatch.setattr(ablation_module, "paper_table", fail)
-    again = runner.invoke(app, ablate_args(tiny_data, out))
+    refused = runner.invoke(app, ablate_args(tiny_data, out))  # its results are there: never silently replaced
+    assert refused.exit_code == 2 and "pass --resume to continue" in refused.output
+    again = runner.invoke(app, [*ablate_args(tiny_data, out), "--resume"])
     assert again.exit_code == 0, again.output
     assert (out / "ablate.csv").read_text() == table.to_csv(index=False, lineterminator="\n")
 
@@ -96,7 +98,7 @@ def test_adaptive_adds_the_worst_case_beside_each_adversarial_column(
         return rows, pd.DataFrame(), (0.5, 0.25)
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
-    result = runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive"))
+    result = runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--resume"))
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "ablate.csv")
     assert table["condition"].tolist() == [
@@ -124,13 +126,14 @@ def test_adaptive_audits_journal_and_resume_inside_a_variant(
         return rows, pd.DataFrame(), (0.5, 0.25)
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
-    assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive")).exit_code == 0
+    assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--resume")).exit_code == 0
     assert len(calls) == 2 and all(c["resume"] for c in calls)
     assert calls[0]["dir"] == out / "checkpoints" / "journal" and calls[0]["stem"].startswith("table2-baseline-")
     assert calls[0]["stem"] == calls[1]["stem"]
     assert not list((out / "checkpoints" / "journal").glob("*.jsonl"))
     assert (out / "checkpoints" / "baseline.eval.json").is_file()
-    assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--images", "10")).exit_code == 0
+    assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--images", "10",
+                                      "--resume")).exit_code == 0
     assert calls[2]["stem"].startswith("table2-baseline-") and calls[2]["stem"] != calls[0]["stem"]
 
 

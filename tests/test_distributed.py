@@ -38,7 +38,7 @@ from conftest import single_thread
 
 import hahrobust
 from hahrobust.checkpoint import read_metadata
-from hahrobust.cli import app
+from hahrobust.cli import COMMANDS, app, commands
 from hahrobust.cli._eval import takes_subset_option
 from hahrobust.training import loop as loop_module
 
@@ -178,24 +178,24 @@ def torchrun_parser_error(arguments: list[str]) -> str | None:
     return None if parsed.training_script_args == arguments else f"hahrobust gets {parsed.training_script_args}"
 
 
-@pytest.mark.parametrize("command", sorted(c.name for c in app.registered_commands))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_option_gets_through_torchruns_parser(command: str) -> None:
     """torchrun's parser (argparse, abbreviations allowed) looks at every argument, also those after
     ``-m hahrobust``, and stops at one that could abbreviate two of its options: ``--n`` (the old name of
     --images) could be --nnodes, --nproc-per-node, … No option of any hahrobust command may do that."""
     assert "ambiguous option: --n could match --nnodes" in torchrun_parser_error([command, "--n", "5"])
-    for param in typer.main.get_command(app).commands[command].params:  # type: ignore[attr-defined]
+    for param in commands()[command].params:
         for name in [*param.opts, *param.secondary_opts] if param.param_type_name == "option" else []:
             spellings = [[name]] if param.is_flag else [[name, "1"], *([[f"{name}=1"]] if name.startswith("--") else [])]
             for spelling in spellings:
                 assert torchrun_parser_error([command, "CKPT", *spelling]) is None
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "guides" / "torchrun.md"  # the torchrun guide
 #: Commands that take --images but refuse torchrun (the README says to train each variant under torchrun instead).
 SINGLE_PROCESS = {"ablate"}
 EVALUATION_COMMANDS = sorted(
-    c.name for c in app.registered_commands if takes_subset_option(c.callback) and c.name not in SINGLE_PROCESS
+    name for name, c in commands().items() if takes_subset_option(c.callback) and name not in SINGLE_PROCESS
 )
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
-from hahrobust.cli import app
+from hahrobust.cli import app, commands
 from hahrobust.cli._eval import takes_subset_option
 from hahrobust.provenance import sha256_file
 
@@ -147,13 +147,14 @@ def test_old_subset_name_still_works_but_is_shown_nowhere(models: list[Path], ti
         assert result.exit_code == 0, result.output
     csvs = {(tmp_path / run / "noise-sweep.csv").read_bytes() for run in ("old", "old=", "new")}
     assert len(csvs) == 1 and json.loads((tmp_path / "old" / "noise-sweep.json").read_text())["settings"]["n"] == 10
-    subset_commands = [c.name for c in app.registered_commands if takes_subset_option(c.callback)]
+    subset_commands = [name for name, c in commands().items() if takes_subset_option(c.callback)]
     assert {"sparsity", "snr", "noise-sweep", "attack", "ablate"} <= set(subset_commands)
     for command in subset_commands:
         shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
         assert "--images" in shown and not OLD_NAME.search(shown), command
     root = Path(__file__).resolve().parents[1]
-    for doc in ("README.md", "checkpoints/README.md", "benchmarks/README.md", "checkpoints/expected/manifest.json"):
+    docs = [p.relative_to(root) for p in (root / "docs").rglob("*.md")]
+    for doc in ("README.md", "checkpoints/README.md", "benchmarks/README.md", "checkpoints/expected/manifest.json", *docs):
         assert not OLD_NAME.search((root / doc).read_text(encoding="utf-8")), doc
 
 

@@ -405,7 +405,7 @@ def test_train_cli_hebb_net_then_info(tiny_data: Path, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--model", "hebb-net", "--layers", "HHQGGG"], "6 letters"),
-        (["--model", "hebb-net", "--layers", "HHGGGG", "--rule", "sgd"], "either --layers"),
+        (["--model", "hebb-net", "--layers", "HHGGGG", "--rule", "sgd"], "either --rules"),
         (["--model", "hebb-net", "--rule", "hebbian", "--hebbian-layers", "7"], "layers 1-6"),
         (["--model", "hebb-net", "--lam", "0.5"], "--lam does not apply"),
         (["--model", "hebb-net", "--layers", "GGGGGH"], "--base"),

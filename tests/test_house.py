@@ -203,9 +203,10 @@ def test_the_library_runs_what_the_command_runs(checkpoint: Path, tiny_data: Pat
 
 
 def test_the_readme_and_documented_import_paths_work() -> None:
-    """Every `from hahrobust… import …` in the README's and ARCHITECTURE.md's code resolves, the old module paths
-    (hahrobust.cifar10c, hahrobust.corruptions) included."""
-    text = (ROOT / "README.md").read_text() + (ROOT / "ARCHITECTURE.md").read_text()
+    """Every `from hahrobust… import …` in the README's, the documentation's and ARCHITECTURE.md's code resolves,
+    the old module paths (hahrobust.cifar10c, hahrobust.corruptions) included."""
+    pages = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages)
     statements = re.findall(r"^\s*(from hahrobust[\w.]* import [\w, ()]+|import hahrobust[\w.]*)\s*(?:#.*)?$", text, flags=re.M)
     assert statements, "the README shows the library"
     for statement in statements:

@@ -16,11 +16,16 @@ from torch import nn
 
 from hahrobust.attacks._common import eval_mode
 from hahrobust.attacks.norms import SYMBOLS, check_norm, distances, format_eps, tolerance, within
-from hahrobust.errors import HahrobustError
+from hahrobust.errors import EXIT_VERIFICATION, HahrobustError
 
 
 class AttackVerificationError(HahrobustError):
-    """An attack produced an example that breaks its threat model: a bug in the attack, reported, never counted."""
+    """An attack produced an example that breaks its threat model: a bug in the attack, reported, never counted.
+
+    A :class:`HahrobustError` so library callers catch it with the rest, but its own exit status (3): CI must
+    not mistake a toolkit defect for bad input."""
+
+    exit_code = EXIT_VERIFICATION
 
 
 @dataclass(frozen=True)

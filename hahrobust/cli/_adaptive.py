@@ -13,7 +13,8 @@ from hahrobust.nn.surrogate import DEFAULT_TEMPERATURE, SURROGATE_KINDS
 
 GRADIENT = typer.Option(
     None, "--gradient",
-    help=f"Gradient the attack follows: {' | '.join(GRADIENTS)} (default plain; bpda when --bpda is given). bpda: "
+    show_default="plain; bpda when --bpda is given",
+    help=f"Gradient the attack follows: {' | '.join(GRADIENTS)}. bpda: "
     "forward exact, backward through a smooth surrogate of every threshold (BPDA; a model without one keeps its "
     "exact gradient, with a note); eot: averaged over jittered copies of the input. Logits are unchanged.",
 )
@@ -25,14 +26,16 @@ BPDA_TEMPERATURE = typer.Option(
     DEFAULT_TEMPERATURE, "--bpda-temperature", help="Sigmoid width, in units of the channel's standard deviation."
 )
 EOT_SAMPLES = typer.Option(8, "--eot-samples", help="EOT: jittered copies averaged per gradient.")
-EOT_SIGMA = typer.Option(2 / 255, "--eot-sigma", help="EOT: standard deviation of the Gaussian jitter ([0, 1] pixels).")
+EOT_SIGMA = typer.Option(
+    2 / 255, "--eot-sigma", help="EOT: standard deviation of the Gaussian jitter ([0, 1] pixels).", show_default="2/255"
+)
 LOSS = typer.Option(
-    None, "--loss", help=f"PGD loss: {' | '.join(LOSSES)} (C&W-style logit margin); default cross-entropy (ℓ1: margin)."
+    None, "--loss", help=f"PGD loss: {' | '.join(LOSSES)} (C&W-style logit margin).", show_default="ce (ℓ1: margin)"
 )
 TRANSFER_FROM = typer.Option(
     None, "--transfer-from", metavar="CKPT",
     help="Transfer attack: run the attack on this checkpoint (the transfer source) and verify its examples on each "
-    "model. (Old spelling: --surrogate.)",
+    "model.",
 )
 
 

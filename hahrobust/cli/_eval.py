@@ -8,10 +8,11 @@ A command looks like this (see ``cli/noise_sweep.py``)::
     def command(checkpoints: list[Path] = CHECKPOINTS, label: Optional[list[str]] = LABEL, n: Optional[int] = N,
                 data: Optional[str] = DATA, batch_size: int = BATCH_SIZE, device: str = DEVICE,
                 seed: int = SEED, out: Optional[Path] = OUT, weights: Optional[list[Path]] = WEIGHTS,
-                normalize: Optional[list[str]] = NORMALIZE, ...own options...) -> None:
+                normalize: Optional[list[str]] = NORMALIZE, overwrite: bool = OVERWRITE, ...own options...) -> None:
         options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out,
-                              weights=weights, normalize=normalize)
-        session = open_session(options)          # checks --out, --device, --batch-size, --images, loads the models
+                              weights=weights, normalize=normalize, overwrite=overwrite, results=(NAME,))
+        session = open_session(options)          # checks --out (and the results already there), --device,
+                                                 # --batch-size, --images, loads the models
         ...validate the command's own options (before any data is loaded)...
         with make_progress() as progress:
             test = load_test_set(options, progress)
@@ -31,7 +32,6 @@ aliases of the shared options its signature uses.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,7 +45,7 @@ from rich.progress import Progress
 from torch import nn
 
 from hahrobust import distributed
-from hahrobust.cli._common import console, load_split
+from hahrobust.cli._common import DEVICE, OVERWRITE, console, load_split, refuse_to_replace, takes_option
 from hahrobust.data import ImageSet, balanced_subset
 from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
@@ -91,20 +91,20 @@ BPDA_TYPES = typer.Option(
 )
 LABEL = typer.Option(
     None, "--label", "-l",
-    help="Name of each model in tables and figures, once per checkpoint in order (default: its model name).",
+    help="Name of each model in tables and figures, once per checkpoint in order.", show_default="its model name",
 )
 # Not "--n": torchrun's own parser reads every argument, even those after `-m hahrobust`, and stops at
 # "--n" ("ambiguous option: --n could match --nnodes, --nproc-per-node") before hahrobust starts.
 N = typer.Option(
-    None, "--images", metavar="N", help="Evaluate a deterministic class-balanced subset of N test images (default: all)."
+    None, "--images", metavar="N", help="Evaluate a deterministic class-balanced subset of N test images.",
+    show_default="all",
 )
 DATA = typer.Option(
     None, "--data",
-    help="CIFAR-10: an image-folder directory or .tar.gz (test/<class>/*.jpg), or a torchvision CIFAR-10 root. "
-    "Default: $HAHROBUST_DATA.",
+    help="CIFAR-10: an image-folder directory or .tar.gz (test/<class>/*.jpg), or a torchvision CIFAR-10 root.",
+    show_default="$HAHROBUST_DATA",
 )
 BATCH_SIZE = typer.Option(500, "--batch-size", help="Images per forward pass (bounds memory).")
-DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
 SEED = typer.Option(0, "--seed", help="Seed of the --images subset and of every random draw.")
 OUT = typer.Option(None, "--out", "-o", help="Write <command>.csv, .md, .json and .png into this directory.")
 
@@ -123,6 +123,9 @@ class EvalOptions:
     out: Path | None = None
     weights: list[Path] | None = None  # one per model spec among ``checkpoints``, in order
     normalize: list[str] | None = None  # none, one for every spec, or one per spec
+    overwrite: bool = False  # replace result files already in ``out``
+    resume: bool | None = None  # continue an earlier run in ``out``; None: the command cannot resume
+    results: tuple[str, ...] = ()  # the result names (commands) whose files the run writes in ``out``
 
 
 @dataclass
@@ -152,6 +155,10 @@ def open_session(options: EvalOptions) -> Session:
     out_dir = Path(out).expanduser() if out is not None else None
     if out is not None:  # rank 0 writes the results; the folder is made when there are results to write
         distributed.on_rank0(lambda: check_out_dir(out))
+        if not options.results:
+            raise ValueError("EvalOptions.results must name the results the command writes")  # a programming error
+        refuse_to_replace(out, options.results, overwrite=options.overwrite, resume=bool(options.resume),
+                          resumable=options.resume is not None)
     device = resolve_device(options.device)
     if options.batch_size < 1:
         raise HahrobustError(f"--batch-size must be at least 1, got {options.batch_size}")
@@ -193,11 +200,6 @@ def load_test_set(options: EvalOptions, progress: Progress | None = None) -> Ima
     if options.n > len(test):
         raise HahrobustError(f"--images {options.n} is larger than the test set ({len(test)} images in {test.source})")
     return balanced_subset(test, options.n, options.seed)
-
-
-def takes_option(command: Callable[..., Any], option: Any) -> bool:
-    """Whether a command's signature uses the shared option declaration ``option``."""
-    return any(p.default is option for p in inspect.signature(command).parameters.values())
 
 
 def takes_subset_option(command: Callable[..., Any]) -> bool:

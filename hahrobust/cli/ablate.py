@@ -11,22 +11,23 @@ import typer
 from hahrobust.distributed import require_single_process
 
 from hahrobust.studies.ablation import VARIANTS, run_ablation
-from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
+from hahrobust.cli._common import (
+    DEVICE, TRAIN_DATA, console, data_path, handle_errors, load_split, make_progress, refuse_to_replace,
+)
 from hahrobust.cli._eval import N
 from hahrobust.devices import resolve_device
 from hahrobust.results import Result, check_out_dir, show, write
 from hahrobust.studies.paper_table import paper_layout
 
 NAME = "ablate"
-HELP = "Train the ablation variants (Table 2) from one preset and seed and evaluate clean/noisy/AutoAttack accuracy."
 
 
 @handle_errors
 def command(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for checkpoints/, the evaluation cache and ablate.csv/.md/.json/.png."),
     preset_name: str = typer.Option("small", "--preset", help="paper | authors | small: the recipe every variant is trained with."),
-    variants: Optional[str] = typer.Option(None, help=f"Comma-separated subset of: {', '.join(VARIANTS)} (default: all)."),
-    seed: Optional[int] = typer.Option(None, help="Seed for training and evaluation (default: the preset's)."),
+    variants: Optional[str] = typer.Option(None, help=f"Comma-separated subset of: {', '.join(VARIANTS)}.", show_default="all"),
+    seed: Optional[int] = typer.Option(None, help="Seed for training and evaluation.", show_default="the preset's"),
     epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
     from_dir: Optional[Path] = typer.Option(None, "--from", help="Reuse <variant>.safetensors checkpoints from this directory."),
     n: Optional[int] = N,
@@ -36,12 +37,18 @@ def command(
         False, "--adaptive", help="Beside each adversarial column, the audit's per-image worst case (hahrobust audit's ensemble)."
     ),
     batch_size: int = typer.Option(100, help="Evaluation batch size."),
-    data: Optional[str] = typer.Option(None, help=DATA_HELP),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    data: Optional[str] = TRAIN_DATA,
+    device: str = DEVICE,
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an earlier run in --out, reusing its finished variants and evaluations."
+    ),
 ) -> None:
     require_single_process("ablate (run each variant's `hahrobust train` under torchrun instead)")
     started = datetime.now(timezone.utc)
     out_dir = check_out_dir(out)  # made by the first checkpoint or the results
+    # finished variants are always reused (checkpoints/, the evaluation cache); only the table needs a say-so
+    refuse_to_replace(out_dir, (NAME,), overwrite=False, resume=resume, resumable=True,
+                      overwritable=False)
     torch_device = resolve_device(device)
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     path = data_path(data)

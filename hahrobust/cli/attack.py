@@ -19,14 +19,13 @@ from hahrobust.cli._adaptive import (
 )
 from hahrobust.cli._common import console, handle_errors, make_progress
 from hahrobust.cli._eval import (
-    BPDA_TYPES, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, N, bpda_types,
+    BPDA_TYPES, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, OVERWRITE, SEED, WEIGHTS, EvalOptions, N, bpda_types,
     finish, load_test_set, open_session, parse_bpda,
 )
 from hahrobust.errors import HahrobustError
 from hahrobust import evaluate
-from hahrobust.evaluate.robustness import NAME, TABLE_ATTACKS, journal_stems, table1_journals
+from hahrobust.evaluate.robustness import NAME, TABLE_ATTACKS, TABLE_NAME, journal_stems, table1_journals
 
-HELP = "Robust accuracy under AutoAttack, PGD, FMN, DDN or Square (ℓ∞/ℓ2/ℓ1/ℓ0), every example verified; --table paper: Table 1."
 
 @handle_errors
 def command(
@@ -34,24 +33,25 @@ def command(
     label: Optional[list[str]] = LABEL,
     attack: Optional[str] = typer.Option(
         None, "--attack", "-a",
-        help=f"{' | '.join(registry.names())} (default autoattack); several minimum-norm attacks, e.g. fmn,ddn, add their per-image best.",
+        help=f"{' | '.join(registry.names())}; several minimum-norm attacks, e.g. fmn,ddn, add their per-image best.",
+        show_default="autoattack",
     ),
     norm: Optional[str] = typer.Option(
-        None, "--norm", help="linf | l2 | l1 | l0, or a comma-separated list of them (default linf)."
+        None, "--norm", help="linf | l2 | l1 | l0, or a comma-separated list of them.", show_default="linf"
     ),
     eps: Optional[str] = typer.Option(
         None, "--eps",
-        help="Comma-separated ε, fractions allowed (2/255,8/255). Default per norm: "
-        + ", ".join(f"{n} {format_eps(DEFAULT_EPS[n][0], n)}" for n in NORMS) + " (ℓ0 counts changed values).",
+        help="Comma-separated ε, fractions allowed (2/255,8/255); ℓ0 counts changed values.",
+        show_default="per norm: " + ", ".join(f"{n} {format_eps(DEFAULT_EPS[n][0], n)}" for n in NORMS),
     ),
     aa_version: Optional[str] = typer.Option(
         None, "--aa-version",
-        help="AutoAttack: standard (APGD-CE, APGD-T, FAB-T, Square) or paper (APGD-CE + APGD-T, one restart). "
-        "Default: standard.",
+        help="AutoAttack: standard (APGD-CE, APGD-T, FAB-T, Square) or paper (APGD-CE + APGD-T, one restart).",
+        show_default="standard",
     ),
-    steps: Optional[int] = typer.Option(None, "--steps", help="PGD/FMN/DDN iterations (default 100)."),
-    restarts: Optional[int] = typer.Option(None, "--restarts", help="PGD restarts (default 5)."),
-    queries: Optional[int] = typer.Option(None, "--queries", help="Square: model queries per image (default 1000)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="PGD/FMN/DDN iterations.", show_default="100"),
+    restarts: Optional[int] = typer.Option(None, "--restarts", help="PGD restarts.", show_default="5"),
+    queries: Optional[int] = typer.Option(None, "--queries", help="Square: model queries per image.", show_default="1000"),
     gradient: Optional[str] = GRADIENT,
     bpda_backward: str = BPDA_BACKWARD,
     bpda_temperature: float = BPDA_TEMPERATURE,
@@ -70,11 +70,12 @@ def command(
     n: Optional[int] = N,
     data: Optional[str] = DATA,
     batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", help="Images attacked together (default 100 on CPU, 500 on CUDA)."
+        None, "--batch-size", help="Images attacked together (bounds memory).", show_default="100 on CPU, 500 on CUDA"
     ),
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    overwrite: bool = OVERWRITE,
     resume: bool = typer.Option(
         False, "--resume", help="Continue a killed run from the journal in --out, without redoing finished batches."
     ),
@@ -133,7 +134,8 @@ def command(
             prepare(config)
 
     options = EvalOptions(
-        checkpoints, label, n, data, batch_size or 1, device, seed, out, weights=weights, normalize=normalize
+        checkpoints, label, n, data, batch_size or 1, device, seed, out, weights=weights, normalize=normalize,
+        overwrite=overwrite, resume=resume, results=(TABLE_NAME if table is not None else NAME,),
     )
     session = open_session(options)
     types = bpda_types(session, bpda_names) if bpda_names else {}  # a --bpda type no model has fails here
@@ -186,4 +188,4 @@ def _attack_names(spec: str) -> list[str]:
     return names
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

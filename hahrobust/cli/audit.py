@@ -18,7 +18,7 @@ from hahrobust.cli._adaptive import BPDA_TEMPERATURE, TRANSFER_FROM
 from hahrobust.cli._common import console, handle_errors, make_progress
 from hahrobust.provenance import slug
 from hahrobust.cli._eval import (
-    BPDA_TYPES, CHECKPOINTS, DATA, DEVICE, LABEL, N, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, finish,
+    BPDA_TYPES, CHECKPOINTS, DATA, DEVICE, LABEL, N, NORMALIZE, OUT, OVERWRITE, SEED, WEIGHTS, EvalOptions, finish,
     load_test_set, open_session, parse_bpda,
 )
 from hahrobust.errors import HahrobustError
@@ -26,7 +26,6 @@ from hahrobust.evaluate.auditing import audit
 from hahrobust.studies.audit import DEFAULT_ENSEMBLE, AuditConfig, Member, all_members, check_audit_norm, member_config
 
 NAME = "audit"
-HELP = "Adaptive robustness audit: per-image worst case over AutoAttack, BPDA/EOT PGD, transfer and black-box attacks, with masking diagnostics."
 
 
 @handle_errors
@@ -35,7 +34,7 @@ def command(
     label: Optional[list[str]] = LABEL,
     norm: str = typer.Option("linf,l2", "--norm", help="linf | l2, or both comma-separated."),
     eps: Optional[str] = typer.Option(
-        None, "--eps", help="Comma-separated ε for a single --norm (default ℓ∞ 2/255, ℓ2 0.25: the paper's)."
+        None, "--eps", help="Comma-separated ε for a single --norm.", show_default="the paper's: ℓ∞ 2/255, ℓ2 0.25"
     ),
     transfer_from: Optional[Path] = TRANSFER_FROM,
     skip: Optional[str] = typer.Option(
@@ -51,18 +50,19 @@ def command(
         False, "--save-adv", help="Keep every member's verified adversarial examples in --out/adv "
         "(re-verify them later with `hahrobust recheck`).",
     ),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Steps of every PGD member (default 100; EOT: half)."),
-    restarts: Optional[int] = typer.Option(None, "--restarts", help="Restarts of the PGD members (default 5; EOT and ·margin: 1)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Steps of every PGD member.", show_default="100; EOT: half"),
+    restarts: Optional[int] = typer.Option(None, "--restarts", help="Restarts of the PGD members.", show_default="5; EOT and margin: 1"),
     bpda_temperature: float = BPDA_TEMPERATURE,
     bpda: Optional[list[str]] = BPDA_TYPES,
     weights: Optional[list[Path]] = WEIGHTS,
     normalize: Optional[list[str]] = NORMALIZE,
     n: Optional[int] = N,
     data: Optional[str] = DATA,
-    batch_size: int = typer.Option(100, "--batch-size", help="Images attacked together."),
+    batch_size: int = typer.Option(100, "--batch-size", help="Images attacked together (bounds memory)."),
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    overwrite: bool = OVERWRITE,
     resume: bool = typer.Option(False, "--resume", help="Continue a killed audit from its journals in --out."),
 ) -> None:
     norms = [check_audit_norm(p) for p in norm.split(",") if p.strip()]
@@ -88,7 +88,8 @@ def command(
         if spec.prepare is not None:
             spec.prepare(member_config(member, config))
 
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize)
+    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize,
+                          overwrite=overwrite, resume=resume, results=(NAME, f"{NAME}-diagnostics"))
     session = open_session(options)
     journal_dir = session.out_dir / "journal" if session.out_dir is not None else None
     stems = {m.label: slug(m.label) for m in session.models}
@@ -151,4 +152,4 @@ def _own_journal(path: Path) -> bool:
     return rank_journal(path.with_name(path.name.split(".rank")[0].removesuffix(".jsonl") + ".jsonl")) == path
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

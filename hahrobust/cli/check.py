@@ -9,10 +9,8 @@ from rich.table import Table
 
 from hahrobust.cli._common import console, error_console, handle_errors
 from hahrobust.errors import HahrobustError
-from hahrobust.regression import Status, compare, read_results
 
 NAME = "check"
-HELP = "Compare a results file (CSV/JSON) with an expected one; exit 0 within tolerance, 1 regression, 2 unusable."
 
 STYLES = {"ok": "green", "improved": "cyan", "regression": "bold red", "changed": "bold red"}
 
@@ -39,6 +37,8 @@ def command(
     strict: bool = typer.Option(False, help="Also fail when a metric improves beyond tolerance."),
     show_all: bool = typer.Option(False, "--all", help="List every compared value, not only those outside tolerance."),
 ) -> None:
+    from hahrobust.regression import Status, compare, read_results  # pandas: only when the command runs (fast --help)
+
     comparison = compare(read_results(results), read_results(expected), tol=tol,
                          tol_metric=parse_tolerances(tol_metric), strict=strict)
     rows = comparison.table if show_all else comparison.table[comparison.table["verdict"] != "ok"]

@@ -10,19 +10,14 @@ import typer
 
 from hahrobust.cli._common import handle_errors, make_progress
 from hahrobust.cli._eval import (
-    BATCH_SIZE, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, N, finish, load_test_set,
+    BATCH_SIZE, CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, OVERWRITE, SEED, WEIGHTS, EvalOptions, N, finish, load_test_set,
     open_session,
 )
 from hahrobust.data.cifar10c import OfficialCorruptions
-from hahrobust.data.corruptions import FAMILIES, parse_corruptions, parse_severities
+from hahrobust.data.corruptions import FAMILIES, parse_corruptions, parse_severities, require_generator_libraries
 from hahrobust.evaluate.corruption import NAME, corruption_sweep
 from hahrobust.studies.corruption import check_reference
 
-HELP = (
-    "Accuracy under the 15 common corruptions of CIFAR-10-C (and the 4 extra ones) at severities 1–5, with "
-    "CE and relative CE against a --reference model. Corruptions are generated per image from --seed with the "
-    "CIFAR parameters of Hendrycks' make_cifar_c.py (cached), or read from the official files (--corruptions-dir)."
-)
 
 _GROUPS_HELP = "; ".join(f"{group}: {', '.join(members)}" for group, members in FAMILIES.items())
 
@@ -54,11 +49,15 @@ def command(
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    overwrite: bool = OVERWRITE,
     weights: Optional[list[Path]] = WEIGHTS,
     normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     names, levels = parse_corruptions(corruptions), parse_severities(severities)
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize)
+    if corruptions_dir is None:
+        require_generator_libraries()
+    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize,
+                          overwrite=overwrite, results=(NAME,))
     session = open_session(options)
     check_reference(reference, [m.label for m in session.models])
     official = OfficialCorruptions(corruptions_dir, names, n, seed) if corruptions_dir is not None else None
@@ -70,4 +69,4 @@ def command(
     finish(result, session)
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
+from hahrobust.cli._common import (
+    DEVICE, TRAIN_DATA, OVERWRITE, console, data_path, handle_errors, load_split, make_progress, refuse_to_replace,
+)
 from hahrobust.devices import resolve_device
 from hahrobust.distributed import require_single_process
 from hahrobust.results import check_out_dir, show, write
@@ -15,7 +17,6 @@ from hahrobust.studies.hebbian_sweep import ROW_SETS, sweep_hebbnet, sweep_rows
 from hahrobust.training.hebbian_config import HEBBIAN_PRESETS, hebbnet_settings
 
 NAME = "hebbian-sweep"
-HELP = "Train the Hebbian/gradient/random layer configurations of Amato et al. 2019 (Table 2) and tabulate accuracy."
 
 
 @handle_errors
@@ -27,7 +28,7 @@ def command(
     preset_name: str = typer.Option("small", "--preset", help=f"{' | '.join(HEBBIAN_PRESETS)} (scale and epochs)."),
     epochs: Optional[int] = typer.Option(None, help="SGD epochs (lr halved every epoch in the second half)."),
     hebbian_epochs: Optional[int] = typer.Option(None, help="Hebbian epochs per Hebbian layer (paper 2)."),
-    batch_size: Optional[int] = typer.Option(None, help="SGD batch size (paper 64)."),
+    batch_size: Optional[int] = typer.Option(None, help="SGD batch size (paper 64).", show_default="the preset's"),
     lr: Optional[float] = typer.Option(None, help="SGD learning rate (paper 1e-3)."),
     weight_decay: Optional[float] = typer.Option(None, help="SGD L2 penalty (paper 0.06)."),
     hebbian_lr: Optional[float] = typer.Option(None, help="Hebbian learning rate η (paper 0.1)."),
@@ -35,15 +36,16 @@ def command(
     train_subset: Optional[int] = typer.Option(None, help="Train on a class-balanced subset of N of the other images."),
     test_subset: Optional[int] = typer.Option(None, help="Score on a class-balanced subset of N test images."),
     width: Optional[float] = typer.Option(None, help="Channel multiplier (1.0: the paper's 96/128/192/256/300)."),
-    zca: Optional[bool] = typer.Option(None, "--zca/--no-zca", help="ZCA-whiten inputs (default: rows whose conv1 is Hebbian)."),
+    zca: Optional[bool] = typer.Option(None, "--zca/--no-zca", help="ZCA-whiten inputs.", show_default="rows whose conv1 is Hebbian"),
     seed: Optional[int] = typer.Option(None, help="Seed for initialisation, data split and order."),
-    data: Optional[str] = typer.Option(None, help=DATA_HELP),
+    data: Optional[str] = TRAIN_DATA,
     download: bool = typer.Option(False, help="Let torchvision download CIFAR-10 into --data."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    device: str = DEVICE,
     resume: bool = typer.Option(False, help="Reuse finished rows and continue an interrupted one."),
-    overwrite: bool = typer.Option(False, help="Retrain every row, replacing existing checkpoints."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     require_single_process("hebbian-sweep")
+    refuse_to_replace(out, (NAME,), overwrite=overwrite, resume=resume, resumable=True)
     chosen_rows = sweep_rows(rows)
     overrides, config = hebbnet_settings(
         preset_name, {"width": width},

@@ -14,7 +14,6 @@ from hahrobust.cli._common import console, handle_errors
 from hahrobust.provenance import sha256_file
 
 NAME = "info"
-HELP = "Show a checkpoint's metadata (model, config, training, data, metrics, versions)."
 
 
 @handle_errors

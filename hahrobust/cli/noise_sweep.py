@@ -17,6 +17,7 @@ from hahrobust.cli._eval import (
     LABEL,
     NORMALIZE,
     OUT,
+    OVERWRITE,
     SEED,
     WEIGHTS,
     EvalOptions,
@@ -35,7 +36,6 @@ from hahrobust.metrics.noise import (
 )
 from hahrobust.evaluate.noise import NAME, noise_sweep
 
-HELP = "Accuracy under additive Gaussian (or uniform) input noise for a list of σ (Fig. 4)."
 
 @handle_errors
 def command(
@@ -52,13 +52,15 @@ def command(
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    overwrite: bool = OVERWRITE,
     weights: Optional[list[Path]] = WEIGHTS,
     normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     levels = check_sigmas(parse_floats(sigmas, "--sigmas"))
     kind, repeats = check_noise(noise), check_repeats(repeats)
     options = EvalOptions(
-        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize
+        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize,
+        overwrite=overwrite, results=(NAME,),
     )
     session = open_session(options)
     with make_progress() as progress:
@@ -68,4 +70,4 @@ def command(
     finish(result, session)
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

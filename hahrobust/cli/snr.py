@@ -17,6 +17,7 @@ from hahrobust.cli._eval import (
     LAYERS,
     NORMALIZE,
     OUT,
+    OVERWRITE,
     SEED,
     WEIGHTS,
     EvalOptions,
@@ -29,7 +30,6 @@ from hahrobust.cli._eval import (
 from hahrobust.metrics.noise import NOISE_KINDS, check_noise, check_repeats, check_sigmas
 from hahrobust.evaluate.activations import FOREIGN_LAYERS, SNR_NAME as NAME, snr
 
-HELP = "SNR (dB) of every conv block's input under Gaussian input noise (Eq. 6, Fig. 3)."
 
 @handle_errors
 def command(
@@ -45,13 +45,15 @@ def command(
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    overwrite: bool = OVERWRITE,
     weights: Optional[list[Path]] = WEIGHTS,
     normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     (sigma,) = check_sigmas([sigma])
     kind, repeats = check_noise(noise), check_repeats(repeats)
     options = EvalOptions(
-        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize
+        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize,
+        overwrite=overwrite, results=(NAME,),
     )
     session = open_session(options)
     session_layers(session, layers, FOREIGN_LAYERS)  # layers a model does not have fail before any data is read
@@ -62,4 +64,4 @@ def command(
     finish(result, session)
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

@@ -18,6 +18,7 @@ from hahrobust.cli._eval import (
     LAYERS,
     NORMALIZE,
     OUT,
+    OVERWRITE,
     SEED,
     WEIGHTS,
     EvalOptions,
@@ -28,7 +29,6 @@ from hahrobust.cli._eval import (
 )
 from hahrobust.evaluate.activations import SPARSITY_NAME as NAME, block_counts, sparsity
 
-HELP = "Activation sparsity (normalized Hoyer measure, non-zero fraction) of the leading conv blocks (Fig. 2)."
 
 @handle_errors
 def command(
@@ -36,8 +36,8 @@ def command(
     label: Optional[list[str]] = LABEL,
     blocks: Optional[int] = typer.Option(
         None, "--blocks",
-        help="Number of leading conv blocks (and of --layers layers) to measure (default: the most HaH blocks "
-        "among the hahrobust models; every layer --layers picks).",
+        help="Number of leading conv blocks (and of --layers layers) to measure.",
+        show_default="the most HaH blocks among the hahrobust models; every layer --layers picks",
     ),
     layers: Optional[str] = LAYERS,
     n: Optional[int] = N,
@@ -46,11 +46,13 @@ def command(
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,
+    overwrite: bool = OVERWRITE,
     weights: Optional[list[Path]] = WEIGHTS,
     normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
     options = EvalOptions(
-        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize
+        checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize,
+        overwrite=overwrite, results=(NAME,),
     )
     session = open_session(options)
     block_counts(session.models, blocks, layers)  # a count or --layers a model does not have fails before any data
@@ -61,4 +63,4 @@ def command(
     finish(result, session)
 
 
-__all__ = ["HELP", "NAME", "command"]
+__all__ = ["NAME", "command"]

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from hahrobust import distributed
-from hahrobust.cli._common import DATA_HELP, console, data_path, handle_errors, load_split, make_progress
+from hahrobust.cli._common import DEVICE, TRAIN_DATA, OVERWRITE, console, data_path, handle_errors, load_split, make_progress
 from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
 from hahrobust.models import model_names, resolve_config
@@ -18,7 +18,10 @@ from hahrobust.training.hebbian import train_hebbnet
 from hahrobust.training.hebbian_config import default_zca, hebbnet_settings, resolve_layers
 
 NAME = "train"
-HELP = "Train a model (presets: paper, authors, small, medium) and write a safetensors checkpoint."
+
+#: Old spellings of train's own options, still accepted but shown nowhere (cli/__init__.py): old → new. "norm" is
+#: the attack norm and "sigma" the noise σ elsewhere; "layers" the measured layers of sparsity and snr.
+OLD_NAMES = {"norm": "block-norm", "sigma": "dn-sigma", "layers": "rules"}
 
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
@@ -37,7 +40,7 @@ def command(
     model: str = typer.Option("hah-vgg16", help=f"Architecture: {', '.join(model_names())}."),
     preset_name: str = typer.Option("small", "--preset", help="paper | authors | small | medium (see the README for what each sets)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (lr milestones stay at 60 % and 80 % of them)."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size."),
+    batch_size: Optional[int] = typer.Option(None, help="Training batch size.", show_default="the preset's"),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate."),
     weight_decay: Optional[float] = typer.Option(None, help="Adam weight decay."),
     seed: Optional[int] = typer.Option(None, help="Seed for initialisation, data order and augmentation."),
@@ -49,40 +52,40 @@ def command(
     lam: Optional[float] = typer.Option(None, help="Anti-Hebbian weight λ in the HaH cost (paper 0.1, authors' code 1.0)."),
     alpha: Optional[str] = typer.Option(None, help="HaH cost weights per HaH block, comma-separated."),
     k_ratio: Optional[float] = typer.Option(None, help="Fraction of filters counted as winners in the HaH cost."),
-    sigma: Optional[float] = typer.Option(None, help="Divisive normalization σ."),
+    dn_sigma: Optional[float] = typer.Option(None, "--dn-sigma", help="Divisive normalization σ (HaH blocks)."),
     dn_pool: Optional[int] = typer.Option(None, help="Divisive-norm suppression field: 1 = paper Eq. 2, 3 = authors' 3×3 max-pool."),
     keep: Optional[float] = typer.Option(None, help="Fraction of locations the threshold keeps."),
     threshold: Optional[str] = typer.Option(None, help="fraction | mean | none."),
-    norm: Optional[str] = typer.Option(None, help="Normalization in HaH blocks: divisive | batch."),
+    block_norm: Optional[str] = typer.Option(None, "--block-norm", help="Normalization in HaH blocks: divisive | batch."),
     hah_loss: Optional[bool] = typer.Option(None, "--hah-loss/--no-hah-loss", help="Add the HaH cost to the loss."),
-    layers: Optional[str] = typer.Option(None, help="hebb-net: rule per layer conv1-4, fc5, classifier: H Hebbian, G gradient, R random (e.g. HHGGGG)."),
-    rule: Optional[str] = typer.Option(None, help="hebb-net: sgd (GGGGGG) or hebbian (H at --hebbian-layers, default all)."),
+    rules: Optional[str] = typer.Option(None, "--rules", help="hebb-net: learning rule per layer conv1-4, fc5, classifier: H Hebbian, G gradient, R random (e.g. HHGGGG)."),
+    rule: Optional[str] = typer.Option(None, help="hebb-net: sgd (GGGGGG) or hebbian (H at --hebbian-layers: all unless given)."),
     hebbian_layers: Optional[str] = typer.Option(None, help="hebb-net with --rule hebbian: Hebbian layers 1-6, e.g. 1,2."),
     hebbian_epochs: Optional[int] = typer.Option(None, help="hebb-net: Hebbian epochs per Hebbian layer (paper 2)."),
     hebbian_lr: Optional[float] = typer.Option(None, help="hebb-net: Hebbian learning rate (paper 0.1)."),
     val_size: Optional[int] = typer.Option(None, help="hebb-net: training images held out to keep the best epoch (paper 10,000)."),
-    zca: Optional[bool] = typer.Option(None, "--zca/--no-zca", help="hebb-net: ZCA-whiten inputs (default: when conv1 is Hebbian)."),
+    zca: Optional[bool] = typer.Option(None, "--zca/--no-zca", help="hebb-net: ZCA-whiten inputs.", show_default="when conv1 is Hebbian"),
     base: Optional[Path] = typer.Option(None, help="hebb-net: trained GGGGGG checkpoint supplying gradient layers below Hebbian ones."),
-    data: Optional[str] = typer.Option(None, help=DATA_HELP),
+    data: Optional[str] = TRAIN_DATA,
     download: bool = typer.Option(False, help="Let torchvision download CIFAR-10 into --data."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (under torchrun: cuda = this rank's GPU)."),
+    device: str = DEVICE,
     amp: str = typer.Option("off", help="off | bf16: bfloat16 autocast of the non-HaH layers (thresholded HaH blocks and the HaH cost stay fp32)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="NHWC memory format (faster convolutions on GPUs)."),
     compile_model: bool = typer.Option(False, "--compile", help="Experimental: torch.compile the training forward pass (see the README)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on CUDA: BatchNorm statistics over the global batch."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last finished epoch (any number of processes)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing checkpoint at --out."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     chosen = preset(preset_name)
     model_flags = dict(
-        width=width, hah_blocks=hah_blocks, lam=lam, k_ratio=k_ratio, sigma=sigma, dn_pool=dn_pool, keep=keep,
-        threshold=threshold, norm=norm, hah_loss=hah_loss, alpha=parse_floats(alpha, "--alpha") if alpha else None,
+        width=width, hah_blocks=hah_blocks, lam=lam, k_ratio=k_ratio, sigma=dn_sigma, dn_pool=dn_pool, keep=keep,
+        threshold=threshold, norm=block_norm, hah_loss=hah_loss, alpha=parse_floats(alpha, "--alpha") if alpha else None,
     )
     train_flags = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, augment=augment,
         train_subset=train_subset, test_subset=test_subset,
     )
-    hebbian = dict(layers=layers, rule=rule, hebbian_layers=hebbian_layers, zca=zca, base=base)
+    hebbian = dict(layers=rules, rule=rule, hebbian_layers=hebbian_layers, zca=zca, base=base)
     hebbian_train = dict(hebbian_epochs=hebbian_epochs, hebbian_lr=hebbian_lr, val_size=val_size)
     if resolve_config(model)[0] == "hebbnet":  # Amato et al. 2019: its own trainer (hahrobust/training/hebbian.py)
         if amp != "off" or channels_last or compile_model or sync_bn:
@@ -92,7 +95,8 @@ def command(
             download=download, device=device, resume=resume, overwrite=overwrite,
         )
     if stray := _given({**hebbian, **hebbian_train}):
-        raise HahrobustError(f"--{next(iter(stray)).replace('_', '-')} applies only to hebb-net")
+        name = next(iter(stray))
+        raise HahrobustError(f"--{'rules' if name == 'layers' else name.replace('_', '-')} applies only to hebb-net")
     model_overrides = {**chosen.model, **_given(model_flags)}
     config = TrainConfig(**{**chosen.train, **_given(train_flags)})
     runtime = Runtime(amp=amp, channels_last=channels_last, compile=compile_model, sync_bn=sync_bn)  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ import torch
 from hahrobust import distributed
 from hahrobust.data.batching import balanced_indices
 from hahrobust.data.cifar10 import CIFAR10_CLASSES, ImageSet, cache_root, read_cache, write_cache
-from hahrobust.data.corruptions import SEVERITIES, corrupt_images
+from hahrobust.data.corruptions import SEVERITIES, corrupt_images, require_generator_libraries
 from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 
@@ -55,6 +55,7 @@ class GeneratedCorruptions:
     def __init__(
         self, clean: ImageSet, seed: int, *, cache_dir: str | Path | None = None, shard: Shard | None = None
     ) -> None:
+        require_generator_libraries()  # before any work: a missing extra is reported first
         self.clean = clean
         self.seed = seed
         self.shard = shard or distributed.current()

@@ -28,6 +28,7 @@ original's ``np.uint8(corruption(image))`` does.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections.abc import Callable, Sequence
 from io import BytesIO
 from typing import Any
@@ -175,12 +176,24 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
     return np.asarray(out).astype(np.uint8)  # truncation, as the original's np.uint8(...)
 
 
+#: What the generator imports from the optional extra ``corruptions``: import name → distribution.
+GENERATOR_LIBRARIES = {"cv2": "opencv-python", "skimage": "scikit-image", "imagecorruptions": "imagecorruptions-imaug"}
+
+
+def require_generator_libraries() -> None:
+    """One line naming the extra to install when a library of the generator is absent (heavy, and optional)."""
+    if missing := [d for module, d in GENERATOR_LIBRARIES.items() if importlib.util.find_spec(module) is None]:
+        raise HahrobustError(f"generating CIFAR-10-C needs {', '.join(missing)}: pip install \"hahrobust[corruptions]\" "
+                             "(or read the official CIFAR-10-C files with --corruptions-dir)")
+
+
 def corrupt_images(
     images: np.ndarray, indices: Sequence[int], name: str, severity: int, seed: int,
     progress: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Corrupt uint8 [N, 32, 32, 3] ``images`` whose positions in the evaluated set are ``indices``;
     ``progress()`` is called after each image."""
+    require_generator_libraries()
     out = np.empty_like(images)
     for row, (image, index) in enumerate(zip(images, indices)):
         out[row] = corrupt(image, name, severity, corruption_rng(seed, name, severity, int(index)))

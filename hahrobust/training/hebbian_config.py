@@ -118,17 +118,17 @@ def hebbnet_settings(
 
 
 def resolve_layers(layers: str | None, rule: str | None, hebbian_layers: str | None) -> str:
-    """The layer string from ``--layers``, or from ``--rule sgd|hebbian`` and ``--hebbian-layers 1,2``."""
+    """The layer string from ``--rules``, or from ``--rule sgd|hebbian`` and ``--hebbian-layers 1,2``."""
     if layers is not None:
         if rule is not None or hebbian_layers is not None:
-            raise HahrobustError("give either --layers or --rule/--hebbian-layers, not both")
+            raise HahrobustError("give either --rules or --rule/--hebbian-layers, not both")
         return layers.strip().upper()
     if rule is None:
         if hebbian_layers is not None:
             raise HahrobustError("--hebbian-layers needs --rule hebbian")
         return "GGGGGG"
     if rule not in ("sgd", "hebbian"):
-        raise HahrobustError(f"unknown --rule {rule!r}; choose sgd or hebbian (or give --layers)")
+        raise HahrobustError(f"unknown --rule {rule!r}; choose sgd or hebbian (or give --rules)")
     if rule == "sgd":
         if hebbian_layers is not None:
             raise HahrobustError("--hebbian-layers applies to --rule hebbian, not sgd")
