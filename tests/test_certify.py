@@ -257,8 +257,8 @@ def test_command_writes_table_curve_and_images(checkpoint: Path, tiny_data: Path
     (["--sigma", "-0.1"], "--sigma must be finite and > 0"),
     (["--n0", "0"], "--n0 must be at least 1"),
     (["--samples", "0"], "--samples must be at least 1"),
-    (["--alpha", "0"], "--alpha must lie strictly between 0 and 1"),
-    (["--alpha", "1"], "--alpha must lie strictly between 0 and 1"),
+    (["--failure-probability", "0"], "--failure-probability must lie strictly between 0 and 1"),
+    (["--failure-probability", "1"], "--failure-probability must lie strictly between 0 and 1"),
     (["--radii", "0,-0.1"], "--radii must be finite and ≥ 0"),
     (["--sigma", "a"], "--sigma must be comma-separated numbers"),
 ])

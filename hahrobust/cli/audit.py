@@ -42,7 +42,7 @@ def command(
         f"{', '.join(m.key for m in DEFAULT_ENSEMBLE if m.default)}.",
     ),
     include: Optional[str] = typer.Option(
-        None, "--include", help="Comma-separated members that do not run by default: "
+        None, "--include", help="Comma-separated members that run only when named: "
         f"{', '.join(m.key for m in DEFAULT_ENSEMBLE if not m.default)} (AutoAttack's standard ensemble on every image; "
         "it broke nothing the other members missed on the reference models, at half the audit's cost).",
     ),

@@ -12,8 +12,8 @@ import typer
 from hahrobust import distributed
 from hahrobust.cli._common import console, handle_errors, make_progress
 from hahrobust.cli._eval import (
-    CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, SEED, WEIGHTS, EvalOptions, N, finish, load_test_set,
-    open_session,
+    CHECKPOINTS, DATA, DEVICE, LABEL, NORMALIZE, OUT, OVERWRITE, SEED, WEIGHTS, EvalOptions, N, finish,
+    load_test_set, open_session,
 )
 from hahrobust.cli.train import parse_floats
 from hahrobust.errors import HahrobustError
@@ -35,7 +35,9 @@ def command(
     # Not "--n": that is the hidden old name of --images (and ambiguous to torchrun's parser, see cli/_eval.py).
     n_samples: int = typer.Option(DEFAULT_N, "--samples",
                                   help="Cohen et al.'s N: noise samples per image and σ that bound the top class's probability."),
-    alpha: float = typer.Option(DEFAULT_ALPHA, "--alpha", help="Failure probability of each certificate, in (0, 1)."),
+    # Cohen et al.'s α; not "--alpha", which is train's HaH-loss weights (one meaning per option name).
+    alpha: float = typer.Option(DEFAULT_ALPHA, "--failure-probability",
+                                help="The probability that a certificate is wrong (Cohen et al.'s α), in (0, 1)."),
     radii: str = typer.Option(",".join(f"{r:g}" for r in DEFAULT_RADII), "--radii",
                               help="Comma-separated ℓ2 radii (≥ 0) at which the table reports certified accuracy."),
     n: Optional[int] = N,
@@ -45,6 +47,7 @@ def command(
     seed: int = SEED,
     out: Optional[Path] = OUT,
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its journal in --out."),
+    overwrite: bool = OVERWRITE,
     weights: Optional[list[Path]] = WEIGHTS,
     normalize: Optional[list[str]] = NORMALIZE,
 ) -> None:
@@ -52,7 +55,8 @@ def command(
     sigmas, levels = check_settings(parse_floats(sigma, "--sigma"), n0, n_samples, alpha, parse_floats(radii, "--radii"))
     if resume and out is None:
         raise HahrobustError("--resume needs --out DIR (the journal lives there)")
-    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize)
+    options = EvalOptions(checkpoints, label, n, data, batch_size, device, seed, out, weights=weights, normalize=normalize,
+                          overwrite=overwrite, resume=resume, results=(NAME, f"{NAME}-curve"))
     session = open_session(options)
     journal_dir = session.out_dir / "journal" if session.out_dir is not None else None
     journals = journal_paths(session.models, journal_dir) if journal_dir is not None else {}

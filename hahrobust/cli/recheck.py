@@ -11,7 +11,7 @@ from rich.table import Table
 from hahrobust.attacks.adversarial_files import recheck
 from hahrobust.attacks.norms import format_eps
 from hahrobust.checkpoint import load_checkpoint
-from hahrobust.cli._common import console, handle_errors
+from hahrobust.cli._common import DEVICE, console, handle_errors
 from hahrobust.devices import resolve_device
 
 NAME = "recheck"
@@ -23,8 +23,9 @@ HELP = ("Verify saved adversarial examples again with a checkpoint: each must be
 def command(
     checkpoint: Path = typer.Argument(..., help="The hahrobust checkpoint the examples were made for."),
     files: list[Path] = typer.Argument(..., help="Adversarial-example files (.safetensors) written with --save-adv."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass (default: the run's)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass.",
+                                             show_default="the batch size the examples were made with"),
+    device: str = DEVICE,
 ) -> None:
     model, _ = load_checkpoint(checkpoint, resolve_device(device))
     table = Table(title=f"Recheck with {checkpoint.name}: every example verified again")

@@ -78,7 +78,7 @@ def check_settings(
     if n < 1:
         raise HahrobustError(f"--samples must be at least 1, got {n}")
     if not (math.isfinite(alpha) and 0 < alpha < 1):
-        raise HahrobustError(f"--alpha must lie strictly between 0 and 1, got {alpha:g}")
+        raise HahrobustError(f"--failure-probability must lie strictly between 0 and 1, got {alpha:g}")
     levels = tuple(float(r) for r in radii)
     if not levels:
         raise HahrobustError("no --radii given")
