@@ -8,7 +8,8 @@ from typing import Any
 import typer
 
 from hahrobust.cli import (
-    ablate, attack, audit, check, corruption_sweep, hebbian_sweep, info, noise_sweep, recheck, snr, sparsity, train,
+    ablate, attack, audit, check, corruption_sweep, hebbian_sweep, info, noise_sweep, recheck, report, snr, sparsity,
+    train,
 )
 from hahrobust.cli._adaptive import TRANSFER_FROM
 from hahrobust.cli._eval import N, takes_option
@@ -42,6 +43,7 @@ def _context(command: Callable[..., Any]) -> dict[str, Any] | None:
 
 for module in (
     train, info, sparsity, snr, noise_sweep, corruption_sweep, hebbian_sweep, check, ablate, attack, audit, recheck,
+    report,
 ):
     app.command(module.NAME, help=module.HELP, context_settings=_context(module.command))(module.command)
 
