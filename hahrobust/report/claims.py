@@ -52,7 +52,7 @@ class Judged:
 
     def row(self) -> dict[str, Any]:
         c, v = self.claim.comparison, self.verdict
-        row = {"claim": self.claim.key, "group": self.claim.group, "text": self.claim.text, "verdict": self.final,
+        row = {"claim": self.claim.key, "group": self.claim.group, "measure": self.claim.measure, "text": self.claim.text, "verdict": self.final,
                "effect": v.effect, "low": v.low, "high": v.high, "n": c.n, "p_value": c.p_value,
                "p_holm": self.p_adjusted, "test": self.claim.test, "reason": v.reason, "rule": v.rule,
                "n_needed": v.n_needed}
@@ -119,8 +119,9 @@ def claims(steps: dict[str, dict[str, Any]], *, seed: int, resamples: int) -> li
     out.append(_mcnemar("noise", f"A more accurate than B under Gaussian noise σ = {NOISY_SIGMA:g} (first draw)",
                         "more accurate under noise (Fig. 4, Table 1)", arr["noise"]["a.correct"][0, sigma],
                         arr["noise"]["b.correct"][0, sigma]))
-    out.append(_mcnemar("clean-cost", "B more accurate than A on clean images (A's clean-accuracy cost)",
-                        "the clean-accuracy cost (Table 1)", arr["clean"]["b.correct"], arr["clean"]["a.correct"]))
+    out.append(_mcnemar("clean-cost", "A less accurate than B on clean images (A's clean-accuracy cost)",
+                        "the clean-accuracy cost (Table 1)", arr["clean"]["a.correct"], arr["clean"]["b.correct"],
+                        higher_is_better=False))
     for norm, eps in TABLE_EPS.items():
         at = f"{SYMBOLS[norm]} ε = {'2/255' if norm == 'linf' else f'{eps:g}'}"
         out.append(_mcnemar(f"autoattack-{norm}", f"A more robust than B under AutoAttack {at}",

@@ -85,7 +85,7 @@ def _number(value: Any, column: str) -> str:
             return "—"
         if math.isinf(value):
             return "∞" if value > 0 else "−∞"
-        if column in ("accuracy", "low", "high", "paper_accuracy", "a", "b") and abs(value) <= 1:
+        if column in ("accuracy", "low", "high", "a") and abs(value) <= 1:
             return f"{100 * value:.1f} %"
         if column in ("p_value", "p_holm"):
             return f"{value:.2g}"
@@ -109,7 +109,8 @@ def _display(name: str, table: pd.DataFrame) -> pd.DataFrame:
 def _claims_frame(judged: list[Judged]) -> pd.DataFrame:
     rows = [j.row() for j in judged]
     return pd.DataFrame([{
-        "claim": r["text"], "verdict": r["verdict"], "A": _number(r["a"], "a"), "B": _number(r["b"], "b"),
+        "claim": r["text"], "verdict": r["verdict"], **{k.upper(): _number(r[k], "a" if r["measure"] == "accuracy" else "")
+                                                         for k in "ab"},
         "effect [95 % CI]": f"{_number(r['effect'], '')} [{_number(r['low'], '')}, {_number(r['high'], '')}]",
         "n": r["n"], "p": _number(r["p_value"], "p_value"), "p (Holm)": _number(r["p_holm"], "p_holm"),
         "test": r["test"], "why": r["reason"]} for r in rows])
