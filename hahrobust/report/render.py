@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
+from hahrobust.attacks.norms import SYMBOLS
 from hahrobust.provenance import write_atomically
 from hahrobust.report.claims import RULE_PLAIN_ONLY, Judged
 from hahrobust.report.tables import PAPER_SAYS
@@ -58,13 +59,16 @@ def figure_png(name: str, table: pd.DataFrame) -> bytes:
                 ax.scatter(x[np.isfinite(paper)], paper[np.isfinite(paper)], marker="_", s=200, color="black",
                            zorder=3, label="paper" if m == 0 else None)
         if name != "noise":
-            ax.set_xticks(np.arange(len(items)), [str(i).replace("AutoAttack ", "AA ").replace("worst case ", "worst ")
-                                                  for i in items], rotation=30 if name == "table1" else 0, fontsize=7)
+            ticks = [SYMBOLS.get(str(i), str(i)).replace("AutoAttack ", "AA ").replace("worst case ", "worst ")
+                     .replace("block ", "").replace(" input", "") for i in items]
+            ax.set_xticks(np.arange(len(items)), ticks, rotation=30 if name == "table1" else 0, fontsize=7)
+            if name in ("sparsity", "snr"):
+                ax.set_xlabel("block" + (" (input)" if name == "snr" else ""))
         ax.set_ylabel({"table1": "accuracy (%)", "noise": "accuracy (%)", "sparsity": "Hoyer",
                        "snr": "SNR (dB)", "distances": "distance"}[name])
         if name == "distances":
             ax.set_yscale("log")
-            ax.set_title(f"{facet} gradients" if facet == "plain" else "any attack (BPDA included)", fontsize=9)
+            ax.set_title("plain gradients" if facet == "plain" else "any attack (BPDA where thresholded)", fontsize=9)
         if name == "noise":
             ax.set_xlabel("σ")
         ax.legend(fontsize=7)

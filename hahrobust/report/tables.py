@@ -97,13 +97,11 @@ def minimum_norm(steps: dict[str, dict[str, Any]], labels: dict[str, str]) -> pd
         correct = steps[f"fmn-plain-{side}-l2"]["arrays"]["correct"]
         for norm in NORMS:
             for adaptive in (False, True):
-                if adaptive and f"fmn-bpda-{side}-{norm}" not in steps:
-                    continue
                 d = distances(steps, side, norm, adaptive)
                 summary = {"mean_distance": float(np.mean(d[correct & np.isfinite(d)])) if (correct & np.isfinite(d)).any()
                            else float("nan"), "median_distance": float(np.median(d)),
                            "unfound": int((correct & ~np.isfinite(d)).sum())}
-                how = "BPDA included" if adaptive else ("FMN, DDN" if norm == "l2" else "FMN")
+                how = ("any attack" if adaptive else "plain") + (", FMN, DDN" if norm == "l2" else ", FMN")
                 rows.append({"section": "distances", "model": labels[side], "item": f"{SYMBOLS[norm]} ({how})",
                              "norm": norm, "gradient": "adaptive" if adaptive else "plain", **summary,
                              "n": int(correct.sum())})
