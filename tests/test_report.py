@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from conftest import train_tiny_vgg11
@@ -25,7 +24,7 @@ from hahrobust.evaluate import open_models
 from hahrobust.metrics.noise import noise_accuracy, noise_correct
 from hahrobust.metrics.snr import snr, snr_per_image, to_db
 from hahrobust.metrics.sparsity import hoyer_per_image, sparsity
-from hahrobust.models import build, resolve_config
+from hahrobust.models import resolve_config
 from hahrobust.regression import Status, compare, read_results
 from hahrobust.report import resolve, run_report
 from hahrobust.report.claims import PLAIN_ONLY

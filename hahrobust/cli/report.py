@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from hahrobust.cli._common import console, handle_errors, make_progress
-from hahrobust.cli._eval import BATCH_SIZE, CHECKPOINTS, DATA, DEVICE, LABEL, SEED, EvalOptions, load_test_set, open_session
+from hahrobust.cli._eval import CHECKPOINTS, DATA, DEVICE, LABEL, SEED, EvalOptions, load_test_set, open_session
 from hahrobust.errors import HahrobustError
 from hahrobust.report import BUDGETS, resolve, run_report
 

@@ -10,7 +10,8 @@ quick      CI and a first look: ≈ 8 minutes for the small pair on a 2-core CPU
 standard   what the README's tables use: 500 images for clean, sparsity, SNR and noise; 200 for the attacks;
            AutoAttack standard; the audit's own defaults; FMN and DDN 100 steps. About an hour on that CPU.
 full       the paper's protocol: all 10,000 test images, AutoAttack standard, the audit's defaults, FMN and DDN
-           1,000 steps, and the corruption sweep. GPU work.
+           1,000 steps. GPU work. (The corruption sweep is not a step of the report yet: run
+           ``hahrobust corruption-sweep`` beside it.)
 =========  ======================================================================================================
 
 Every field can be overridden (``--images``, ``--attack-images``, ``--steps``, ``--restarts``, ``--repeats``):
@@ -25,8 +26,6 @@ from typing import Any
 from hahrobust.attacks.autoattack import AutoAttackConfig
 from hahrobust.attacks.ddn import DDNConfig
 from hahrobust.attacks.fmn import FMNConfig
-from hahrobust.attacks.pgd import PGDConfig
-from hahrobust.attacks.square import SquareConfig
 from hahrobust.errors import HahrobustError
 from hahrobust.studies.audit import AuditConfig
 
@@ -45,7 +44,6 @@ class Budget:
     effort_rounds: int  # the audit's convergence rounds
     square_queries: int  # the audit's Square member
     min_norm_steps: int  # FMN and DDN
-    corruptions: bool  # the CIFAR-10-C sweep
     resamples: int  # paired bootstrap and permutation test
 
     def audit_config(self) -> AuditConfig:
@@ -68,22 +66,22 @@ class Budget:
         return asdict(self)
 
 
-_AUDIT, _PGD, _SQUARE = AuditConfig(), PGDConfig(), SquareConfig()
+_AUDIT = AuditConfig()
 BUDGETS: dict[str, Budget] = {
     "quick": Budget("quick", images=100, attack_images=100, noise_repeats=1, aa_version="paper", pgd_steps=20,
-                    pgd_restarts=1, effort_rounds=1, square_queries=500, min_norm_steps=30, corruptions=False,
+                    pgd_restarts=1, effort_rounds=1, square_queries=500, min_norm_steps=30,
                     resamples=2_000),
     "standard": Budget("standard", images=500, attack_images=200, noise_repeats=3, aa_version="standard",
                        pgd_steps=_AUDIT.pgd.steps, pgd_restarts=_AUDIT.pgd.restarts, effort_rounds=_AUDIT.effort_rounds,
-                       square_queries=_AUDIT.square.queries, min_norm_steps=100, corruptions=False, resamples=10_000),
+                       square_queries=_AUDIT.square.queries, min_norm_steps=100, resamples=10_000),
     "full": Budget("full", images=None, attack_images=None, noise_repeats=3, aa_version="standard",
                    pgd_steps=_AUDIT.pgd.steps, pgd_restarts=_AUDIT.pgd.restarts, effort_rounds=_AUDIT.effort_rounds,
-                   square_queries=_AUDIT.square.queries, min_norm_steps=1_000, corruptions=True, resamples=10_000),
+                   square_queries=_AUDIT.square.queries, min_norm_steps=1_000, resamples=10_000),
 }
 
 
 def resolve(name: str, *, images: int | None = None, attack_images: int | None = None, steps: int | None = None,
-            restarts: int | None = None, repeats: int | None = None, corruptions: bool | None = None) -> Budget:
+            restarts: int | None = None, repeats: int | None = None) -> Budget:
     """The named budget with the given fields replaced (``steps``: the audit's PGD and FMN/DDN both)."""
     if name not in BUDGETS:
         raise HahrobustError(f"unknown budget {name!r}; choose one of: {', '.join(BUDGETS)}")
@@ -94,5 +92,5 @@ def resolve(name: str, *, images: int | None = None, attack_images: int | None =
     budget = BUDGETS[name]
     changes: dict[str, Any] = {k: v for k, v in (
         ("images", images), ("attack_images", attack_images), ("pgd_steps", steps), ("min_norm_steps", steps),
-        ("pgd_restarts", restarts), ("noise_repeats", repeats), ("corruptions", corruptions)) if v is not None}
+        ("pgd_restarts", restarts), ("noise_repeats", repeats)) if v is not None}
     return replace(budget, **changes)

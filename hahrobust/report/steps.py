@@ -98,7 +98,7 @@ def make_pair(models: list[LoadedModel], test: ImageSet, budget: Budget, *, seed
 def header(pair: Pair) -> dict[str, Any]:
     """What changes a number (the store refuses a resume under another): budget, seed, models, images, threads."""
     return {
-        "budget": pair.budget.settings(), "seed": pair.seed,
+        "budget": pair.budget.settings(), "seed": pair.seed, "batch_size": pair.batch_size,  # AutoAttack depends on it
         "models": {s: _model_id(m) for s, m in pair.models.items()},
         "images": {"stats": data_fingerprint(pair.stats_set), "attack": data_fingerprint(pair.attack_set)},
         "threads": torch.get_num_threads(),
