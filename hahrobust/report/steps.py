@@ -80,7 +80,7 @@ def check_pair(models: list[LoadedModel], data: ImageSet) -> None:
                                  "checkpoints (not model specs)")
     if classes[0] != classes[1]:
         raise HahrobustError(f"the models give {classes[0]} and {classes[1]} classes: a report compares models of one task")
-    if classes[0] != (labels := int(data.labels.max()) + 1) and classes[0] < labels:
+    if classes[0] < (labels := int(data.labels.max()) + 1):
         raise HahrobustError(f"the models give {classes[0]} classes, the data has {labels}")
 
 
