@@ -3,7 +3,8 @@
 =========  ======================================================================================================
 budget     what it is for
 =========  ======================================================================================================
-quick      CI and a first look: ≈ 8 minutes for the small pair on a 2-core CPU. 100 images everywhere; AutoAttack's
+quick      CI and a first look: the small pair took 5.4 minutes (220 s of CPU time, one thread) on the shared
+           2-core machine at load 2.4–3.7. 100 images everywhere; AutoAttack's
            ``paper`` ensemble (APGD-CE + APGD-T, what the HaH authors ran) instead of the standard one (≈ 4 min per
            model and norm on 100 images there); the audit's ensemble with 20-step, 1-restart PGD, one convergence
            round and 500 Square queries; FMN and DDN 30 steps.
