@@ -29,7 +29,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
-import typer.main
 from safetensors.torch import load_file
 from torch.distributed.run import get_args_parser
 from typer.testing import CliRunner

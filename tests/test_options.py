@@ -28,6 +28,7 @@ SAME_MEANING_OTHER_WORDS = {
     "--eps": "comma-separated ε of the attack norm; attack takes four norms, audit two",
     "--hebbian-epochs": "Hebbian epochs per Hebbian layer; train's text scopes it to hebb-net",
     "--hebbian-lr": "the Hebbian learning rate; train's text scopes it to hebb-net",
+    "--images": "a class-balanced subset of N test images; report applies it to its clean, sparsity, SNR and noise steps",
     "--lr": "the learning rate of the command's optimizer (Adam for train, SGD for hebb-net sweeps)",
     "--norm": "the attack norm (train's normalization is --block-norm); audit supports linf and l2 only",
     "--out": "where the command writes: train a checkpoint file, the others a results folder (each says what goes in)",

@@ -202,7 +202,9 @@ def run_attack_images(
     correct, robust, dist = robust_flags(records, eps_list, norm, spec.minimum_norm, dim)
     flags = tuple(dict.fromkeys(f for r in records for f in r.get("flags", [])))
     source_fooled = None
-    if transfer_source is not None and not spec.minimum_norm and records:
+    if transfer_source is not None and not spec.minimum_norm and not records:  # no image to attack (no survivors)
+        source_fooled = np.zeros((len(eps_list), 0), dtype=bool)
+    elif transfer_source is not None and not spec.minimum_norm:
         source_fooled = np.stack([
             np.concatenate([np.asarray(r["source_pred"][j]) for r in records]) != per_image(records, "label")
             for j in range(len(eps_list))

@@ -166,3 +166,35 @@ def noise_accuracy(
         }
     )
 
+
+
+@torch.no_grad()
+def noise_correct(
+    model: nn.Module,
+    data: ImageSet,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    *,
+    noise: NoiseKind = "gaussian",
+    repeats: int = 3,
+    seed: int = 0,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    description: str = "noise per image",
+) -> np.ndarray:
+    """Per repeat, σ and image, whether ``model`` classifies the noisy image correctly: bool [repeats, σ, N], with
+    the draws of :func:`noise_accuracy` (whose ``accuracy`` is this array's mean over repeats and images; one
+    process only). σ = 0 is the clean image in every repeat."""
+    sigmas, noise, repeats = check_sigmas(sigmas), check_noise(noise), check_repeats(repeats)
+    model.eval()
+    out = np.zeros((repeats, len(sigmas), len(data)), dtype=bool)
+    with progress_task(progress, description, num_batches(len(data), batch_size, False) * repeats) as advance:
+        for x, y, idx in batches(data, batch_size, device=device):
+            clean = (model(x).argmax(dim=1) == y).cpu().numpy()
+            for r in range(repeats):
+                z = unit_noise(idx, x.shape[1:], kind=noise, seed=seed, repeat=r, device=x.device)
+                for j, s in enumerate(sigmas):
+                    out[r, j, idx.numpy()] = clean if s == 0 else (
+                        model(add_noise(x, z, s)).argmax(dim=1) == y).cpu().numpy()
+                advance()
+    return out

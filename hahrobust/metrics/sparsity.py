@@ -176,3 +176,43 @@ def sparsity(
             "zero_locations": t[:, 2] / (t[:, 1] + t[:, 2]),
         }
     )
+
+
+@torch.no_grad()
+def hoyer_per_image(
+    model: nn.Module,
+    data: ImageSet,
+    blocks: int | None = None,
+    *,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    description: str = "sparsity per image",
+) -> np.ndarray:
+    """Per image and block, the mean Hoyer measure over the image's non-silent locations: float64 [N, blocks]
+    (NaN where every location of the image is silent). The same tensors as :func:`sparsity` (one process only):
+    these are the pairs the report's paired bootstrap resamples, so their mean over images weights each image
+    equally, where :func:`sparsity` pools all locations (the two agree when every image has as many non-silent
+    locations)."""
+    if not isinstance(model, HahrobustModel):
+        raise HahrobustError("a model that is not a hahrobust model has no blocks: name the layers to measure")
+    names = model.block_names()
+    blocks = blocks if blocks is not None else (len(model.hah_block_names()) or len(names))
+    if not 1 <= blocks <= len(names):
+        raise HahrobustError(f"cannot measure {blocks} blocks: the model has {len(names)} conv blocks")
+    measured = [measured_tensor(model, name) for name in names[:blocks]]
+    model.eval()
+    out = np.full((len(data), blocks), np.nan)
+    with ActivationExtractor(model, [m.module for m in measured]) as acts, progress_task(
+        progress, description, num_batches(len(data), batch_size, False)
+    ) as advance:
+        for x, _, idx in batches(data, batch_size, device=device):
+            model(x)
+            for b, m in enumerate(measured):
+                a = (acts.inputs if m.side == "input" else acts.outputs)[m.module]
+                h = hoyer(a, dim=1).double().reshape(len(x), -1)  # [B, locations]
+                live = (a != 0).any(dim=1).reshape(len(x), -1)
+                mean = torch.where(live, h, 0.0).sum(dim=1) / live.sum(dim=1)  # 0/0 → NaN: all silent
+                out[idx.numpy(), b] = mean.cpu().numpy()
+            advance()
+    return out

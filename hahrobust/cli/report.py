@@ -1,0 +1,72 @@
+"""hahrobust report: the paper's evaluation of a model pair in one command, with rule-based verdicts on its claims
+(library: hahrobust.report.run_report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+from rich.table import Table
+
+from hahrobust.cli._common import console, handle_errors, make_progress, refuse_to_replace
+from hahrobust.cli._eval import CHECKPOINTS, DATA, DEVICE, LABEL, SEED, EvalOptions, load_test_set, open_session
+from hahrobust.errors import HahrobustError
+from hahrobust.report import BUDGETS, resolve, run_report
+
+NAME = "report"
+HELP = ("The paper's whole evaluation of MODEL against BASELINE (clean, sparsity, SNR, noise, Table 1 with the audit's "
+        "worst case, Fig. 5), with a verdict per claim from paired tests; writes report.md, .html, .json and figures.")
+
+
+@handle_errors
+def command(
+    checkpoints: list[Path] = CHECKPOINTS,
+    label: Optional[list[str]] = LABEL,
+    budget: str = typer.Option("standard", "--budget", help=f"{' | '.join(BUDGETS)}: images, steps and restarts "
+                               "per step (see hahrobust.report.budget).", show_default=True),
+    images: Optional[int] = typer.Option(None, "--images", metavar="N", show_default="the budget's",
+                                         help="A class-balanced subset of N test images for clean, sparsity, SNR and noise."),
+    attack_images: Optional[int] = typer.Option(None, "--attack-images", help="Images for Table 1 and Fig. 5.",
+                                                show_default="the budget's"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Steps of the audit's PGD and of FMN/DDN.",
+                                        show_default="the budget's"),
+    restarts: Optional[int] = typer.Option(None, "--restarts", help="Restarts of the audit's PGD.",
+                                           show_default="the budget's"),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Noise draws per image.", show_default="the budget's"),
+    data: Optional[str] = DATA,
+    out: Path = typer.Option(..., "--out", "-o", help="Folder of the report, its figures and its step journal."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed report in --out (same settings only)."),
+    batch_size: int = typer.Option(100, "--batch-size", help="Images per batch (attacks keep a graph per batch)."),
+    device: str = DEVICE,
+    seed: int = SEED,
+) -> None:
+    chosen = resolve(budget, images=images, attack_images=attack_images, steps=steps, restarts=restarts, repeats=repeats)
+    if len(checkpoints) != 2:
+        raise HahrobustError(f"a report compares two models, MODEL and BASELINE; got {len(checkpoints)}")
+    if out.exists() and not out.is_dir():
+        raise HahrobustError(f"--out {out}: not a folder")
+    # a report's files, like any command's results, are never replaced silently (its steps resume with --resume)
+    refuse_to_replace(out, (NAME,), overwrite=False, resume=resume, resumable=True, overwritable=False)
+    options = EvalOptions(checkpoints, label, None, data, batch_size, device, seed, None)
+    session = open_session(options)
+    with make_progress() as progress:
+        test = load_test_set(options, progress)
+        report = run_report(session.models, test, chosen, out=out, seed=seed, batch_size=batch_size,
+                            device=session.device, resume=resume, progress=progress)
+    table = Table(title=f"Claims: {report.labels['a']} (A) vs {report.labels['b']} (B), budget {chosen.name}")
+    for column in ("claim", "verdict", "effect [95 % CI]", "p (Holm)"):
+        table.add_column(column)
+    for j in report.judged:
+        v = j.verdict
+        table.add_row(j.claim.text, j.final, f"{v.effect:+.3g} [{v.low:+.3g}, {v.high:+.3g}]", f"{j.p_adjusted:.2g}")
+    console.print(table)
+    for line in report.masking.values():
+        console.print(f"masking: {line}", markup=False, highlight=False)
+    if report.seconds:
+        console.print(f"steps run now: {sum(report.seconds.values()):.0f} s ({torch.get_num_threads()} threads)")
+    console.print(f"wrote {', '.join(str(p) for p in report.paths)}", highlight=False, soft_wrap=True)
+
+
+__all__ = ["HELP", "NAME", "command"]

@@ -1,0 +1,159 @@
+"""The paper's claims, tested on the report's per-image arrays, with verdicts computed by rules.
+
+Every claim compares model A (the one under test) with B (its baseline) on the same images: exact McNemar
+(:func:`hahrobust.stats.mcnemar`) for per-image booleans (clean, noisy, robust, worst case), the paired bootstrap and
+sign-flip test (:func:`hahrobust.stats.paired_bootstrap`) for per-image floats (Hoyer, SNR in dB, distances). The
+p-values of all claims of one report form one family, Holm-adjusted (:func:`hahrobust.stats.holm`); each verdict is
+:func:`hahrobust.stats.verdict` at the adjusted p with the smallest effect of interest in :data:`MIN_EFFECT` (the
+tolerances ``hahrobust check`` uses), so "does not hold" means the interval rules out an effect that large.
+A plain-gradient claim (AutoAttack, minimum-norm distances by plain gradients) that holds while its adaptive
+counterpart (the audit's worst case, distances through BPDA) does not becomes **holds only against plain-gradient
+attacks**.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hahrobust import stats
+from hahrobust.attacks.norms import NORMS, SYMBOLS
+from hahrobust.metrics.snr import to_db
+from hahrobust.report.steps import NOISY_SIGMA, TABLE_EPS, minimum_norm_step
+
+ALPHA = 0.05
+#: Smallest effect of interest per kind of measure (as ``hahrobust check``'s tolerances): accuracy in fractions
+#: (2 points), Hoyer in its own unit, SNR in dB; distances have none (their scale differs per norm and model).
+MIN_EFFECT: dict[str, float | None] = {"accuracy": 0.02, "hoyer": 0.01, "snr_db": 0.5, "distance": None}
+PLAIN_ONLY = "holds only against plain-gradient attacks"
+RULE_PLAIN_ONLY = (f"a plain-gradient claim that holds while its adaptive counterpart does not hold → {PLAIN_ONLY}")
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    text: str  # "A is sparser than B in block 1"
+    group: str  # the paper's claim it belongs to
+    measure: str  # a key of MIN_EFFECT
+    test: str
+    comparison: stats.PairedComparison | stats.PairedMeanDifference
+    higher_is_better: bool = True
+    adaptive: str | None = None  # the key of the adaptive counterpart of a plain-gradient claim
+
+
+@dataclass(frozen=True)
+class Judged:
+    claim: Claim
+    p_adjusted: float
+    verdict: stats.ClaimVerdict
+    final: str  # the verdict shown: the rule's, or PLAIN_ONLY
+
+    def row(self) -> dict[str, Any]:
+        c, v = self.claim.comparison, self.verdict
+        row = {"claim": self.claim.key, "group": self.claim.group, "measure": self.claim.measure, "text": self.claim.text, "verdict": self.final,
+               "effect": v.effect, "low": v.low, "high": v.high, "n": c.n, "p_value": c.p_value,
+               "p_holm": self.p_adjusted, "test": self.claim.test, "reason": v.reason, "rule": v.rule,
+               "n_needed": v.n_needed}
+        if isinstance(c, stats.PairedComparison):
+            row |= {"a": c.correct_a / c.n if c.n else float("nan"), "b": c.correct_b / c.n if c.n else float("nan"),
+                    "discordant_a": c.b, "discordant_b": c.c}
+        else:
+            row |= {"a": c.mean_a, "b": c.mean_b, "resamples": c.n_resamples, "seed": c.seed}
+        return row
+
+
+def _mcnemar(key: str, text: str, group: str, a: np.ndarray, b: np.ndarray, **kw: Any) -> Claim:
+    return Claim(key, text, group, "accuracy", "exact McNemar; Newcombe paired CI",
+                 stats.mcnemar(a.astype(bool), b.astype(bool)), **kw)
+
+
+def _bootstrap(key: str, text: str, group: str, measure: str, a: np.ndarray, b: np.ndarray, seed: int,
+               resamples: int, **kw: Any) -> Claim:
+    return Claim(key, text, group, measure, f"paired bootstrap (BCa, {resamples} resamples) + sign-flip test",
+                 stats.paired_bootstrap(a, b, seed=seed, n_resamples=resamples), **kw)
+
+
+def hah_blocks(steps: dict[str, dict[str, Any]]) -> int:
+    """A's HaH blocks (the paper's claims are about them); all measured blocks when A has none."""
+    facts = steps["sparsity"]["facts"]
+    return int(facts["hah_blocks"]["a"]) or int(facts["blocks"])
+
+
+def distances(steps: dict[str, dict[str, Any]], side: str, norm: str, adaptive: bool) -> np.ndarray:
+    """Per image of the attack set, the smallest verified distance of the plain-gradient attacks (ℓ2: FMN and DDN,
+    as studies/minimum_norm.best_distances) or, ``adaptive``, of every attack run (BPDA included)."""
+    found = [steps[name]["arrays"]["distance"] for name in (
+        minimum_norm_step(side, norm, "fmn", "plain"), minimum_norm_step(side, norm, "fmn", "bpda"),
+        minimum_norm_step(side, norm, "ddn", "plain")) if name in steps and (adaptive or "bpda" not in name)]
+    return np.min(np.stack(found), axis=0)
+
+
+def claims(steps: dict[str, dict[str, Any]], *, seed: int, resamples: int) -> list[Claim]:
+    """Every claim the report tests, from the steps' arrays (see the module docstring)."""
+    arr = {name: s["arrays"] for name, s in steps.items()}
+    out: list[Claim] = []
+    k = hah_blocks(steps)
+    boot = {"seed": seed, "resamples": resamples}
+    sparse = "sparser activations (Fig. 2)"
+    for block in range(k):
+        out.append(_bootstrap(f"sparser-block{block + 1}", f"A sparser than B in block {block + 1} (lower Hoyer)",
+                              sparse, "hoyer", arr["sparsity"]["a.hoyer"][:, block], arr["sparsity"]["b.hoyer"][:, block],
+                              higher_is_better=False, **boot))
+    mean_hoyer = {s: np.nanmean(arr["sparsity"][f"{s}.hoyer"][:, :k], axis=1) for s in "ab"}
+    out.append(_bootstrap("sparser", f"A sparser than B over blocks 1–{k} (mean Hoyer per image)", sparse, "hoyer",
+                          mean_hoyer["a"], mean_hoyer["b"], higher_is_better=False, **boot))
+    db = {s: to_db(arr["snr"][f"{s}.ratio"]) for s in "ab"}
+    inputs = range(1, min(k + 1, db["a"].shape[1]))  # block n+1's input is block n's output
+    snr = "higher SNR in the HaH blocks (Fig. 3)"
+    for j in inputs:
+        out.append(_bootstrap(f"snr-block{j + 1}", f"A's SNR higher than B's at block {j + 1}'s input", snr, "snr_db",
+                              db["a"][:, j], db["b"][:, j], **boot))
+    if len(inputs):
+        with np.errstate(invalid="ignore"):
+            mean_db = {s: db[s][:, list(inputs)].mean(axis=1) for s in "ab"}
+        out.append(_bootstrap("snr", f"A's SNR higher than B's after the HaH blocks (mean dB, block inputs "
+                              f"{inputs[0] + 1}–{inputs[-1] + 1})", snr, "snr_db", mean_db["a"], mean_db["b"], **boot))
+    sigma = steps["noise"]["facts"]["sigmas"].index(NOISY_SIGMA)
+    out.append(_mcnemar("noise", f"A more accurate than B under Gaussian noise σ = {NOISY_SIGMA:g} (first draw)",
+                        "more accurate under noise (Fig. 4, Table 1)", arr["noise"]["a.correct"][0, sigma],
+                        arr["noise"]["b.correct"][0, sigma]))
+    out.append(_mcnemar("clean-cost", "A less accurate than B on clean images (A's clean-accuracy cost)",
+                        "the clean-accuracy cost (Table 1)", arr["clean"]["a.correct"], arr["clean"]["b.correct"],
+                        higher_is_better=False))
+    for norm, eps in TABLE_EPS.items():
+        at = f"{SYMBOLS[norm]} ε = {'2/255' if norm == 'linf' else f'{eps:g}'}"
+        out.append(_mcnemar(f"autoattack-{norm}", f"A more robust than B under AutoAttack {at}",
+                            "more robust under AutoAttack (Table 1)", arr[f"autoattack-a-{norm}"]["robust"],
+                            arr[f"autoattack-b-{norm}"]["robust"], adaptive=f"worst-{norm}"))
+        out.append(_mcnemar(f"worst-{norm}", f"A more robust than B in the audit's worst case {at}",
+                            "more robust under adaptive attack (beyond the paper)", arr["audit-a"][f"{norm}.worst"],
+                            arr["audit-b"][f"{norm}.worst"]))
+    both = arr[minimum_norm_step("a", "l2", "ddn", "plain")]["correct"] & arr[minimum_norm_step("b", "l2", "ddn", "plain")]["correct"]
+    for norm in NORMS:
+        for adaptive in (False, True):
+            a, b = (distances(steps, s, norm, adaptive)[both] for s in "ab")
+            how = "any attack, BPDA included" if adaptive else "plain gradients"
+            out.append(_bootstrap(
+                f"distance-{norm}{'-adaptive' if adaptive else ''}",
+                f"A's mean minimum {SYMBOLS[norm]} distance larger than B's ({how}; images both classify correctly)",
+                "larger minimum-norm distances (Fig. 5)" + ("" if not adaptive else ", adaptive"), "distance", a, b,
+                adaptive=None if adaptive else f"distance-{norm}-adaptive", **boot))
+    return out
+
+
+def judge_all(found: list[Claim], alpha: float = ALPHA) -> list[Judged]:
+    """Holm over the family, each claim's verdict at its adjusted p, then the plain-gradient-only rule."""
+    family = stats.holm([c.comparison.p_value for c in found], alpha)
+    verdicts = {c.key: (p, stats.verdict(c.comparison, alpha, p_value=p if np.isfinite(p) else 1.0,
+                                         min_effect=MIN_EFFECT[c.measure], higher_is_better=c.higher_is_better))
+                for c, p in zip(found, family.adjusted)}
+    out = []
+    for c in found:
+        p, v = verdicts[c.key]
+        final = v.verdict
+        if c.adaptive is not None and v.verdict == "holds" and verdicts[c.adaptive][1].verdict != "holds":
+            final = PLAIN_ONLY
+        out.append(Judged(c, float(p), v, final))
+    return out

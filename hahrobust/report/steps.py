@@ -1,0 +1,246 @@
+"""The report's measurements of a model pair, step by step, each kept per image (:mod:`hahrobust.report.store`).
+
+Two class-balanced subsets of the test set (the same ``seed``): ``images`` for clean accuracy, sparsity (Fig. 2),
+SNR (Fig. 3) and the noise sweep (Fig. 4); ``attack_images`` for Table 1 (AutoAttack ℓ∞ 2/255 and ℓ2 0.25 beside
+the audit's per-image worst case, each model the other's transfer source) and Fig. 5 (minimum-norm distances in ℓ0,
+ℓ1, ℓ2, ℓ∞ by FMN with plain gradients and, for a thresholded model, through BPDA; ℓ2 also by DDN). Attacks keep
+per-batch journals in ``OUT/journal`` as well, so a step killed halfway resumes per batch. Models are ``"a"`` (the
+model under test) and ``"b"`` (its baseline) in the arrays' names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from hahrobust.attacks.gradients import GradientPath
+from hahrobust.attacks.journal import data_fingerprint
+from hahrobust.attacks.norms import DEFAULT_EPS, NORMS
+from hahrobust.attacks.run import run_attack_images
+from hahrobust.data import ImageSet, balanced_subset
+from hahrobust.errors import HahrobustError
+from hahrobust.evaluate.opening import LoadedModel
+from hahrobust.metrics.noise import DEFAULT_SIGMAS, noise_correct
+from hahrobust.metrics.snr import snr_per_image
+from hahrobust.metrics.sparsity import default_block_count, hoyer_per_image
+from hahrobust.models import HahrobustModel
+from hahrobust.nn.surrogate import surrogate_layers
+from hahrobust.provenance import git_commit, sha256_file, versions
+from hahrobust.report.budget import Budget
+from hahrobust.report.store import StepStore
+from hahrobust.studies.audit import audit_model, default_ensemble, judge, verdict
+from hahrobust.studies.paper_table import PAPER_CONDITIONS
+
+SIDES = ("a", "b")
+NOISY_SIGMA = 0.1  # Table 1's noisy column and the noise claim
+SNR_SIGMA = 0.1
+TABLE_EPS: dict[str, float] = {c.norm: c.eps for c in PAPER_CONDITIONS if c.norm is not None and c.eps is not None}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The two models, the two image sets and everything a step needs."""
+
+    models: dict[str, LoadedModel]
+    stats_set: ImageSet
+    attack_set: ImageSet
+    budget: Budget
+    seed: int
+    batch_size: int
+    device: torch.device
+    journal: Path
+
+    def thresholded(self, side: str) -> bool:
+        return bool(surrogate_layers(self.models[side].model))
+
+
+def check_pair(models: list[LoadedModel], data: ImageSet) -> None:
+    """Two models that take ``data``'s images and give the same number of classes as its labels, or one line why not."""
+    if len(models) != 2:
+        raise HahrobustError(f"a report compares two models (MODEL BASELINE), got {len(models)}")
+    probe = data.images[:1]
+    classes = []
+    for m in models:
+        try:
+            with torch.no_grad():
+                out = m.model(probe.to(next(m.model.parameters()).device))
+        except RuntimeError as exc:
+            raise HahrobustError(f"{m.label} does not take the data's {'×'.join(map(str, probe.shape[1:]))} images "
+                                 f"({str(exc).splitlines()[0]})") from None
+        classes.append(int(out.shape[-1]))
+        if not isinstance(m.model, HahrobustModel):
+            raise HahrobustError(f"{m.label}: a report measures per-block sparsity and SNR, so it needs hahrobust "
+                                 "checkpoints (not model specs)")
+    if classes[0] != classes[1]:
+        raise HahrobustError(f"the models give {classes[0]} and {classes[1]} classes: a report compares models of one task")
+    if classes[0] < (labels := int(data.labels.max()) + 1):
+        raise HahrobustError(f"the models give {classes[0]} classes, the data has {labels}")
+
+
+def make_pair(models: list[LoadedModel], test: ImageSet, budget: Budget, *, seed: int, batch_size: int,
+              device: torch.device, out: Path) -> Pair:
+    check_pair(models, test)
+    for what, n in (("--images", budget.images), ("--attack-images", budget.attack_images)):
+        if n is not None and n > len(test):
+            raise HahrobustError(f"{what} {n}: the test set has {len(test)} images")
+    subset = (lambda n: test if n is None else balanced_subset(test, n, seed))
+    return Pair(dict(zip(SIDES, models)), subset(budget.images), subset(budget.attack_images), budget, seed,
+                batch_size, device, out / "journal")
+
+
+def header(pair: Pair) -> dict[str, Any]:
+    """What changes a number (the store refuses a resume under another): budget, seed, models, images, threads."""
+    return {
+        "budget": pair.budget.settings(), "seed": pair.seed, "batch_size": pair.batch_size,  # AutoAttack depends on it
+        "models": {s: _model_id(m) for s, m in pair.models.items()},
+        "images": {"stats": data_fingerprint(pair.stats_set), "attack": data_fingerprint(pair.attack_set)},
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _model_id(m: LoadedModel) -> dict[str, Any]:
+    return {"label": m.label, "sha256": sha256_file(m.path) if m.path is not None else None}
+
+
+def provenance(pair: Pair) -> dict[str, Any]:
+    """The models' files, hashes and training metadata, the software versions and the git commit."""
+    return {
+        "models": {s: {**_model_id(m), "path": str(m.path) if m.path else None, "metadata": m.metadata}
+                   for s, m in pair.models.items()},
+        "versions": versions(), "git_commit": git_commit(),
+        "images": {"stats": pair.stats_set.source, "attack": pair.attack_set.source},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- steps
+Step = Callable[[Pair, Progress | None], tuple[dict[str, np.ndarray], dict[str, Any]]]
+
+
+def _clean(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    arrays = {f"{s}.correct": noise_correct(m.model, pair.stats_set, [0.0], repeats=1, batch_size=pair.batch_size,
+                                            device=pair.device, progress=progress, description=f"clean {m.label}")[0, 0]
+              for s, m in pair.models.items()}
+    return arrays, {}
+
+
+def _sparsity(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    blocks = default_block_count([m.model for m in pair.models.values()])  # type: ignore[misc]
+    arrays = {f"{s}.hoyer": hoyer_per_image(m.model, pair.stats_set, blocks, batch_size=pair.batch_size,
+                                            device=pair.device, progress=progress, description=f"sparsity {m.label}")
+              for s, m in pair.models.items()}
+    hah = {s: len(m.model.hah_block_names()) for s, m in pair.models.items()}  # type: ignore[union-attr]
+    return arrays, {"blocks": blocks, "hah_blocks": hah}
+
+
+def _snr(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    arrays = {f"{s}.ratio": snr_per_image(m.model, pair.stats_set, SNR_SIGMA, repeats=pair.budget.noise_repeats,
+                                          seed=pair.seed, batch_size=pair.batch_size, device=pair.device,
+                                          progress=progress, description=f"SNR {m.label}")
+              for s, m in pair.models.items()}
+    return arrays, {"sigma": SNR_SIGMA, "repeats": pair.budget.noise_repeats}
+
+
+def _noise(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    arrays = {f"{s}.correct": noise_correct(m.model, pair.stats_set, DEFAULT_SIGMAS, repeats=pair.budget.noise_repeats,
+                                            seed=pair.seed, batch_size=pair.batch_size, device=pair.device,
+                                            progress=progress, description=f"noise {m.label}")
+              for s, m in pair.models.items()}
+    return arrays, {"sigmas": list(DEFAULT_SIGMAS), "repeats": pair.budget.noise_repeats}
+
+
+def _autoattack(side: str, norm: str) -> Step:
+    def run(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        m = pair.models[side]
+        outcome = run_attack_images(
+            m.model, pair.attack_set, attack="autoattack", norm=norm, eps=[TABLE_EPS[norm]],
+            config=pair.budget.aa_config(), batch_size=pair.batch_size, seed=pair.seed, device=pair.device,
+            progress=progress, journal_path=pair.journal / f"autoattack-{side}-{norm}.jsonl", resume=True,
+            description=f"AutoAttack {m.label} {norm}")
+        return {"robust": outcome.robust[0], "correct": outcome.correct}, {"flags": list(outcome.flags)}
+    return run
+
+
+def _audit(side: str) -> Step:
+    def run(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        m, other = pair.models[side], pair.models[SIDES[1 - SIDES.index(side)]]
+        audits = [audit_model(m.model, pair.attack_set, norm=norm, eps=[eps], transfer_source=other.model,
+                              ensemble=default_ensemble(), config=pair.budget.audit_config(), seed=pair.seed,
+                              batch_size=pair.batch_size, device=pair.device, progress=progress,
+                              journal_dir=pair.journal, journal_stem=f"audit-{side}", resume=True)
+                  for norm, eps in TABLE_EPS.items()]
+        arrays = {f"{a.norm}.{k}": v[0] for a in audits for k, v in (("worst", a.worst), ("plain", a.plain))}
+        arrays["correct"] = audits[0].correct
+        facts = {"verdict": verdict(m.label, audits), "members": {a.norm: [x.name for x in a.members] for a in audits},
+                 "judgements": {a.norm: [j.line() for j in judge(a)] for a in audits},
+                 "masking": {a.norm: [j.masking.to_dict() for j in judge(a)] for a in audits}}
+        return arrays, facts
+    return run
+
+
+def _minimum_norm(side: str, norm: str, attack: str, gradient: str) -> Step:
+    def run(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        m = pair.models[side]
+        config = pair.budget.fmn_config() if attack == "fmn" else pair.budget.ddn_config()
+        outcome = run_attack_images(
+            m.model, pair.attack_set, attack=attack, norm=norm, eps=[DEFAULT_EPS[norm][0]], config=config,
+            batch_size=pair.batch_size, seed=pair.seed, device=pair.device, progress=progress,
+            gradient=GradientPath(gradient), journal_path=pair.journal / f"{attack}-{gradient}-{side}-{norm}.jsonl",
+            resume=True, description=f"{attack.upper()} {gradient} {m.label} {norm}")
+        return {"distance": outcome.distance, "correct": outcome.correct}, {}  # type: ignore[dict-item]
+    return run
+
+
+def plan(pair: Pair) -> dict[str, Step]:
+    """Every step of the report, in the order they run."""
+    steps: dict[str, Step] = {"clean": _clean, "sparsity": _sparsity, "snr": _snr, "noise": _noise}
+    for side in SIDES:
+        for norm in TABLE_EPS:
+            steps[f"autoattack-{side}-{norm}"] = _autoattack(side, norm)
+    for side in SIDES:
+        steps[f"audit-{side}"] = _audit(side)
+    for side in SIDES:
+        gradients = ("plain", "bpda") if pair.thresholded(side) else ("plain",)
+        for norm in NORMS:
+            for gradient in gradients:
+                steps[minimum_norm_step(side, norm, "fmn", gradient)] = _minimum_norm(side, norm, "fmn", gradient)
+        steps[minimum_norm_step(side, "l2", "ddn", "plain")] = _minimum_norm(side, "l2", "ddn", "plain")
+    return steps
+
+
+def minimum_norm_step(side: str, norm: str, attack: str, gradient: str) -> str:
+    return f"{attack}-{gradient}-{side}-{norm}"
+
+
+def run_steps(pair: Pair, store: StepStore, progress: Progress | None = None,
+              after_step: Callable[[str], None] | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Run every unfinished step (finished ones are read back): {step: {"arrays", "facts"}} and the seconds each
+    step run here took (not part of the report: a resumed run would differ). ``after_step(name)`` is called after
+    each step is stored (tests kill the run there)."""
+    steps = plan(pair)
+    task = progress.add_task("report", total=len(steps)) if progress is not None else None
+    done: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    for name, step in steps.items():
+        if progress is not None and task is not None:
+            progress.update(task, description=f"report: {name}")
+        found = store.get(name)
+        if found is None:
+            start = time.perf_counter()
+            arrays, facts = step(pair, progress)
+            store.put(name, arrays, facts)
+            seconds[name] = time.perf_counter() - start
+            found = store.get(name)
+            assert found is not None  # just written
+        done[name] = {"arrays": found[0], "facts": found[1]}
+        if progress is not None and task is not None:
+            progress.advance(task)
+        if after_step is not None:
+            after_step(name)
+    return done, seconds

@@ -1,0 +1,178 @@
+"""hahrobust report: end to end on tiny data and models (seconds), a killed run resumes to the identical report,
+bad input fails in one line with nothing written, the per-image metrics agree with the aggregate ones, and the
+HTML is self-contained (every figure a PNG data URI; in headless Chromium when installed)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import train_tiny_vgg11
+from hahrobust.checkpoint import checkpoint_metadata, save_checkpoint
+from hahrobust.cli import app
+from hahrobust.data import balanced_subset, load_cifar10
+from hahrobust.errors import HahrobustError
+from hahrobust.evaluate import open_models
+from hahrobust.metrics.noise import noise_accuracy, noise_correct
+from hahrobust.metrics.snr import snr, snr_per_image, to_db
+from hahrobust.metrics.sparsity import hoyer_per_image, sparsity
+from hahrobust.models import resolve_config
+from hahrobust.regression import Status, compare, read_results
+from hahrobust.report import resolve, run_report
+from hahrobust.report.claims import PLAIN_ONLY
+from hahrobust.stats import VERDICTS
+
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
+
+#: AutoAttack dominates (≈ 3 s per image and norm on the robust tiny baseline): few attacked images.
+TINY = dict(images=20, attack_images=4, steps=3, restarts=1, repeats=1)
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two trained tiny VGG-11 checkpoints: HaH (thresholded) and the plain baseline."""
+    folder = tmp_path_factory.mktemp("report-pair")
+    train = load_cifar10(tiny_data, "train", cache_dir=folder / "cache")
+    paths = []
+    for name, hah in (("hah-vgg11", True), ("vgg11", False)):
+        model = train_tiny_vgg11(train, epochs=4, hah=hah).eval()
+        family, _ = resolve_config(name, width=0.125)
+        path = folder / f"{name}.safetensors"
+        save_checkpoint(path, model, checkpoint_metadata(model, name, family, seed=0))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _report(pair: tuple[Path, Path], tiny_data: Path, out: Path, **kwargs):
+    models = open_models(list(pair))
+    test = load_cifar10(tiny_data, "test")
+    return run_report(models, test, resolve("quick", **TINY), out=out, seed=0, batch_size=8, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def whole(pair, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One uninterrupted report, shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("whole")
+    return _report(pair, tiny_data, out), out
+
+
+def test_a_killed_report_resumes_to_the_identical_report(pair, whole, tiny_data: Path, tmp_path: Path) -> None:
+    whole, folder = whole
+    document = json.loads((folder / "report.json").read_text())
+    assert document["command"] == "report" and document["rows"]
+    assert {j.final for j in whole.judged} <= set(VERDICTS) | {PLAIN_ONLY}
+    assert {"clean-cost", "noise", "autoattack-linf", "worst-l2", "sparser", "snr", "distance-l0"} <= {
+        j.claim.key for j in whole.judged}
+    holm = [j.p_adjusted for j in whole.judged if np.isfinite(j.p_adjusted)]
+    raw = [j.claim.comparison.p_value for j in whole.judged if np.isfinite(j.p_adjusted)]
+    assert all(h >= r for h, r in zip(holm, raw))  # Holm never lowers a p-value
+
+    class Killed(Exception):
+        pass
+
+    def kill(step: str) -> None:
+        if step == "audit-a":
+            raise Killed
+
+    with pytest.raises(Killed):
+        _report(pair, tiny_data, tmp_path / "killed", after_step=kill)
+    assert not (tmp_path / "killed" / "report.json").exists()
+    with pytest.raises(HahrobustError, match="pass --resume"):
+        _report(pair, tiny_data, tmp_path / "killed")
+    resumed = _report(pair, tiny_data, tmp_path / "killed", resume=True)
+    assert "audit-a" not in resumed.seconds and "audit-b" in resumed.seconds  # finished steps were read back
+    for name in ("report.json", "report.md", "report.html"):
+        assert (tmp_path / "killed" / name).read_bytes() == (folder / name).read_bytes(), name
+    comparison = compare(read_results(tmp_path / "killed" / "report.json"), read_results(folder / "report.json"))
+    assert comparison.status == Status.OK
+
+
+def test_the_html_is_self_contained_and_every_figure_is_a_png(whole) -> None:
+    page = (whole[1] / "report.html").read_text()
+    sources = re.findall(r"<img[^>]* src='([^']*)'", page)
+    assert len(sources) == 5 and len(re.findall(r"<img", page)) == 5
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert not re.search(r"(src|href)=['\"]?(https?:|//|file:)", page)  # nothing fetched from anywhere
+
+
+@pytest.mark.slow
+def test_the_html_renders_in_headless_chromium(whole, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    page = whole[1] / "report.html"
+    # Mark each image decoded or broken in the DOM, then dump it; console errors go to stderr.
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", "<script>window.onload=()=>{for(const i of document.images)"
+                     "i.setAttribute('data-ok', String(i.complete&&i.naturalWidth>0));}</script></body>"))
+    flags = ["--headless", "--disable-gpu", "--no-sandbox", "--enable-logging=stderr", "--v=0",
+             "--virtual-time-budget=5000"]
+    done = subprocess.run([browser, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    states = re.findall(r'data-ok="(\w+)"', done.stdout)
+    assert states == ["true"] * 5, states
+    assert "Uncaught" not in done.stderr and "CONSOLE" not in done.stderr.upper().replace("CONSOLE(", "")
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.read_bytes().startswith(b"\x89PNG")
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["report", *argv])
+    return result.exit_code, result.output
+
+
+def test_bad_input_is_one_line_exit_2_and_nothing_written(pair, tiny_data: Path, tmp_path: Path,
+                                                          make_checkpoint) -> None:
+    hah, base = (str(p) for p in pair)
+    data = ["--data", str(tiny_data)]
+    common = [*data, "--budget", "quick", "--images", "20", "--attack-images", "4", "--steps", "3"]
+    out = tmp_path / "out"
+    five = str(make_checkpoint("vgg11", num_classes=5))
+    for argv, message in (
+        ([hah, *common], "two models"),
+        ([hah, base, *data, "--budget", "huge"], "unknown budget 'huge'"),
+        ([hah, five, *common], "classes"),
+        ([hah, base, *data, "--images", "0"], "--images must be at least 1"),
+    ):
+        code, output = _cli(*argv, "--out", str(out))
+        assert code == 2, output
+        assert message in output and "Traceback" not in output and len(output.strip().splitlines()) == 1, output
+        assert not out.exists()
+    code, output = _cli(hah, base, *common, "--out", str(out))
+    assert code == 0, output
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, output = _cli(hah, base, *common[:-1], "4", "--out", str(out), "--resume")
+    assert code == 2 and "other settings (budget)" in output, output
+    code, output = _cli(hah, base, *common, "--out", str(out))
+    assert code == 2 and "--resume" in output, output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing changed or half-written
+
+
+# ------------------------------------------------------------------------------------ per-image metrics
+
+
+def test_per_image_metrics_agree_with_the_aggregate_ones(pair, tiny_data: Path) -> None:
+    model = open_models([pair[0]])[0].model
+    test = balanced_subset(load_cifar10(tiny_data, "test"), 20, seed=0)
+    correct = noise_correct(model, test, [0.0, 0.1], repeats=2, seed=3, batch_size=7)
+    table = noise_accuracy(model, test, [0.0, 0.1], repeats=2, seed=3, batch_size=20)
+    np.testing.assert_allclose(correct.mean(axis=(0, 2)), table["accuracy"], atol=1e-12)
+    ratio = snr_per_image(model, test, 0.1, repeats=2, seed=3, batch_size=7)
+    np.testing.assert_allclose(to_db(ratio.mean(axis=0)), snr(model, test, 0.1, repeats=2, seed=3)["snr_db"], atol=1e-9)
+    one = balanced_subset(test, 1, seed=0)  # one image: its own mean over locations is the pooled value
+    np.testing.assert_allclose(hoyer_per_image(model, one, 4)[0], sparsity(model, one, 4)["hoyer"], atol=1e-9)
+    assert hoyer_per_image(model, test, 4, batch_size=7).shape == (20, 4)
