@@ -20,7 +20,8 @@ author = "hahrobust contributors"
 release = hahrobust.__version__
 extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "hahrobust_cli"]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build"]
+# Result folders hold generated files (report.md, certify.md, …), linked from the result pages, not pages themselves.
+exclude_patterns = ["_build", "results/*/**"]
 html_theme = "furo"
 html_title = "hahrobust"
 myst_heading_anchors = 3
