@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import json
 from pathlib import Path
 
@@ -95,7 +97,7 @@ def test_adaptive_adds_the_worst_case_beside_each_adversarial_column(
     def audit(model, data, *, norm, eps, ensemble, **kw):
         seen.append(tuple(m.name for m in ensemble))
         rows = pd.DataFrame({"attack": ["PGD", "worst case"], "robust_acc": [0.5, 0.25] if norm == "linf" else [0.4, 0.2]})
-        return rows, pd.DataFrame(), (0.5, 0.25)
+        return SimpleNamespace(attacks=rows)  # the audit's ModelAudit, as far as the table reads it
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
     result = runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--resume"))
@@ -123,7 +125,7 @@ def test_adaptive_audits_journal_and_resume_inside_a_variant(
         (journal_dir / f"{journal_stem}-{norm}-pgd.jsonl").parent.mkdir(parents=True, exist_ok=True)
         (journal_dir / f"{journal_stem}-{norm}-pgd.jsonl").write_text("{}\n")  # what a member would leave
         rows = pd.DataFrame({"attack": ["PGD", "worst case"], "robust_acc": [0.5, 0.25]})
-        return rows, pd.DataFrame(), (0.5, 0.25)
+        return SimpleNamespace(attacks=rows)  # the audit's ModelAudit, as far as the table reads it
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
     assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--resume")).exit_code == 0

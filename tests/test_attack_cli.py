@@ -3,6 +3,8 @@ kill, --table paper, and one-line errors for bad input with nothing written."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import re
 from pathlib import Path
 
@@ -245,7 +247,7 @@ def test_table_paper_adaptive_puts_the_audits_worst_case_beside_autoattack(
         calls.append((norm, eps))
         aa, worst = {"linf": (0.30, 0.10), "l2": (0.40, 0.20)}[norm]
         rows = pd.DataFrame({"attack": ["AutoAttack", "PGD", "worst case"], "robust_acc": [aa, aa + 0.05, worst]})
-        return rows, pd.DataFrame(), (aa, worst)
+        return SimpleNamespace(attacks=rows)  # the audit's ModelAudit, as far as the table reads it
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
     result = invoke(checkpoint, tiny_data, "--table", "paper", "--adaptive", "--images", "10", "--out", str(tmp_path))
