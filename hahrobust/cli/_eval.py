@@ -228,3 +228,12 @@ def finish(result: Result, session: Session) -> list[Path]:
     paths = write(result, session.out_dir)
     console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False, soft_wrap=True)
     return paths
+
+
+# DEVICE and OVERWRITE are declared in cli._common (commands without models use them too) and offered here with
+# the other shared evaluation options.
+__all__ = [
+    "BATCH_SIZE", "BPDA_TYPES", "CHECKPOINTS", "DATA", "DEVICE", "EvalOptions", "LABEL", "LAYERS", "N", "NORMALIZE",
+    "OUT", "OVERWRITE", "SEED", "Session", "WEIGHTS", "bpda_types", "common_settings", "finish", "load_test_set",
+    "open_session", "parse_bpda", "per_model", "session_layers", "takes_subset_option",
+]
