@@ -18,7 +18,7 @@ about what a bulk draw of the same size costs, so the per-image loop is not the 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -134,23 +134,10 @@ def noise_accuracy(
     repeats = check_repeats(repeats)
     model.eval()
     correct = BatchSum(torch.zeros(repeats, len(sigmas), dtype=torch.int64), shard)
-    noisy_sigmas = [j for j, s in enumerate(sigmas) if s > 0]
-    clean_sigmas = [j for j, s in enumerate(sigmas) if s == 0]
-    steps = shard.own_count(num_batches(len(data), batch_size, False)) * (
-        repeats * len(noisy_sigmas) + bool(clean_sigmas)
-    )
+    steps = _forward_passes(len(data), batch_size, shard.own_count, sigmas, repeats)
     with progress_task(progress, description, steps) as advance:
-        for x, y, idx in batches(data, batch_size, device=device, shard=shard):
-            hits = torch.zeros(repeats, len(sigmas), dtype=torch.int64)
-            if clean_sigmas:
-                hits[:, clean_sigmas] += int((model(x).argmax(dim=1) == y).sum())
-                advance()
-            for r in range(repeats if noisy_sigmas else 0):
-                z = unit_noise(idx, x.shape[1:], kind=noise, seed=seed, repeat=r, device=x.device)
-                for j in noisy_sigmas:
-                    hits[r, j] = int((model(add_noise(x, z, sigmas[j])).argmax(dim=1) == y).sum())
-                    advance()
-            correct.add(int(idx[0]), hits)
+        for idx, hits in _correct_per_batch(model, data, sigmas, noise, repeats, seed, batch_size, device, shard, advance):
+            correct.add(int(idx[0]), hits.sum(dim=2, dtype=torch.int64))
     counts = correct.total().numpy()  # [repeats, sigmas]: images classified correctly
     # Whole counts, divided by the number of images once: identical repeats give exactly their accuracy and
     # a spread of exactly 0 (the mean of three copies of 0.2 as floats is 0.20000000000000004 ± 3e-17).
@@ -188,13 +175,35 @@ def noise_correct(
     sigmas, noise, repeats = check_sigmas(sigmas), check_noise(noise), check_repeats(repeats)
     model.eval()
     out = np.zeros((repeats, len(sigmas), len(data)), dtype=bool)
-    with progress_task(progress, description, num_batches(len(data), batch_size, False) * repeats) as advance:
-        for x, y, idx in batches(data, batch_size, device=device):
-            clean = (model(x).argmax(dim=1) == y).cpu().numpy()
-            for r in range(repeats):
-                z = unit_noise(idx, x.shape[1:], kind=noise, seed=seed, repeat=r, device=x.device)
-                for j, s in enumerate(sigmas):
-                    out[r, j, idx.numpy()] = clean if s == 0 else (
-                        model(add_noise(x, z, s)).argmax(dim=1) == y).cpu().numpy()
-                advance()
+    steps = _forward_passes(len(data), batch_size, lambda count: count, sigmas, repeats)
+    with progress_task(progress, description, steps) as advance:
+        for idx, hits in _correct_per_batch(model, data, sigmas, noise, repeats, seed, batch_size, device, None, advance):
+            out[:, :, idx.numpy()] = hits.numpy()
     return out
+
+
+def _forward_passes(n: int, batch_size: int, own: Callable[[int], int], sigmas: Sequence[float], repeats: int) -> int:
+    """The progress steps of :func:`_correct_per_batch`: one per forward pass (the clean one once per batch)."""
+    noisy = sum(s > 0 for s in sigmas)
+    return own(num_batches(n, batch_size, False)) * (repeats * noisy + (noisy < len(sigmas)))
+
+
+def _correct_per_batch(
+    model: nn.Module, data: ImageSet, sigmas: Sequence[float], noise: NoiseKind, repeats: int, seed: int,
+    batch_size: int, device: torch.device | str, shard: Shard | None, advance: Callable[[], None],
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per batch: its image indices and whether each noisy image is classified correctly, bool [repeats, σ, B].
+    Each batch's noise is drawn once per repeat and serves every σ; σ = 0 is the clean pass, made once."""
+    noisy = [j for j, s in enumerate(sigmas) if s > 0]
+    clean = [j for j, s in enumerate(sigmas) if s == 0]
+    for x, y, idx in batches(data, batch_size, device=device, **({"shard": shard} if shard is not None else {})):
+        hits = torch.zeros(repeats, len(sigmas), len(x), dtype=torch.bool)
+        if clean:
+            hits[:, clean] = (model(x).argmax(dim=1) == y).cpu()
+            advance()
+        for r in range(repeats if noisy else 0):
+            z = unit_noise(idx, x.shape[1:], kind=noise, seed=seed, repeat=r, device=x.device)
+            for j in noisy:
+                hits[r, j] = (model(add_noise(x, z, sigmas[j])).argmax(dim=1) == y).cpu()
+                advance()
+        yield idx, hits
