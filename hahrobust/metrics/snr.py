@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -89,21 +89,12 @@ def snr(
     ratio_sum = BatchSum(torch.zeros(len(names), repeats, dtype=torch.float64), shard)  # Σ_images linear ratio
     steps = shard.own_count(num_batches(len(data), batch_size, False)) * (1 + repeats)
     with ActivationExtractor(model, names) as acts, progress_task(progress, description, steps) as advance:
-        for x, _, idx in batches(data, batch_size, device=device, shard=shard):
-            model(x)
-            clean = {name: acts.inputs[name] for name in names}
-            advance()
+        for idx, ratios in _ratios_per_batch(model, acts, names, data, sigma, noise, repeats, seed, batch_size, device,
+                                             shard, advance):
             part = torch.zeros(len(names), repeats, dtype=torch.float64)
-            for r in range(repeats):
-                if sigma > 0:
-                    z = unit_noise(idx, x.shape[1:], kind=noise, seed=seed, repeat=r, device=x.device)
-                    model(add_noise(x, z, sigma))
-                    noisy = acts.inputs
-                else:  # the noise is identically zero: f(x + w) is f(x), bit for bit
-                    noisy = clean
-                for b, name in enumerate(names):
-                    part[b, r] = power_ratio(clean[name], noisy[name]).sum().cpu()
-                advance()
+            for b in range(len(names)):
+                for r in range(repeats):
+                    part[b, r] = ratios[b][r].sum().cpu()
             ratio_sum.add(int(idx[0]), part)
     per_repeat = ratio_sum.total().numpy() / len(data)  # [blocks, repeats]: E_x of the ratio for each draw
     per_repeat_db = to_db(per_repeat)
@@ -148,16 +139,37 @@ def snr_per_image(
     model.eval()
     names = model.block_names()
     out = np.zeros((len(data), len(names)))
-    with ActivationExtractor(model, names) as acts, progress_task(
-        progress, description, num_batches(len(data), batch_size, False) * repeats
-    ) as advance:
-        for x, _, idx in batches(data, batch_size, device=device):
-            model(x)
-            clean = {name: acts.inputs[name] for name in names}
-            for r in range(repeats):
+    steps = num_batches(len(data), batch_size, False) * (1 + repeats)
+    with ActivationExtractor(model, names) as acts, progress_task(progress, description, steps) as advance:
+        for idx, ratios in _ratios_per_batch(model, acts, names, data, sigma, noise, repeats, seed, batch_size, device,
+                                             None, advance):
+            for b in range(len(names)):
+                for r in range(repeats):
+                    out[idx.numpy(), b] += ratios[b][r].cpu().numpy() / repeats
+    return out
+
+
+def _ratios_per_batch(
+    model: nn.Module, acts: ActivationExtractor, names: Sequence[str], data: ImageSet, sigma: float, noise: NoiseKind,
+    repeats: int, seed: int, batch_size: int, device: torch.device | str, shard: Shard | None,
+    advance: Callable[[], None],
+) -> Iterator[tuple[torch.Tensor, list[list[torch.Tensor]]]]:
+    """Per batch: its image indices and, per block input and repeat, each image's ratio ‖f(x)‖²/‖f(x + w) − f(x)‖²
+    (``ratios[block][repeat]``, [B]). One clean pass, then one noisy pass per repeat (σ = 0: the noise is identically
+    zero, so f(x + w) is f(x), bit for bit, and no pass is made)."""
+    for x, _, idx in batches(data, batch_size, device=device, **({"shard": shard} if shard is not None else {})):
+        model(x)
+        clean = {name: acts.inputs[name] for name in names}
+        advance()
+        ratios: list[list[torch.Tensor]] = [[] for _ in names]
+        for r in range(repeats):
+            if sigma > 0:
                 z = unit_noise(idx, x.shape[1:], kind=noise, seed=seed, repeat=r, device=x.device)
                 model(add_noise(x, z, sigma))
-                for b, name in enumerate(names):
-                    out[idx.numpy(), b] += power_ratio(clean[name], acts.inputs[name]).cpu().numpy() / repeats
-                advance()
-    return out
+                noisy = acts.inputs
+            else:
+                noisy = clean
+            for b, name in enumerate(names):
+                ratios[b].append(power_ratio(clean[name], noisy[name]))
+            advance()
+        yield idx, ratios
