@@ -145,7 +145,7 @@ def test_square_is_a_runner_attack(checkpoint: Path, tiny_data: Path, tmp_path: 
         (["--adaptive"], "--adaptive adds columns to --table paper"),
         (["--table", "paper", "--adaptive", "--gradient", "bpda"], "--adaptive runs the audit's own gradient paths"),
         (["--attack", "square", "--norm", "l1"], "square does not support l1"),
-        (["--attack", "square", "--steps", "10"], "--steps applies to pgd, fmn and ddn"),
+        (["--attack", "square", "--steps", "10"], "--steps applies to pgd, fmn, ddn and spsa"),
         (["--attack", "pgd", "--queries", "10"], "--queries applies to --attack square only"),
         (["--norm", "l3"], "unknown norm 'l3'"),
         (["--norm", "l0"], "autoattack does not support l0 .*attacks that support l0: pgd, fmn"),

@@ -29,6 +29,7 @@ from hahrobust.attacks._common import AttackFlag
 from hahrobust.attacks import ddn as _ddn
 from hahrobust.attacks import fmn as _fmn
 from hahrobust.attacks import pgd as _pgd
+from hahrobust.attacks import spsa as _spsa
 from hahrobust.attacks import square as _square
 from hahrobust.attacks.norms import NORMS, check_norm
 from hahrobust.errors import HahrobustError
@@ -39,11 +40,13 @@ RunFunction = Callable[..., torch.Tensor]
 @dataclass(frozen=True)
 class AuditRole:
     """How an attack joins ``hahrobust audit``'s ensemble when registered with one (display name, kind as in
-    :data:`hahrobust.studies.audit.Kind`, and whether it attacks only the images no earlier member broke)."""
+    :data:`hahrobust.studies.audit.Kind`, whether it attacks only the images no earlier member broke, and whether
+    it runs by default or only when ``--include`` names it)."""
 
     display: str
     kind: str = "black-box"
     survivors: bool = True
+    default: bool = True  # False: only with ``--include <key>`` (a costly member that broke nothing measured)
 
 
 @dataclass(frozen=True)
@@ -206,4 +209,14 @@ register(AttackSpec(
     run=lambda model, x, y, *, norm, eps, indices, seed, config: _square.square(
         model, x, y, norm=norm, eps=eps, indices=indices, seed=seed, config=config),
     options={"queries": "queries"},
+))
+# Zeroth-order: differentiates the exact model's margin by finite differences, so its breaks that plain gradients
+# missed count as masking evidence. Opt-in in the audit (``--include spsa``): on the reference HaH model's
+# survivors it broke nothing the default members left (docs/results/audit.md), at 256 forward passes per step.
+register(AttackSpec(
+    "spsa", _spsa.SPSA_NORMS, _spsa.SPSAConfig, title="SPSA",
+    run=lambda model, x, y, *, norm, eps, indices, seed, config: _spsa.spsa(
+        model, x, y, norm=norm, eps=eps, indices=indices, seed=seed, config=config),
+    options={"steps": "steps"},
+    audit=AuditRole("SPSA", kind="zeroth-order", survivors=True, default=False),
 ))

@@ -20,7 +20,7 @@ GREY, RED, BLUE, DARK = "#7f7f7f", "#d62728", "#1f77b4", "#222222"
 
 
 def _colour(row: pd.Series) -> str:
-    if "bpda" in str(row["gradient"]) or "eot" in str(row["gradient"]):
+    if "bpda" in str(row["gradient"]) or "eot" in str(row["gradient"]) or row["kind"] == "zeroth-order":
         return RED
     return BLUE if row["kind"] in ("transfer", "black-box") else GREY
 

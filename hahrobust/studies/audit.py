@@ -19,6 +19,8 @@ BPDA sweep             adaptive      PGD·BPDA at temperatures 0.03, 0.3, 1 and 
 smooth twin            adaptive      PGD on the model with sigmoid masks in the forward too, verified on the model
 transfer               transfer      PGD on the transfer source, verified on the model
 Square (square)        black-box     Square Attack, logits only, 5,000 queries, one batched call
+SPSA (spsa)            zeroth-order  finite-difference gradient of the exact model's margin, 100 steps × 128
+                                     directions: opt-in (``--include spsa``)
 more effort            adaptive      rounds of the strongest PGD (first 4× steps, 2× restarts, then doubling both),
                                      all 9 targets, fresh seeds, until a round breaks nothing (Carlini et al.)
 AutoAttack             standard      Croce & Hein's standard ensemble on every image: opt-in (``--include autoattack``)
@@ -28,7 +30,7 @@ BPDA members are left out for a model without a non-differentiable layer (they w
 is monotone in ε: a break verified at ε is within every larger ε, so it counts there too.
 
 **The verdict** reads per-image evidence, per norm and ε (:func:`judge`): the images that only gradient-changing
-members (BPDA, EOT) broke among those every plain-gradient member left robust are the evidence of masking, and
+members (BPDA, EOT, the smooth twin, zeroth-order) broke among those every plain-gradient member left robust are the evidence of masking, and
 "masked" needs them to be more than chance: the one-sided exact test of :func:`hahrobust.stats.masking_test`
 (p = ½^m for m such images, so m ≥ 5 at α = 0.05); fewer is "suspect: m images, not significant at this n".
 Breaks that only transfer or black-box members found are reported as their own line (the plain attacks are weak
@@ -65,7 +67,7 @@ from hahrobust.studies.audit_diagnostics import clean_predictions, diagnose
 from hahrobust.studies.audit_verdict import Judgement, convergence_text, judge, verdict
 from hahrobust.attacks.passes import PassCount
 
-Kind = Literal["standard", "white-box", "adaptive", "transfer", "black-box"]
+Kind = Literal["standard", "white-box", "adaptive", "zeroth-order", "transfer", "black-box"]
 #: Norms the whole ensemble supports (AutoAttack and the black-box attacks have no ℓ0 or ℓ1 here).
 AUDIT_NORMS: tuple[str, ...] = ("linf", "l2")
 
@@ -96,7 +98,7 @@ class Member:
     @property
     def changes_gradient(self) -> bool:
         """Follows another gradient than autograd's on the exact model: its extra breaks are evidence of masking."""
-        return "bpda" in self.gradient or "eot" in self.gradient or self.twin
+        return "bpda" in self.gradient or "eot" in self.gradient or self.twin or self.kind == "zeroth-order"
 
     @property
     def plain(self) -> bool:
@@ -157,10 +159,7 @@ def default_ensemble(include: Sequence[str] = ()) -> tuple[Member, ...]:
     """The members that run by default, those named in ``include`` (keys, e.g. ``autoattack``) and, before more
     effort, every registered attack whose registry entry names an audit role: a new attack joins the audit from its
     registration line."""
-    extra = tuple(
-        Member(spec.audit.display, spec.audit.kind, spec.name, survivors=spec.audit.survivors)  # type: ignore[arg-type]
-        for spec in REGISTRY.values() if spec.audit is not None
-    )
+    extra = tuple(m for m in _registered_members() if m.default or m.key in include)
     chosen = [m for m in DEFAULT_ENSEMBLE if m.default or m.key in include]
     last = [m for m in chosen if m.effort]
     return (*[m for m in chosen if not m.effort], *extra, *last)
@@ -168,7 +167,16 @@ def default_ensemble(include: Sequence[str] = ()) -> tuple[Member, ...]:
 
 def all_members() -> tuple[Member, ...]:
     """Every member ``--skip`` and ``--include`` may name: the default ensemble, the opt-in ones, registered ones."""
-    return default_ensemble(include=[m.key for m in DEFAULT_ENSEMBLE])
+    return default_ensemble(include=[m.key for m in (*DEFAULT_ENSEMBLE, *_registered_members())])
+
+
+def _registered_members() -> tuple[Member, ...]:
+    """A member for every registered attack whose registry entry names an audit role."""
+    return tuple(
+        Member(spec.audit.display, spec.audit.kind, spec.name, survivors=spec.audit.survivors,  # type: ignore[arg-type]
+               default=spec.audit.default)
+        for spec in REGISTRY.values() if spec.audit is not None
+    )
 
 
 def check_audit_norm(norm: str) -> str:

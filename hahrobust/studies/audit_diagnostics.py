@@ -31,6 +31,9 @@ from hahrobust.data import ImageSet, batches
 if TYPE_CHECKING:  # the audit imports this module; these are its types, for annotations only
     from hahrobust.studies.audit import AuditConfig, Member
 
+#: Member kinds that query only the model's outputs (score-based): what "white-box ≤ black-box" compares with.
+BLACK_BOX: tuple[str, ...] = ("black-box", "zeroth-order")
+
 
 @dataclass(frozen=True)
 class Indicator:
@@ -108,11 +111,11 @@ def diagnose(
         shown = (f"{extra} of {attacked} survivors broken in {len(rounds)} round{'s' * (len(rounds) != 1)} "
                  f"({'converged' if not last else f'the last broke {last}'})" if rounds else "no survivors left")
         values["more_effort"] = (extra, extra > 0, shown)
-    black = [m for m in members if m.kind == "black-box"]
+    black = [m for m in members if m.kind in BLACK_BOX]
     if black:
         gradient_based = np.zeros(len(data), dtype=bool)
         for m in members:
-            if m.kind != "black-box":
+            if m.kind not in BLACK_BOX:
                 gradient_based |= broken_by[m.name][0]
         beyond = int(sum((broken_by[m.name][0] & ~gradient_based).sum() for m in black))
         values["white_vs_black"] = (beyond, beyond > 0,
