@@ -33,7 +33,8 @@ from hahrobust.stats import VERDICTS
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
 
 #: AutoAttack dominates (≈ 3 s per image and norm on the robust tiny baseline): few attacked images.
-TINY = dict(images=20, attack_images=4, steps=3, restarts=1, repeats=1)
+#: One cheap corruption (its 5 severities) covers the corruption step, its claim, table and figure.
+TINY = dict(images=20, attack_images=4, steps=3, restarts=1, repeats=1, corruptions="gaussian_noise")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_a_killed_report_resumes_to_the_identical_report(pair, whole, tiny_data:
     document = json.loads((folder / "report.json").read_text())
     assert document["command"] == "report" and document["rows"]
     assert {j.final for j in whole.judged} <= set(VERDICTS) | {PLAIN_ONLY}
-    assert {"clean-cost", "noise", "autoattack-linf", "worst-l2", "sparser", "snr", "distance-l0"} <= {
+    assert {"clean-cost", "noise", "corruptions", "autoattack-linf", "worst-l2", "sparser", "snr", "distance-l0"} <= {
         j.claim.key for j in whole.judged}
     holm = [j.p_adjusted for j in whole.judged if np.isfinite(j.p_adjusted)]
     raw = [j.claim.comparison.p_value for j in whole.judged if np.isfinite(j.p_adjusted)]
@@ -98,7 +99,7 @@ def test_a_killed_report_resumes_to_the_identical_report(pair, whole, tiny_data:
 def test_the_html_is_self_contained_and_every_figure_is_a_png(whole) -> None:
     page = (whole[1] / "report.html").read_text()
     sources = re.findall(r"<img[^>]* src='([^']*)'", page)
-    assert len(sources) == 5 and len(re.findall(r"<img", page)) == 5
+    assert len(sources) == 6 and len(re.findall(r"<img", page)) == 6
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
@@ -119,7 +120,7 @@ def test_the_html_renders_in_headless_chromium(whole, tmp_path: Path) -> None:
              "--virtual-time-budget=5000"]
     done = subprocess.run([browser, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
     states = re.findall(r'data-ok="(\w+)"', done.stdout)
-    assert states == ["true"] * 5, states
+    assert states == ["true"] * 6, states
     assert "Uncaught" not in done.stderr and "CONSOLE" not in done.stderr.upper().replace("CONSOLE(", "")
     shot = tmp_path / "report.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
@@ -147,6 +148,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(pair, tiny_data: Path,
         ([hah, base, *data, "--budget", "huge"], "unknown budget 'huge'"),
         ([hah, five, *common], "classes"),
         ([hah, base, *data, "--images", "0"], "--images must be at least 1"),
+        ([hah, base, *common, "--corruptions", "fog,rain"], "unknown corruption 'rain'"),
     ):
         code, output = _cli(*argv, "--out", str(out))
         assert code == 2, output
@@ -176,3 +178,20 @@ def test_per_image_metrics_agree_with_the_aggregate_ones(pair, tiny_data: Path) 
     one = balanced_subset(test, 1, seed=0)  # one image: its own mean over locations is the pooled value
     np.testing.assert_allclose(hoyer_per_image(model, one, 4)[0], sparsity(model, one, 4)["hoyer"], atol=1e-9)
     assert hoyer_per_image(model, test, 4, batch_size=7).shape == (20, 4)
+
+
+def test_the_corruption_step_agrees_with_corruption_sweep(pair, whole, tiny_data: Path) -> None:
+    """The report's per-image corruption results, pooled, are corruption-sweep's accuracies on the same images."""
+    from hahrobust.data.cifar10c import GeneratedCorruptions
+    from hahrobust.studies.corruption import corruption_accuracy
+
+    report, _ = whole
+    models = {m.label: m.model for m in open_models(list(pair))}
+    stats_set = balanced_subset(load_cifar10(tiny_data, "test"), TINY["images"], seed=0)
+    sweep = corruption_accuracy(models, stats_set, GeneratedCorruptions(stats_set, 0), ["gaussian_noise"], batch_size=8)
+    table = report.tables["corruptions"]
+    for label in models:
+        expected = sweep[(sweep["model"] == label) & (sweep["corruption"] == "gaussian_noise")]["accuracy"].mean()
+        shown = table[(table["model"] == label) & (table["item"] == "gaussian noise")]
+        assert float(shown["accuracy"].iloc[0]) == pytest.approx(expected)
+        assert int(shown["n"].iloc[0]) == 5 * TINY["images"]

@@ -17,7 +17,7 @@ from hahrobust.report import BUDGETS, resolve, run_report
 
 NAME = "report"
 HELP = ("The paper's whole evaluation of MODEL against BASELINE (clean, sparsity, SNR, noise, Table 1 with the audit's "
-        "worst case, Fig. 5), with a verdict per claim from paired tests; writes report.md, .html, .json and figures.")
+        "worst case, Fig. 5, optionally common corruptions), with a verdict per claim from paired tests; writes report.md, .html, .json and figures.")
 
 
 @handle_errors
@@ -35,6 +35,10 @@ def command(
     restarts: Optional[int] = typer.Option(None, "--restarts", help="Restarts of the audit's PGD.",
                                            show_default="the budget's"),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Noise draws per image.", show_default="the budget's"),
+    corruptions: Optional[str] = typer.Option(
+        None, "--corruptions", show_default="the budget's: none, all for full",
+        help="CIFAR-10-C corruptions to generate from the --images subset and compare on (names and groups as "
+        "corruption-sweep takes them, e.g. all, noise, blur; none to leave them out)."),
     data: Optional[str] = DATA,
     out: Path = typer.Option(..., "--out", "-o", help="Folder of the report, its figures and its step journal."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed report in --out (same settings only)."),
@@ -42,7 +46,8 @@ def command(
     device: str = DEVICE,
     seed: int = SEED,
 ) -> None:
-    chosen = resolve(budget, images=images, attack_images=attack_images, steps=steps, restarts=restarts, repeats=repeats)
+    chosen = resolve(budget, images=images, attack_images=attack_images, steps=steps, restarts=restarts, repeats=repeats,
+                     corruptions=corruptions)
     if len(checkpoints) != 2:
         raise HahrobustError(f"a report compares two models, MODEL and BASELINE; got {len(checkpoints)}")
     if out.exists() and not out.is_dir():

@@ -11,11 +11,14 @@ quick      CI and a first look: the small pair took 5.4 minutes (220 s of CPU ti
 standard   what the README's tables use: 500 images for clean, sparsity, SNR and noise; 200 for the attacks;
            AutoAttack standard; the audit's own defaults; FMN and DDN 100 steps. About an hour on that CPU.
 full       the paper's protocol: all 10,000 test images, AutoAttack standard, the audit's defaults, FMN and DDN
-           1,000 steps. GPU work. (The corruption sweep is not a step of the report yet: run
-           ``hahrobust corruption-sweep`` beside it.)
+           1,000 steps, and the corruption sweep (CIFAR-10-C's 15 corruptions × 5 severities, generated per
+           image). GPU work.
 =========  ======================================================================================================
 
-Every field can be overridden (``--images``, ``--attack-images``, ``--steps``, ``--restarts``, ``--repeats``):
+The corruption sweep runs in quick and standard only on request (``--corruptions all``, or names and groups as
+``hahrobust corruption-sweep`` takes them): generating CIFAR-10-C's 75 sets costs more CPU than the rest of a
+standard report's statistics steps. Every field can be overridden (``--images``, ``--attack-images``, ``--steps``,
+``--restarts``, ``--repeats``, ``--corruptions``):
 :func:`resolve` returns the budget actually run, and that is what the report and its step journal record.
 """
 
@@ -27,6 +30,7 @@ from typing import Any
 from hahrobust.attacks.autoattack import AutoAttackConfig
 from hahrobust.attacks.ddn import DDNConfig
 from hahrobust.attacks.fmn import FMNConfig
+from hahrobust.data.corruptions import BENCHMARK, SEVERITIES, parse_corruptions
 from hahrobust.errors import HahrobustError
 from hahrobust.studies.audit import AuditConfig
 
@@ -46,6 +50,9 @@ class Budget:
     square_queries: int  # the audit's Square member
     min_norm_steps: int  # FMN and DDN
     resamples: int  # paired bootstrap and permutation test
+    # CIFAR-10-C corruptions generated from the ``images`` subset (empty: no corruption step) and their severities
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] = SEVERITIES
 
     def audit_config(self) -> AuditConfig:
         default = AuditConfig()
@@ -77,13 +84,14 @@ BUDGETS: dict[str, Budget] = {
                        square_queries=_AUDIT.square.queries, min_norm_steps=100, resamples=10_000),
     "full": Budget("full", images=None, attack_images=None, noise_repeats=3, aa_version="standard",
                    pgd_steps=_AUDIT.pgd.steps, pgd_restarts=_AUDIT.pgd.restarts, effort_rounds=_AUDIT.effort_rounds,
-                   square_queries=_AUDIT.square.queries, min_norm_steps=1_000, resamples=10_000),
+                   square_queries=_AUDIT.square.queries, min_norm_steps=1_000, resamples=10_000, corruptions=BENCHMARK),
 }
 
 
 def resolve(name: str, *, images: int | None = None, attack_images: int | None = None, steps: int | None = None,
-            restarts: int | None = None, repeats: int | None = None) -> Budget:
-    """The named budget with the given fields replaced (``steps``: the audit's PGD and FMN/DDN both)."""
+            restarts: int | None = None, repeats: int | None = None, corruptions: str | None = None) -> Budget:
+    """The named budget with the given fields replaced (``steps``: the audit's PGD and FMN/DDN both;
+    ``corruptions``: names and groups as ``corruption-sweep --corruptions`` takes them, or ``none``)."""
     if name not in BUDGETS:
         raise HahrobustError(f"unknown budget {name!r}; choose one of: {', '.join(BUDGETS)}")
     for option, value in (("--images", images), ("--attack-images", attack_images), ("--steps", steps),
@@ -94,4 +102,6 @@ def resolve(name: str, *, images: int | None = None, attack_images: int | None =
     changes: dict[str, Any] = {k: v for k, v in (
         ("images", images), ("attack_images", attack_images), ("pgd_steps", steps), ("min_norm_steps", steps),
         ("pgd_restarts", restarts), ("noise_repeats", repeats)) if v is not None}
+    if corruptions is not None:
+        changes["corruptions"] = () if corruptions.strip() == "none" else parse_corruptions(corruptions)
     return replace(budget, **changes)

@@ -119,6 +119,13 @@ def claims(steps: dict[str, dict[str, Any]], *, seed: int, resamples: int) -> li
     out.append(_mcnemar("noise", f"A more accurate than B under Gaussian noise σ = {NOISY_SIGMA:g} (first draw)",
                         "more accurate under noise (Fig. 4, Table 1)", arr["noise"]["a.correct"][0, sigma],
                         arr["noise"]["b.correct"][0, sigma]))
+    if "corruptions" in steps:
+        sets = len(steps["corruptions"]["facts"]["sets"])
+        out.append(_bootstrap("corruptions", f"A more accurate than B under common corruptions (per image, the share "
+                              f"of its {sets} CIFAR-10-C versions classified correctly)",
+                              "more accurate under common corruptions (beyond the paper)", "accuracy",
+                              arr["corruptions"]["a.correct"].mean(axis=0), arr["corruptions"]["b.correct"].mean(axis=0),
+                              **boot))
     out.append(_mcnemar("clean-cost", "A less accurate than B on clean images (A's clean-accuracy cost)",
                         "the clean-accuracy cost (Table 1)", arr["clean"]["a.correct"], arr["clean"]["b.correct"],
                         higher_is_better=False))

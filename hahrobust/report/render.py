@@ -25,8 +25,10 @@ from hahrobust.results import PALETTE
 
 TITLES = {"table1": "Table 1: clean, noisy and adversarial accuracy", "sparsity": "Fig. 2: sparsity (Hoyer, lower = sparser)",
           "snr": "Fig. 3: SNR at each block's input (σ = 0.1)", "noise": "Fig. 4: accuracy under Gaussian noise",
-          "distances": "Fig. 5: mean minimum-norm distance"}
-VALUE = {"table1": "accuracy", "sparsity": "hoyer", "snr": "snr_db", "noise": "accuracy", "distances": "mean_distance"}
+          "distances": "Fig. 5: mean minimum-norm distance", "corruptions": "Common corruptions (CIFAR-10-C)"}
+VALUE = {"table1": "accuracy", "sparsity": "hoyer", "snr": "snr_db", "noise": "accuracy", "distances": "mean_distance",
+         "corruptions": "accuracy"}
+WITH_INTERVALS = ("table1", "corruptions")  # accuracies drawn with their Wilson intervals, in percent
 ROW_COLUMNS = ["section", "model", "item", "verdict", "accuracy", "hoyer", "snr_db", "mean_distance",
                "median_distance", "low", "high", "k", "n", "p_value", "p_holm"]
 
@@ -34,7 +36,7 @@ ROW_COLUMNS = ["section", "model", "item", "verdict", "accuracy", "hoyer", "snr_
 def figure_png(name: str, table: pd.DataFrame) -> bytes:
     """One figure as PNG bytes: lines for the noise curve, grouped bars otherwise (facets per norm in Fig. 5)."""
     facets = sorted(table["gradient"].unique(), reverse=True) if name == "distances" else [None]
-    fig = MplFigure(figsize=(7.5 if name != "distances" else 9, 3.6), dpi=100)
+    fig = MplFigure(figsize=(7.5 if name not in ("distances", "corruptions") else 9, 3.6), dpi=100)
     FigureCanvasAgg(fig)
     for f, facet in enumerate(facets):
         ax = fig.add_subplot(1, len(facets), f + 1)
@@ -47,10 +49,10 @@ def figure_png(name: str, table: pd.DataFrame) -> bytes:
             if name == "noise":
                 ax.plot(rows["sigma"], 100 * values, marker="o", color=PALETTE[m], label=model)
                 continue
-            scale = 100 if name == "table1" else 1
+            scale = 100 if name in WITH_INTERVALS else 1
             x = np.arange(len(values)) + (m - (len(models) - 1) / 2) * 0.8 / len(models)
             err = None
-            if name == "table1":
+            if name in WITH_INTERVALS:
                 err = [100 * (rows["accuracy"] - rows["low"]).to_numpy(), 100 * (rows["high"] - rows["accuracy"]).to_numpy()]
             ax.bar(x, scale * np.where(np.isfinite(values), values, 0), 0.8 / len(models), yerr=err, capsize=2,
                    color=PALETTE[m], label=model)
@@ -61,10 +63,11 @@ def figure_png(name: str, table: pd.DataFrame) -> bytes:
         if name != "noise":
             ticks = [SYMBOLS.get(str(i), str(i)).replace("AutoAttack ", "AA ").replace("worst case ", "worst ")
                      .replace("block ", "").replace(" input", "") for i in items]
-            ax.set_xticks(np.arange(len(items)), ticks, rotation=30 if name == "table1" else 0, fontsize=7)
+            ax.set_xticks(np.arange(len(items)), ticks, rotation=30 if name in WITH_INTERVALS else 0, fontsize=7,
+                          ha="right" if name in WITH_INTERVALS else "center")
             if name in ("sparsity", "snr"):
                 ax.set_xlabel("block" + (" (input)" if name == "snr" else ""))
-        ax.set_ylabel({"table1": "accuracy (%)", "noise": "accuracy (%)", "sparsity": "Hoyer",
+        ax.set_ylabel({"table1": "accuracy (%)", "noise": "accuracy (%)", "corruptions": "accuracy (%)", "sparsity": "Hoyer",
                        "snr": "SNR (dB)", "distances": "distance"}[name])
         if name == "distances":
             ax.set_yscale("log")
@@ -104,6 +107,10 @@ def _display(name: str, table: pd.DataFrame) -> pd.DataFrame:
                       for r in table.itertuples()],
             paper=[f"{p:.1f} %" if np.isfinite(p) else "—" for p in table["paper"]])
         return frame[["model", "item", "accuracy", "paper"]].rename(columns={"item": "condition", "paper": "paper's"})
+    if name == "corruptions":
+        return table.assign(accuracy=[f"{100 * r.accuracy:.1f} % [{100 * r.low:.1f}, {100 * r.high:.1f}] ({r.k}/{r.n})"
+                                      for r in table.itertuples()])[["model", "item", "accuracy"]].rename(
+            columns={"item": "corruption"})
     columns = {"sparsity": ["model", "item", "hoyer", "hoyer_std", "n"], "snr": ["model", "item", "snr_db", "n"],
                "noise": ["model", "item", "accuracy", "accuracy_std", "n"],
                "distances": ["model", "item", "mean_distance", "median_distance", "unfound", "n"]}[name]
@@ -135,7 +142,9 @@ def _html_table(frame: pd.DataFrame) -> str:
 def _sections(report: Any) -> list[tuple[str, str, pd.DataFrame, str | None]]:
     """(title, paper's statement, table, figure name) in the report's order."""
     out = [("Claims and verdicts", "", _claims_frame(report.judged), None)]
-    for name in ("table1", "sparsity", "snr", "noise", "distances"):
+    for name in ("table1", "sparsity", "snr", "noise", "corruptions", "distances"):
+        if name not in report.tables:
+            continue
         out.append((TITLES[name], PAPER_SAYS[name], _display(name, report.tables[name]), name))
     return out
 

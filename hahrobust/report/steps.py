@@ -1,9 +1,10 @@
 """The report's measurements of a model pair, step by step, each kept per image (:mod:`hahrobust.report.store`).
 
 Two class-balanced subsets of the test set (the same ``seed``): ``images`` for clean accuracy, sparsity (Fig. 2),
-SNR (Fig. 3) and the noise sweep (Fig. 4); ``attack_images`` for Table 1 (AutoAttack ℓ∞ 2/255 and ℓ2 0.25 beside
-the audit's per-image worst case, each model the other's transfer source) and Fig. 5 (minimum-norm distances in ℓ0,
-ℓ1, ℓ2, ℓ∞ by FMN with plain gradients and, for a thresholded model, through BPDA; ℓ2 also by DDN). Attacks keep
+SNR (Fig. 3), the noise sweep (Fig. 4) and, when the budget names corruptions, CIFAR-10-C's common corruptions;
+``attack_images`` for Table 1 (AutoAttack ℓ∞ 2/255 and ℓ2 0.25 beside the audit's per-image worst case, each model
+the other's transfer source) and Fig. 5 (minimum-norm distances in ℓ0, ℓ1, ℓ2, ℓ∞ by FMN with plain gradients and,
+for a thresholded model, through BPDA; ℓ2 also by DDN). Attacks keep
 per-batch journals in ``OUT/journal`` as well, so a step killed halfway resumes per batch. Models are ``"a"`` (the
 model under test) and ``"b"`` (its baseline) in the arrays' names.
 """
@@ -25,6 +26,8 @@ from hahrobust.attacks.journal import data_fingerprint
 from hahrobust.attacks.norms import DEFAULT_EPS, NORMS
 from hahrobust.attacks.run import run_attack_images
 from hahrobust.data import ImageSet, balanced_subset
+from hahrobust.data.cifar10c import GENERATOR_VERSION, GeneratedCorruptions
+from hahrobust.data.corruptions import require_generator_libraries
 from hahrobust.errors import HahrobustError
 from hahrobust.evaluate.opening import LoadedModel
 from hahrobust.metrics.noise import DEFAULT_SIGMAS, noise_correct
@@ -87,6 +90,8 @@ def check_pair(models: list[LoadedModel], data: ImageSet) -> None:
 def make_pair(models: list[LoadedModel], test: ImageSet, budget: Budget, *, seed: int, batch_size: int,
               device: torch.device, out: Path) -> Pair:
     check_pair(models, test)
+    if budget.corruptions:
+        require_generator_libraries()  # before any step: a missing extra is reported first
     for what, n in (("--images", budget.images), ("--attack-images", budget.attack_images)):
         if n is not None and n > len(test):
             raise HahrobustError(f"{what} {n}: the test set has {len(test)} images")
@@ -123,11 +128,14 @@ def provenance(pair: Pair) -> dict[str, Any]:
 Step = Callable[[Pair, Progress | None], tuple[dict[str, np.ndarray], dict[str, Any]]]
 
 
+def _correct(pair: Pair, data: ImageSet, m: LoadedModel, progress: Progress | None, what: str) -> np.ndarray:
+    """Per image of ``data``, whether ``m`` classifies it correctly."""
+    return noise_correct(m.model, data, [0.0], repeats=1, batch_size=pair.batch_size, device=pair.device,
+                         progress=progress, description=f"{what} {m.label}")[0, 0]
+
+
 def _clean(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    arrays = {f"{s}.correct": noise_correct(m.model, pair.stats_set, [0.0], repeats=1, batch_size=pair.batch_size,
-                                            device=pair.device, progress=progress, description=f"clean {m.label}")[0, 0]
-              for s, m in pair.models.items()}
-    return arrays, {}
+    return {f"{s}.correct": _correct(pair, pair.stats_set, m, progress, "clean") for s, m in pair.models.items()}, {}
 
 
 def _sparsity(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -153,6 +161,19 @@ def _noise(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray]
                                             progress=progress, description=f"noise {m.label}")
               for s, m in pair.models.items()}
     return arrays, {"sigmas": list(DEFAULT_SIGMAS), "repeats": pair.budget.noise_repeats}
+
+
+def _corruptions(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per (corruption, severity) and image, correct or not: the ``images`` subset corrupted as CIFAR-10-C is,
+    generated per image from the seed (so both models see the same corrupted images: a paired comparison)."""
+    source = GeneratedCorruptions(pair.stats_set, pair.seed)
+    sets = [(name, severity) for name in pair.budget.corruptions for severity in pair.budget.severities]
+    arrays = {f"{s}.correct": np.zeros((len(sets), len(pair.stats_set)), dtype=bool) for s in pair.models}
+    for k, (name, severity) in enumerate(sets):
+        corrupted = source(name, severity)
+        for s, m in pair.models.items():
+            arrays[f"{s}.correct"][k] = _correct(pair, corrupted, m, progress, f"{name} {severity}")
+    return arrays, {"sets": [list(x) for x in sets], "source": source.description, "generator": GENERATOR_VERSION}
 
 
 def _autoattack(side: str, norm: str) -> Step:
@@ -200,6 +221,8 @@ def _minimum_norm(side: str, norm: str, attack: str, gradient: str) -> Step:
 def plan(pair: Pair) -> dict[str, Step]:
     """Every step of the report, in the order they run."""
     steps: dict[str, Step] = {"clean": _clean, "sparsity": _sparsity, "snr": _snr, "noise": _noise}
+    if pair.budget.corruptions:
+        steps["corruptions"] = _corruptions
     for side in SIDES:
         for norm in TABLE_EPS:
             steps[f"autoattack-{side}-{norm}"] = _autoattack(side, norm)

@@ -27,6 +27,8 @@ PAPER_SAYS = {
     "noise": "Fig. 4: substantial gains at high noise: 64 % vs 26 % at σ = 0.1.",
     "table1": "Table 1: HaH 87.3 / 64.0 / 21.5 / 27.6 %, baseline 92.5 / 26.6 / 10.4 / 13.9 % "
               "(clean / noisy σ = 0.1 / AutoAttack ℓ∞ 2/255 / ℓ2 0.25).",
+    "corruptions": "Not in the paper: CIFAR-10-C's common corruptions (Hendrycks & Dietterich 2019), generated "
+                   "from the same images.",
     "distances": "Fig. 5: the average norm of minimum-norm adversarial perturbations is higher for HaH for all ℓp "
                  "(p = 0, 1, 2, ∞).",
 }
@@ -91,6 +93,20 @@ def noise(steps: dict[str, dict[str, Any]], labels: dict[str, str]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def corruptions(steps: dict[str, dict[str, Any]], labels: dict[str, str]) -> pd.DataFrame:
+    """Accuracy per corruption (mean over its severities) and over all sets, each a count of n with its Wilson
+    interval (n = images × sets pooled: the interval is for the pooled rate, narrower than for independent images)."""
+    sets = [tuple(x) for x in steps["corruptions"]["facts"]["sets"]]
+    rows = []
+    for side in SIDES:
+        correct = steps["corruptions"]["arrays"][f"{side}.correct"]  # [sets, N]
+        for name in dict.fromkeys(n for n, _ in sets):
+            chosen = [k for k, (n, _) in enumerate(sets) if n == name]
+            rows.append(_accuracy_row("corruptions", labels[side], name.replace("_", " "), correct[chosen], None))
+        rows.append(_accuracy_row("corruptions", labels[side], "all", correct, None))
+    return pd.DataFrame(rows)
+
+
 def minimum_norm(steps: dict[str, dict[str, Any]], labels: dict[str, str]) -> pd.DataFrame:
     rows = []
     for side in SIDES:
@@ -110,4 +126,5 @@ def minimum_norm(steps: dict[str, dict[str, Any]], labels: dict[str, str]) -> pd
 
 def all_tables(steps: dict[str, dict[str, Any]], labels: dict[str, str]) -> dict[str, pd.DataFrame]:
     return {"table1": table1(steps, labels), "sparsity": sparsity(steps, labels), "snr": snr(steps, labels),
-            "noise": noise(steps, labels), "distances": minimum_norm(steps, labels)}
+            "noise": noise(steps, labels), "distances": minimum_norm(steps, labels),
+            **({"corruptions": corruptions(steps, labels)} if "corruptions" in steps else {})}
