@@ -1,11 +1,14 @@
 """The documentation builds with warnings as errors (a renamed option, a broken link or a malformed docstring fails
 CI), its command reference documents every command from the same declarations as --help, and the README stays a
-front page."""
+front page, every `hahrobust …` command line shown in it or the documentation parses (options exist, values
+convert), and its headline of claims is the committed report's (generated, not retyped)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +44,42 @@ def test_readme_is_a_front_page() -> None:
         assert f"`hahrobust {name}" in readme, f"the commands table lacks {name}"
     linked = set(re.findall(r"\(docs/([\w/-]+\.md)\)", readme))
     assert linked and all((ROOT / "docs" / page).is_file() for page in linked)
+
+
+def _documented_command_lines() -> list[tuple[Path, list[str]]]:
+    """Every ``hahrobust …`` (or ``-m hahrobust …``) line of a bash block in the README and docs/, continuation
+    lines joined, comments and what follows ``&&`` or ``|`` cut; generated results pages are not documentation."""
+    pages = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts
+                                        and not (p.parent.parent.name == "results"))]
+    found = []
+    for page in pages:
+        for block in re.findall(r"```(?:bash|console|sh)\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                match = re.search(r"(?:^|&& |-m )hahrobust (.*)$", line.split(" # ")[0].strip())
+                if match:
+                    found.append((page, shlex.split(re.split(r" && | \| ", match.group(1))[0])))
+    return found
+
+
+def test_every_documented_command_line_parses() -> None:
+    from typer.main import get_command
+    from typer._click.core import Exit
+    from typer._click.exceptions import ClickException
+
+    from hahrobust.cli import app
+
+    group = get_command(app)
+    lines = _documented_command_lines()
+    assert len(lines) >= 40, "the README and guides show the commands"
+    failures = []
+    for page, words in lines:
+        try:
+            context = group.make_context("hahrobust", list(words))
+            command = group.get_command(context, words[0])
+            assert command is not None, f"no command {words[0]}"
+            command.make_context(words[0], words[1:], parent=context)
+        except Exit:
+            pass
+        except (ClickException, AssertionError) as error:
+            failures.append(f"{page.relative_to(ROOT)}: hahrobust {' '.join(words)[:100]} → {error}")
+    assert not failures, "\n".join(failures)

@@ -195,3 +195,19 @@ def test_the_corruption_step_agrees_with_corruption_sweep(pair, whole, tiny_data
         shown = table[(table["model"] == label) & (table["item"] == "gaussian noise")]
         assert float(shown["accuracy"].iloc[0]) == pytest.approx(expected)
         assert int(shown["n"].iloc[0]) == 5 * TINY["images"]
+
+
+def test_the_headline_summary_quotes_the_report(whole) -> None:
+    from hahrobust.report.summary import HEADLINE, summary_markdown
+
+    report, folder = whole
+    document = json.loads((folder / "report.json").read_text())
+    table = summary_markdown(document, link="r/report.md")
+    rows = [line for line in table.splitlines() if line.startswith("| A ")]
+    verdicts = {j.claim.key: j.final for j in report.judged}
+    assert len(rows) == len(HEADLINE) == 5
+    for key, row in zip(HEADLINE, rows):
+        assert row.endswith(f"**{verdicts[key]}** |"), (key, row)
+    assert "(r/report.md)" in table
+    with pytest.raises(KeyError, match="no claim nonsense"):
+        summary_markdown(document, keys=("nonsense",))
