@@ -91,7 +91,7 @@ def test_spsa_breaks_where_the_gradient_is_zero_and_pgd_cannot() -> None:
 
 def test_spsa_does_not_depend_on_the_batch() -> None:
     model, x, y = _setup(n=12)
-    config = SPSAConfig(steps=5, samples=16, chunk=5)
+    config = SPSAConfig(steps=5, samples=16, chunk=30)  # 3, 2 or 1 directions a call, by batch
     eps = 0.05
     whole = spsa(model, x, y, norm="linf", eps=eps, indices=torch.arange(12), seed=1, config=config)
     parts = torch.cat([spsa(model, x[i:i + 5], y[i:i + 5], norm="linf", eps=eps, indices=torch.arange(i, min(i + 5, 12)),

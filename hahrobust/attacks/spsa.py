@@ -50,7 +50,9 @@ class SPSAConfig:
     # Adam's learning rate as a fraction of ε (ℓ∞) or of ε/√d (ℓ2, d = pixels × channels): Adam moves each pixel by
     # about lr a step, so 0.25 crosses the ε-ball in about four steps, whatever ε is.
     lr_fraction: float = 0.25
-    chunk: int = 32  # directions evaluated per model call (memory, not results: the estimate is a sum)
+    # images per model call: directions are evaluated in chunks of about this many perturbed copies (2 per
+    # direction and image). Memory, not results: the estimate is a sum over directions, each drawn per image.
+    chunk: int = 2048
 
 
 def spsa(
@@ -109,7 +111,7 @@ def _estimate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, generators: li
     total = torch.zeros_like(x)
     left = config.samples
     while left > 0:
-        k = min(config.chunk, left)
+        k = min(max(1, config.chunk // (2 * len(x))), left)
         left -= k
         # [k, n, C, H, W]: image j's k directions from its own generator (independent of the batch it is in)
         v = torch.stack([torch.randint(0, 2, (k, *x.shape[1:]), generator=g) for g in generators], dim=1)
