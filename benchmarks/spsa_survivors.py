@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path, help="the model of --side (its hash is checked against the report)")
     parser.add_argument("--side", choices=("a", "b"), default="a")
     parser.add_argument("--data", required=True)
+    parser.add_argument("--steps", type=int, default=SPSAConfig.steps)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -49,13 +50,17 @@ def main() -> None:
     attack_set = test if n is None else balanced_subset(test, n, seed)
     audit = np.load(args.report / "steps" / f"audit-{args.side}.npz")
     model, _ = load_checkpoint(args.checkpoint)
-    config = SPSAConfig()
+    config = SPSAConfig(steps=args.steps)
     rows = []
     for norm, eps in TABLE_EPS.items():
         survivors = np.flatnonzero(audit[f"{norm}.worst"])
+        if len(survivors) == 0:
+            rows.append({"norm": norm, "eps": eps, "survivors": 0, "broken_by_spsa": 0, "forward_passes": 0,
+                         "backward_passes": 0, "seconds": 0.0})
+            continue
         subset = ImageSet(attack_set.images[survivors], attack_set.labels[survivors], attack_set.source)
         outcome = run_attack_images(model, subset, attack="spsa", norm=norm, eps=[eps], config=config, seed=seed,
-                                    batch_size=len(survivors) or 1)
+                                    batch_size=len(survivors))
         broken = int((~outcome.robust[0] & outcome.correct).sum())
         rows.append({"norm": norm, "eps": eps, "survivors": len(survivors), "broken_by_spsa": broken,
                      "forward_passes": int(outcome.passes[0]), "backward_passes": int(outcome.passes[1]),

@@ -211,3 +211,24 @@ def test_the_headline_summary_quotes_the_report(whole) -> None:
     assert "(r/report.md)" in table
     with pytest.raises(KeyError, match="no claim nonsense"):
         summary_markdown(document, keys=("nonsense",))
+
+
+def test_the_spsa_survivors_benchmark_reads_a_report(pair, whole, tiny_data: Path, tmp_path: Path) -> None:
+    """benchmarks/spsa_survivors.py attacks exactly the audit's survivors of a finished report (a smoke test)."""
+    import sys
+
+    _, folder = whole
+    out = tmp_path / "spsa.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "spsa_survivors.py"
+    done = subprocess.run([sys.executable, str(script), str(folder), str(pair[0]), "--side", "a", "--data",
+                           str(tiny_data), "--steps", "3", "--json", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    audit = np.load(folder / "steps" / "audit-a.npz")
+    assert [r["survivors"] for r in rows] == [int(audit["linf.worst"].sum()), int(audit["l2.worst"].sum())]
+    assert all(0 <= r["broken_by_spsa"] <= r["survivors"] for r in rows)
+    assert all(r["forward_passes"] > 0 and r["backward_passes"] == 0 for r in rows if r["survivors"])
+    wrong = subprocess.run([sys.executable, str(script), str(folder), str(pair[1]), "--side", "a", "--data",
+                            str(tiny_data)], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode != 0 and "is not the report's model a" in wrong.stderr
