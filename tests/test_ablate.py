@@ -97,7 +97,8 @@ def test_adaptive_adds_the_worst_case_beside_each_adversarial_column(
     def audit(model, data, *, norm, eps, ensemble, **kw):
         seen.append(tuple(m.name for m in ensemble))
         rows = pd.DataFrame({"attack": ["PGD", "worst case"], "robust_acc": [0.5, 0.25] if norm == "linf" else [0.4, 0.2]})
-        return SimpleNamespace(attacks=rows)  # the audit's ModelAudit, as far as the table reads it
+        # the audit's ModelAudit, as far as the table reads it (its convergence rounds: converged after one)
+        return SimpleNamespace(attacks=rows, rounds=[(2, 0)], members=(SimpleNamespace(effort=True),))
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
     result = runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--resume"))
@@ -109,6 +110,7 @@ def test_adaptive_adds_the_worst_case_beside_each_adversarial_column(
     ]
     assert table["accuracy"].iloc[2:].tolist() == pytest.approx([0.5, 0.25, 0.4, 0.2])
     assert len(seen) == 2 and all("AutoAttack" not in names and "PGD" in names for names in seen)
+    assert "Worst ℓ∞ converged after 1 round; Worst ℓ2 converged after 1 round" in (out / "ablate.md").read_text()
 
 
 def test_adaptive_audits_journal_and_resume_inside_a_variant(
@@ -125,7 +127,8 @@ def test_adaptive_audits_journal_and_resume_inside_a_variant(
         (journal_dir / f"{journal_stem}-{norm}-pgd.jsonl").parent.mkdir(parents=True, exist_ok=True)
         (journal_dir / f"{journal_stem}-{norm}-pgd.jsonl").write_text("{}\n")  # what a member would leave
         rows = pd.DataFrame({"attack": ["PGD", "worst case"], "robust_acc": [0.5, 0.25]})
-        return SimpleNamespace(attacks=rows)  # the audit's ModelAudit, as far as the table reads it
+        # the audit's ModelAudit, as far as the table reads it (its convergence rounds: converged after one)
+        return SimpleNamespace(attacks=rows, rounds=[(2, 0)], members=(SimpleNamespace(effort=True),))
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
     assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--resume")).exit_code == 0

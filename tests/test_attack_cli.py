@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import json
 import re
 from pathlib import Path
 
@@ -247,7 +248,9 @@ def test_table_paper_adaptive_puts_the_audits_worst_case_beside_autoattack(
         calls.append((norm, eps))
         aa, worst = {"linf": (0.30, 0.10), "l2": (0.40, 0.20)}[norm]
         rows = pd.DataFrame({"attack": ["AutoAttack", "PGD", "worst case"], "robust_acc": [aa, aa + 0.05, worst]})
-        return SimpleNamespace(attacks=rows)  # the audit's ModelAudit, as far as the table reads it
+        rounds = [(4, 1), (3, 0)] if norm == "linf" else [(5, 2)]  # ℓ∞ converged, ℓ2 not
+        # the audit's ModelAudit, as far as the table reads it
+        return SimpleNamespace(attacks=rows, rounds=rounds, members=(SimpleNamespace(effort=True),))
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
     result = invoke(checkpoint, tiny_data, "--table", "paper", "--adaptive", "--images", "10", "--out", str(tmp_path))
@@ -260,3 +263,6 @@ def test_table_paper_adaptive_puts_the_audits_worst_case_beside_autoattack(
     assert rows["accuracy"].iloc[2:].tolist() == pytest.approx([0.30, 0.10, 0.40, 0.20])
     assert calls == [("linf", [2 / 255]), ("l2", [0.25])]  # one audit per norm, reused by both columns
     assert '"adaptive"' in (tmp_path / "attack-table1.json").read_text()
+    notes = json.loads((tmp_path / "attack-table1.json").read_text())["notes"]
+    assert any("Worst ℓ∞ converged after 2 rounds; Worst ℓ2 not converged: the last round broke 2 of 5" in n
+               for n in notes), notes

@@ -83,3 +83,16 @@ def test_every_documented_command_line_parses() -> None:
         except (ClickException, AssertionError) as error:
             failures.append(f"{page.relative_to(ROOT)}: hahrobust {' '.join(words)[:100]} → {error}")
     assert not failures, "\n".join(failures)
+
+
+def test_generated_claim_tables_are_the_reports_own() -> None:
+    """The README's and the results pages' claim tables are what their committed reports say: regenerating them
+    (``python -m hahrobust.report.summary --update``) changes nothing."""
+    from hahrobust.report.summary import BLOCK, update_text
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    marked = [p for p in pages if BLOCK.search(p.read_text(encoding="utf-8"))]
+    assert ROOT / "README.md" in marked, "the README's headline comes from a report"
+    for page in marked:
+        text = page.read_text(encoding="utf-8")
+        assert update_text(text, page.parent) == text, f"{page.relative_to(ROOT)}: run python -m hahrobust.report.summary --update {page.relative_to(ROOT)}"

@@ -23,6 +23,7 @@ SAME_MEANING_OTHER_WORDS = {
     "--adaptive": "the audit's worst case beside each adversarial column of the command's table",
     "--attack": "the attack to run; ablate offers the two its columns use, attack every registered one",
     "--batch-size": "images processed together: the SGD batch when training, the forward/attack batch when evaluating",
+    "--corruptions": "CIFAR-10-C corruption names and groups; report generates them from its --images subset and adds none",
     "--data": "the CIFAR-10 source; training commands read both splits, evaluation commands the test split",
     "--epochs": "training epochs; each command says its learning-rate schedule",
     "--eps": "comma-separated ε of the attack norm; attack takes four norms, audit two",

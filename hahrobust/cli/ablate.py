@@ -17,7 +17,7 @@ from hahrobust.cli._common import (
 from hahrobust.cli._eval import N
 from hahrobust.devices import resolve_device
 from hahrobust.results import Result, check_out_dir, show, write
-from hahrobust.studies.paper_table import paper_layout
+from hahrobust.studies.paper_table import convergence_notes, paper_layout
 
 NAME = "ablate"
 
@@ -67,7 +67,8 @@ def command(
         notes=("Every variant trained from the same preset and seed; adversarial columns are verified robust "
                "accuracies of the chosen attack.",),
     )
-    result = Result(NAME, run.rows, settings, run.checkpoints, layout, started=started)
+    result = Result(NAME, run.rows, settings, run.checkpoints, layout, started=started,
+                    notes=convergence_notes(run.rows))  # whether each worst case is final
     show(result, console)
     paths = write(result, out_dir)
     console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False, soft_wrap=True)

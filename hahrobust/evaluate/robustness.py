@@ -30,7 +30,8 @@ from hahrobust.provenance import slug
 from hahrobust.results import Figure, Layout, Result
 from hahrobust.studies.audit import AuditConfig, default_ensemble, member_journal
 from hahrobust.studies.minimum_norm import best_rows
-from hahrobust.studies.paper_table import PAPER_CONDITIONS, audited_columns, paper_layout, paper_table
+from hahrobust.studies.paper_table import (PAPER_CONDITIONS, audited_columns, convergence_notes, paper_layout,
+                                            paper_table)
 
 NAME = "attack"
 TABLE_NAME = "attack-table1"
@@ -305,7 +306,7 @@ def table1(
         settings["adaptive"] = {"ensemble": [m.name for m in default_ensemble(include=("autoattack",))], "config": dataclasses.asdict(AuditConfig())}
     layout = dataclasses.replace(layout, notes=(*layout.notes, *runs.gradient_notes))
     used = {**origins(opened), **({"transfer source": Path(transfer_from)} if transfer_from is not None else {})}
-    return Result(TABLE_NAME, rows, settings, used, layout, notes=_gathered(runs.flagged))
+    return Result(TABLE_NAME, rows, settings, used, layout, notes=[*_gathered(runs.flagged), *convergence_notes(rows)])
 
 
 def _gathered(flagged: list[str]) -> list[str]:

@@ -52,8 +52,9 @@ ADAPTIVE_CONDITIONS: dict[str, Condition] = {
 
 #: ``run(norm, eps) -> run_attack's table`` for one adversarial column (e.g. with a journal, to resume).
 AttackRunner = Callable[[str, float], pd.DataFrame]
-#: ``adaptive(norm, eps) -> worst-case robust accuracy`` for one adaptive column.
-AdaptiveRunner = Callable[[str, float], float]
+#: ``adaptive(norm, eps) -> (worst-case robust accuracy, convergence)`` for one adaptive column: the audit's
+#: convergence rounds' outcome ("converged after 2 rounds", "not converged: …") says whether the figure is final.
+AdaptiveRunner = Callable[[str, float], tuple[float, str]]
 
 
 def check_paper_attack(attack: str, aa_version: str = "standard") -> None:
@@ -110,9 +111,22 @@ def paper_table(
         rows.append({"condition": condition.title, "short": condition.short, "accuracy": value})
         if adaptive is not None and condition.name in ADAPTIVE_CONDITIONS:
             worst = ADAPTIVE_CONDITIONS[condition.name]
-            rows.append({"condition": worst.title, "short": worst.short,
-                         "accuracy": adaptive(worst.norm, worst.eps)})  # type: ignore[arg-type]
+            value, convergence = adaptive(worst.norm, worst.eps)  # type: ignore[arg-type]
+            rows.append({"condition": worst.title, "short": worst.short, "accuracy": value, "convergence": convergence})
     return pd.DataFrame(rows)
+
+
+def convergence_notes(rows: pd.DataFrame, label: str = "model") -> list[str]:
+    """One line per model of a table with adaptive columns: each worst case's convergence (rows without the
+    ``convergence`` column, e.g. from an older cache, give none)."""
+    if "convergence" not in rows.columns:
+        return []
+    notes = []
+    for model, part in rows.groupby(label, sort=False):
+        found = part.dropna(subset=["convergence"])
+        if len(found):
+            notes.append(f"{model}: " + "; ".join(f"{r.short} {r.convergence}" for r in found.itertuples()))
+    return notes
 
 
 def audited_columns(
@@ -133,26 +147,29 @@ def audited_columns(
     run on first use): the audit's member for ``attack`` (AutoAttack standard, or PGD) fills the adversarial
     column, its per-image worst case the adaptive column beside it. With ``attack="pgd"`` the ensemble leaves
     AutoAttack out (the cheap Table 2 setting); ``transfer_source`` adds the transfer member."""
-    from hahrobust.studies.audit import WORST, audit_model, default_ensemble
+    from hahrobust.studies.audit import WORST, ModelAudit, audit_model, convergence_text, default_ensemble
 
     member = {"autoattack": "AutoAttack", "pgd": "PGD"}.get(attack)
     if member is None:
         raise HahrobustError(f"the adaptive columns come with --attack autoattack or pgd, not {attack}")
     # AutoAttack's column is the ensemble's AutoAttack member (one standard run on every image serves both)
     ensemble = default_ensemble(include=("autoattack",) if attack == "autoattack" else ())
-    audits: dict[tuple[str, float], pd.DataFrame] = {}
+    audits: dict[tuple[str, float], ModelAudit] = {}
 
-    def audited(norm: str, eps: float) -> pd.DataFrame:
+    def audited(norm: str, eps: float) -> ModelAudit:
         if (norm, eps) not in audits:
             audits[(norm, eps)] = audit_model(
                 model, data, norm=norm, eps=[eps], transfer_source=transfer_source, ensemble=ensemble, seed=seed,
                 batch_size=batch_size, device=device, progress=progress, journal_dir=journal_dir,
                 journal_stem=journal_stem, resume=resume,
-            ).attacks
-        return audits[(norm, eps)].set_index("attack")
+            )
+        return audits[(norm, eps)]
 
-    return (lambda norm, eps: audited(norm, eps).loc[[member]].reset_index(),
-            lambda norm, eps: float(audited(norm, eps).loc[WORST, "robust_acc"]))
+    def worst(norm: str, eps: float) -> tuple[float, str]:
+        audit = audited(norm, eps)
+        return float(audit.attacks.set_index("attack").loc[WORST, "robust_acc"]), convergence_text(audit)
+
+    return lambda norm, eps: audited(norm, eps).attacks.set_index("attack").loc[[member]].reset_index(), worst
 
 
 def paper_layout(title: str, notes: tuple[str, ...] = ()) -> Layout:
