@@ -232,3 +232,19 @@ def test_the_spsa_survivors_benchmark_reads_a_report(pair, whole, tiny_data: Pat
     wrong = subprocess.run([sys.executable, str(script), str(folder), str(pair[1]), "--side", "a", "--data",
                             str(tiny_data)], capture_output=True, text=True, timeout=300)
     assert wrong.returncode != 0 and "is not the report's model a" in wrong.stderr
+
+
+def test_adaptive_distances_take_the_audits_breaks_as_upper_bounds() -> None:
+    """An image the audit broke at ε is at most ε away, whatever a weaker minimum-norm attack found; an image it
+    left robust keeps the attacks' distance; the plain-gradient distances ignore the audit."""
+    from hahrobust.report.claims import distances
+    from hahrobust.report.steps import TABLE_EPS
+
+    eps = TABLE_EPS["linf"]
+    found = np.array([0.5, 0.5, 0.001, 0.5])
+    steps = {"fmn-plain-a-linf": {"arrays": {"distance": found}},
+             "fmn-bpda-a-linf": {"arrays": {"distance": found + 0.1}},
+             "audit-a": {"arrays": {"correct": np.array([True, True, True, False]),
+                                    "linf.worst": np.array([False, True, False, False])}}}
+    assert distances(steps, "a", "linf", adaptive=False).tolist() == found.tolist()
+    assert distances(steps, "a", "linf", adaptive=True).tolist() == pytest.approx([eps, 0.5, 0.001, 0.5])

@@ -71,7 +71,12 @@ class Budget:
         return replace(DDNConfig(), steps=self.min_norm_steps)
 
     def settings(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, except the severities when no corruption is generated (they change nothing then, and a
+        report journaled before the corruption step existed resumes)."""
+        fields = asdict(self)
+        if not self.corruptions:
+            del fields["corruptions"], fields["severities"]
+        return fields
 
 
 _AUDIT = AuditConfig()

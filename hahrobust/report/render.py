@@ -71,7 +71,7 @@ def figure_png(name: str, table: pd.DataFrame) -> bytes:
                        "snr": "SNR (dB)", "distances": "distance"}[name])
         if name == "distances":
             ax.set_yscale("log")
-            ax.set_title("plain gradients" if facet == "plain" else "any attack (BPDA where thresholded)", fontsize=9)
+            ax.set_title("plain gradients" if facet == "plain" else "any attack (BPDA; ℓ∞, ℓ2: the audit's breaks at ε)", fontsize=9)
         if name == "noise":
             ax.set_xlabel("σ")
         ax.legend(fontsize=7)

@@ -117,7 +117,8 @@ def minimum_norm(steps: dict[str, dict[str, Any]], labels: dict[str, str]) -> pd
                 summary = {"mean_distance": float(np.mean(d[correct & np.isfinite(d)])) if (correct & np.isfinite(d)).any()
                            else float("nan"), "median_distance": float(np.median(d)),
                            "unfound": int((correct & ~np.isfinite(d)).sum())}
-                how = ("any attack" if adaptive else "plain") + (", FMN, DDN" if norm == "l2" else ", FMN")
+                how = ("any attack" if adaptive else "plain") + (", FMN, DDN" if norm == "l2" else ", FMN") + (
+                    ", audit" if adaptive and norm in TABLE_EPS else "")
                 rows.append({"section": "distances", "model": labels[side], "item": f"{SYMBOLS[norm]} ({how})",
                              "norm": norm, "gradient": "adaptive" if adaptive else "plain", **summary,
                              "n": int(correct.sum())})
