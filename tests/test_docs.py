@@ -6,7 +6,6 @@ convert), and its headline of claims is the committed report's (generated, not r
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import shlex
 import subprocess
