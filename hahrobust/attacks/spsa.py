@@ -91,7 +91,6 @@ def spsa(
             grad = torch.zeros_like(x)
             grad[active] = -_estimate(model, x[active] + delta_x[active], y[active],
                                       [generators[i] for i in active.tolist()], config)  # Adam descends
-            grad[done] = 0.0
             delta_x.grad = grad
             before = delta_x.detach().clone()
             optimizer.step()

@@ -72,8 +72,8 @@ class Budget:
         return replace(DDNConfig(), steps=self.min_norm_steps)
 
     def settings(self) -> dict[str, Any]:
-        """Every field, except the severities when no corruption is generated (they change nothing then, and a
-        report journaled before the corruption step existed resumes)."""
+        """Every field, except the two corruption fields when no corruption is generated (they change nothing then,
+        and a report journaled before the corruption step existed resumes)."""
         fields = asdict(self)
         if not self.corruptions:
             del fields["corruptions"], fields["severities"]

@@ -100,17 +100,19 @@ def _number(value: Any, column: str) -> str:
     return str(value)
 
 
+def _accuracy_cells(table: pd.DataFrame) -> list[str]:
+    """Each row's accuracy as shown: percent [Wilson interval] (count/n)."""
+    return [f"{100 * r.accuracy:.1f} % [{100 * r.low:.1f}, {100 * r.high:.1f}] ({r.k}/{r.n})" for r in table.itertuples()]
+
+
 def _display(name: str, table: pd.DataFrame) -> pd.DataFrame:
     if name == "table1":
-        frame = table.assign(
-            accuracy=[f"{100 * r.accuracy:.1f} % [{100 * r.low:.1f}, {100 * r.high:.1f}] ({r.k}/{r.n})"
-                      for r in table.itertuples()],
-            paper=[f"{p:.1f} %" if np.isfinite(p) else "—" for p in table["paper"]])
+        frame = table.assign(accuracy=_accuracy_cells(table),
+                             paper=[f"{p:.1f} %" if np.isfinite(p) else "—" for p in table["paper"]])
         return frame[["model", "item", "accuracy", "paper"]].rename(columns={"item": "condition", "paper": "paper's"})
     if name == "corruptions":
-        return table.assign(accuracy=[f"{100 * r.accuracy:.1f} % [{100 * r.low:.1f}, {100 * r.high:.1f}] ({r.k}/{r.n})"
-                                      for r in table.itertuples()])[["model", "item", "accuracy"]].rename(
-            columns={"item": "corruption"})
+        frame = table.assign(accuracy=_accuracy_cells(table))
+        return frame[["model", "item", "accuracy"]].rename(columns={"item": "corruption"})
     columns = {"sparsity": ["model", "item", "hoyer", "hoyer_std", "n"], "snr": ["model", "item", "snr_db", "n"],
                "noise": ["model", "item", "accuracy", "accuracy_std", "n"],
                "distances": ["model", "item", "mean_distance", "median_distance", "unfound", "n"]}[name]

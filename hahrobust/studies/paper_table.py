@@ -116,13 +116,13 @@ def paper_table(
     return pd.DataFrame(rows)
 
 
-def convergence_notes(rows: pd.DataFrame, label: str = "model") -> list[str]:
+def convergence_notes(rows: pd.DataFrame) -> list[str]:
     """One line per model of a table with adaptive columns: each worst case's convergence (rows without the
     ``convergence`` column, e.g. from an older cache, give none)."""
     if "convergence" not in rows.columns:
         return []
     notes = []
-    for model, part in rows.groupby(label, sort=False):
+    for model, part in rows.groupby("model", sort=False):
         found = part.dropna(subset=["convergence"])
         if len(found):
             notes.append(f"{model}: " + "; ".join(f"{r.short} {r.convergence}" for r in found.itertuples()))
