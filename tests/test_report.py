@@ -248,3 +248,15 @@ def test_adaptive_distances_take_the_audits_breaks_as_upper_bounds() -> None:
                                     "linf.worst": np.array([False, True, False, False])}}}
     assert distances(steps, "a", "linf", adaptive=False).tolist() == found.tolist()
     assert distances(steps, "a", "linf", adaptive=True).tolist() == pytest.approx([eps, 0.5, 0.001, 0.5])
+
+
+def test_the_summary_script_refuses_a_missing_or_foreign_file_in_one_line(tmp_path: Path) -> None:
+    import sys
+
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text("{}")
+    for path, message in ((tmp_path / "absent.json", "No such file"), (foreign, "not a report written by hahrobust")):
+        done = subprocess.run([sys.executable, "-m", "hahrobust.report.summary", str(path)], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1

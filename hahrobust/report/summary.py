@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,15 @@ def main() -> None:
     parser.add_argument("--update", type=Path, nargs="+", default=[], metavar="PAGE",
                         help="rewrite the <!-- summary: … --> blocks of these pages from their reports")
     args = parser.parse_args()
+    try:
+        _run(args)
+    except (OSError, KeyError, ValueError) as error:  # a missing or malformed report: one line, exit 2 (bad input)
+        why = f"not a report written by hahrobust report (no {error})" if isinstance(error, KeyError) else str(error)
+        print(f"error: {why}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.report is not None:
         print(summary_markdown(json.loads(args.report.read_text(encoding="utf-8")), args.link))
     for page in args.update:
