@@ -96,6 +96,33 @@ def test_a_killed_report_resumes_to_the_identical_report(pair, whole, tiny_data:
     assert comparison.status == Status.OK
 
 
+def test_steps_in_two_worker_processes_give_the_identical_report(pair, whole, tiny_data: Path, tmp_path: Path) -> None:
+    """--jobs 2: every step in a spawned worker (audits first), one thread each as here: the same files, byte for
+    byte; a resume in one process reads the workers' steps back (same header: the steps' threads)."""
+    parallel = _report(pair, tiny_data, tmp_path / "jobs", jobs=2)
+    assert set(parallel.seconds) == set(whole[0].seconds)  # every step ran in a worker
+    for name in ("report.json", "report.md", "report.html"):
+        assert (tmp_path / "jobs" / name).read_bytes() == (whole[1] / name).read_bytes(), name
+    again = _report(pair, tiny_data, tmp_path / "jobs", resume=True)
+    assert again.seconds == {}
+
+    class Killed(Exception):
+        pass
+
+    def kill(step: str) -> None:
+        raise Killed  # at the first step a worker finishes: the other worker is stopped mid-step
+
+    with pytest.raises(Killed):
+        _report(pair, tiny_data, tmp_path / "killed", jobs=2, after_step=kill)
+    assert not (tmp_path / "killed" / "report.json").exists()
+    resumed = _report(pair, tiny_data, tmp_path / "killed", resume=True, jobs=2)
+    assert 0 < len(resumed.seconds) < len(whole[0].seconds)
+    assert (tmp_path / "killed" / "report.json").read_bytes() == (whole[1] / "report.json").read_bytes()
+    with pytest.raises(HahrobustError, match="--jobs must be at least 1"):
+        _report(pair, tiny_data, tmp_path / "zero", jobs=0)
+    assert not (tmp_path / "zero").exists()
+
+
 def test_the_html_is_self_contained_and_every_figure_is_a_png(whole) -> None:
     page = (whole[1] / "report.html").read_text()
     sources = re.findall(r"<img[^>]* src='([^']*)'", page)

@@ -43,6 +43,8 @@ def command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder of the report, its figures and its step journal."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed report in --out (same settings only)."),
     batch_size: int = typer.Option(100, "--batch-size", help="Images per batch (attacks keep a graph per batch)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Steps run side by side in this many worker processes, each "
+                             "with its share of the threads (CPU only; the same report, per-step bars not shown)."),
     device: str = DEVICE,
     seed: int = SEED,
 ) -> None:
@@ -59,7 +61,7 @@ def command(
     with make_progress() as progress:
         test = load_test_set(options, progress)
         report = run_report(session.models, test, chosen, out=out, seed=seed, batch_size=batch_size,
-                            device=session.device, resume=resume, progress=progress)
+                            device=session.device, resume=resume, progress=progress, jobs=jobs)
     table = Table(title=f"Claims: {report.labels['a']} (A) vs {report.labels['b']} (B), budget {chosen.name}")
     for column in ("claim", "verdict", "effect [95 % CI]", "p (Holm)"):
         table.add_column(column)

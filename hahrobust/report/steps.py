@@ -11,8 +11,11 @@ model under test) and ``"b"`` (its baseline) in the arrays' names.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,13 +103,13 @@ def make_pair(models: list[LoadedModel], test: ImageSet, budget: Budget, *, seed
                 batch_size, device, out / "journal")
 
 
-def header(pair: Pair) -> dict[str, Any]:
+def header(pair: Pair, threads: int) -> dict[str, Any]:
     """What changes a number (the store refuses a resume under another): budget, seed, models, images, threads."""
     return {
         "budget": pair.budget.settings(), "seed": pair.seed, "batch_size": pair.batch_size,  # AutoAttack depends on it
         "models": {s: _model_id(m) for s, m in pair.models.items()},
         "images": {"stats": data_fingerprint(pair.stats_set), "attack": data_fingerprint(pair.attack_set)},
-        "threads": torch.get_num_threads(),
+        "threads": threads,  # each step's (step_threads)
     }
 
 
@@ -242,28 +245,102 @@ def minimum_norm_step(side: str, norm: str, attack: str, gradient: str) -> str:
 
 
 def run_steps(pair: Pair, store: StepStore, progress: Progress | None = None,
-              after_step: Callable[[str], None] | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+              after_step: Callable[[str], None] | None = None,
+              jobs: int = 1) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Run every unfinished step (finished ones are read back): {step: {"arrays", "facts"}} and the seconds each
     step run here took (not part of the report: a resumed run would differ). ``after_step(name)`` is called after
-    each step is stored (tests kill the run there)."""
+    each step is stored or found (tests kill the run there).
+
+    ``jobs`` > 1 runs the unfinished steps side by side in that many worker processes, the audits first (the
+    longest steps; the rest fill the other workers meanwhile). Each step is computed exactly as in one process
+    (its own seed, images and batches, :func:`step_threads` threads), so the report is the same file; only the
+    per-step progress bars are not shown, the overall one advances as steps finish."""
     steps = plan(pair)
     task = progress.add_task("report", total=len(steps)) if progress is not None else None
-    done: dict[str, dict[str, Any]] = {}
-    seconds: dict[str, float] = {}
-    for name, step in steps.items():
-        if progress is not None and task is not None:
-            progress.update(task, description=f"report: {name}")
-        found = store.get(name)
-        if found is None:
-            start = time.perf_counter()
-            arrays, facts = step(pair, progress)
-            store.put(name, arrays, facts)
-            seconds[name] = time.perf_counter() - start
-            found = store.get(name)
-            assert found is not None  # just written
-        done[name] = {"arrays": found[0], "facts": found[1]}
+
+    def finished(name: str) -> None:
         if progress is not None and task is not None:
             progress.advance(task)
         if after_step is not None:
             after_step(name)
+
+    seconds: dict[str, float] = {}
+    todo = [name for name in steps if store.get(name) is None]
+    if jobs > 1 and len(todo) > 1:
+        for name in steps:
+            if name not in todo:
+                finished(name)
+        seconds = _run_in_workers(pair, store, todo, jobs, lambda names: progress.update(
+            task, description=f"report: {', '.join(names)}") if progress is not None and task is not None else None,
+            finished)
+    else:
+        for name, step in steps.items():
+            if progress is not None and task is not None:
+                progress.update(task, description=f"report: {name}")
+            if name in todo:
+                seconds[name] = _run_step(pair, store, name, step, progress)
+            finished(name)
+    done: dict[str, dict[str, Any]] = {}
+    for name in steps:
+        found = store.get(name)
+        assert found is not None  # every step was just written or read
+        done[name] = {"arrays": found[0], "facts": found[1]}
     return done, seconds
+
+
+def step_threads(jobs: int) -> int:
+    """Threads each step runs with: this process's, shared out among ``jobs`` workers (at least one each). They are
+    in the report's header, since a CPU's float sums, and so an attack's path, may depend on them."""
+    return max(1, torch.get_num_threads() // jobs)
+
+
+def _run_step(pair: Pair, store: StepStore, name: str, step: Step, progress: Progress | None) -> float:
+    start = time.perf_counter()
+    arrays, facts = step(pair, progress)
+    store.put(name, arrays, facts)
+    return time.perf_counter() - start
+
+
+def _worker(pair: Pair, store: StepStore, name: str, threads: int) -> float:
+    """One step in a worker process (no progress bar: the parent's console is not this process's)."""
+    torch.set_num_threads(threads)
+    return _run_step(pair, store, name, plan(pair)[name], None)
+
+
+def _longest_first(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda name: not name.startswith("audit-"))  # stable: otherwise the plan's order
+
+
+def _run_in_workers(pair: Pair, store: StepStore, todo: list[str], jobs: int,
+                    running: Callable[[list[str]], None], finished: Callable[[str], None]) -> dict[str, float]:
+    """``todo`` in ``jobs`` spawned worker processes; the parent only waits, shows which steps run and records
+    each as it is stored. A worker that dies (killed, out of memory) is one line; finished steps stay stored."""
+    if pair.device.type != "cpu":
+        raise HahrobustError(f"--jobs {jobs} shares a CPU's cores between steps; on {pair.device.type} run one job")
+    threads = step_threads(jobs)
+    seconds: dict[str, float] = {}
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools in an unknown state
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    clean = False
+    try:
+        futures = {pool.submit(_worker, pair, store, name, threads): name for name in _longest_first(todo)}
+        pending = set(futures)
+        while pending:
+            running([futures[f] for f in futures if f in pending and f.running()] or ["starting workers"])
+            done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = futures[future]
+                try:
+                    seconds[name] = future.result()
+                except BrokenProcessPool:
+                    raise HahrobustError(f"a report worker died while running step {name} (killed, or out of "
+                                         "memory); finished steps are kept: rerun with --resume") from None
+                finished(name)
+        clean = True
+    finally:
+        if not clean:  # Ctrl-C or a failed step: stop the other steps now (their finished batches are journaled)
+            for process in set(multiprocessing.active_children()) - before:
+                process.terminate()
+        pool.shutdown(wait=clean, cancel_futures=True)
+    return seconds
