@@ -64,6 +64,28 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return (0.0 if k == 0 else float(low)), (1.0 if k == n else float(high))  # exact there; statsmodels rounds
 
 
+def clustered_interval(correct: ArrayLike, level: float = 0.95) -> tuple[float, float]:
+    """Interval for the pooled accuracy of ``correct`` [sets, images] (the same images under several sets, e.g. one
+    corruption's severities): an image's outcomes across sets are correlated, so the pooled k of sets·images is not
+    that many independent trials. The Wilson interval is taken at the effective sample size n* = p(1−p)/Var̂(p̂),
+    Var̂ from the per-image shares correct (Kish's design effect; Korn & Graubard 1998 do the same for
+    Clopper–Pearson), n* at most sets·images. One set gives n* = images − 1: Wilson's interval for k of n, barely
+    wider; sets whose outcomes coincide per image give no more than the images themselves (tested)."""
+    outcomes = np.asarray(correct, dtype=float)
+    if outcomes.ndim != 2 or outcomes.size == 0:
+        raise HahrobustError(f"clustered outcomes must be a non-empty [sets, images] array, got shape {outcomes.shape}")
+    sets, images = outcomes.shape
+    shares = outcomes.mean(axis=0)
+    p = float(shares.mean())
+    variance = float(shares.var(ddof=1)) / images if images > 1 else 0.0
+    n_eff = min(sets * images, p * (1 - p) / variance) if variance > 0 else float(images)
+    if p in (0.0, 1.0):
+        low, high = proportion_confint(p * images, images, alpha=1 - level, method="wilson")
+        return (0.0, float(high)) if p == 0.0 else (float(low), 1.0)
+    low, high = proportion_confint(p * n_eff, n_eff, alpha=1 - level, method="wilson")
+    return float(low), float(high)
+
+
 @dataclass(frozen=True)
 class Proportion:
     """k of n, with its Wilson score interval at ``level``; n = 0 gives a NaN value and interval."""

@@ -310,3 +310,34 @@ def test_verdict_on_a_mean_difference_lower_is_better():
     noisy = stats.paired_bootstrap(b + rng.normal(0, 0.1, 80), b, seed=0, n_resamples=2000)
     unresolved = stats.verdict(noisy, alpha=1e-6)
     assert unresolved.verdict == "not resolved" and unresolved.n_needed == noisy.images_needed(1e-6).n_images
+
+
+# ------------------------------------------------------------------------------- clustered (pooled) accuracies
+
+
+def test_a_clustered_interval_of_one_set_is_about_wilsons() -> None:
+    rng = np.random.default_rng(0)
+    correct = rng.random((1, 400)) < 0.3
+    low, high = stats.clustered_interval(correct)
+    w_low, w_high = stats.wilson_interval(int(correct.sum()), 400)
+    assert w_low - 0.002 < low < w_low and w_high < high < w_high + 0.002  # n* = 399: barely wider
+
+
+def test_sets_that_agree_per_image_count_as_the_images_not_as_their_pooled_n() -> None:
+    rng = np.random.default_rng(1)
+    per_image = rng.random(300) < 0.6
+    same = np.tile(per_image, (5, 1))  # five severities with identical outcomes per image
+    independent = rng.random((5, 300)) < 0.6
+    width = lambda c: np.subtract(*stats.clustered_interval(c)[::-1])  # noqa: E731
+    pooled_wilson = np.subtract(*stats.wilson_interval(int(same.sum()), same.size)[::-1])
+    assert width(same) == pytest.approx(np.subtract(*stats.wilson_interval(int(per_image.sum()), 299)[::-1]), rel=0.02)
+    assert width(same) > 2 * pooled_wilson  # √5 wider than pretending 1,500 independent trials
+    assert width(independent) == pytest.approx(np.subtract(*stats.wilson_interval(int(independent.sum()), 1500)[::-1]),
+                                               rel=0.15)
+
+
+def test_a_clustered_interval_at_the_bounds_and_bad_shapes() -> None:
+    assert stats.clustered_interval(np.ones((3, 50), bool))[1] == 1.0
+    assert stats.clustered_interval(np.zeros((3, 50), bool))[0] == 0.0
+    with pytest.raises(HahrobustError, match=r"\[sets, images\]"):
+        stats.clustered_interval(np.ones(5))

@@ -110,8 +110,9 @@ def _display(name: str, table: pd.DataFrame) -> pd.DataFrame:
         frame = table.assign(accuracy=_accuracy_cells(table),
                              paper=[f"{p:.1f} %" if np.isfinite(p) else "—" for p in table["paper"]])
         return frame[["model", "item", "accuracy", "paper"]].rename(columns={"item": "condition", "paper": "paper's"})
-    if name == "corruptions":
-        frame = table.assign(accuracy=_accuracy_cells(table))
+    if name == "corruptions":  # pooled counts, intervals over the images (hahrobust.stats.clustered_interval)
+        frame = table.assign(accuracy=[f"{cell[:-1]}; {images} images)" for cell, images in
+                                       zip(_accuracy_cells(table), table["images"])])
         return frame[["model", "item", "accuracy"]].rename(columns={"item": "corruption"})
     columns = {"sparsity": ["model", "item", "hoyer", "hoyer_std", "n"], "snr": ["model", "item", "snr_db", "n"],
                "noise": ["model", "item", "accuracy", "accuracy_std", "n"],

@@ -40,6 +40,12 @@ def _accuracy_row(section: str, label: str, item: str, correct: np.ndarray, pape
             "k": p.k, "n": p.n, "paper": paper if paper is not None else float("nan")}
 
 
+def _pooled_row(label: str, item: str, correct: np.ndarray) -> dict[str, Any]:
+    low, high = stats.clustered_interval(correct)
+    return {**_accuracy_row("corruptions", label, item, correct, None), "low": low, "high": high,
+            "images": int(correct.shape[1])}
+
+
 def table1(steps: dict[str, dict[str, Any]], labels: dict[str, str]) -> pd.DataFrame:
     arr = {name: s["arrays"] for name, s in steps.items()}
     sigma = steps["noise"]["facts"]["sigmas"].index(NOISY_SIGMA)
@@ -94,16 +100,17 @@ def noise(steps: dict[str, dict[str, Any]], labels: dict[str, str]) -> pd.DataFr
 
 
 def corruptions(steps: dict[str, dict[str, Any]], labels: dict[str, str]) -> pd.DataFrame:
-    """Accuracy per corruption (mean over its severities) and over all sets, each a count of n with its Wilson
-    interval (n = images × sets pooled: the interval is for the pooled rate, narrower than for independent images)."""
+    """Accuracy per corruption (mean over its severities) and over all sets: the pooled count k of n = sets × images,
+    its interval over the images (:func:`hahrobust.stats.clustered_interval`: an image's outcomes under the sets are
+    correlated, so the pooled n would make Wilson's interval too narrow)."""
     sets = [tuple(x) for x in steps["corruptions"]["facts"]["sets"]]
     rows = []
     for side in SIDES:
         correct = steps["corruptions"]["arrays"][f"{side}.correct"]  # [sets, N]
         for name in dict.fromkeys(n for n, _ in sets):
             chosen = [k for k, (n, _) in enumerate(sets) if n == name]
-            rows.append(_accuracy_row("corruptions", labels[side], name.replace("_", " "), correct[chosen], None))
-        rows.append(_accuracy_row("corruptions", labels[side], "all", correct, None))
+            rows.append(_pooled_row(labels[side], name.replace("_", " "), correct[chosen]))
+        rows.append(_pooled_row(labels[side], "all", correct))
     return pd.DataFrame(rows)
 
 
