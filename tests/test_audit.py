@@ -400,3 +400,14 @@ def test_bad_adaptive_options_are_one_line_errors(
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert pd.Series([lines[0]]).str.contains(message).item(), lines[0]
     assert not any(out.rglob("*.csv")) and not any(out.rglob("*.json"))
+
+
+def test_the_waterfall_colours_a_member_by_the_verdicts_own_rule() -> None:
+    """Red exactly for the members whose breaks count as masking evidence (Member.changes_gradient), grey for the
+    plain ones, blue for the rest: the picture cannot disagree with the verdict it illustrates."""
+    from hahrobust.evaluate.audit_figures import BLUE, GREY, RED, _colour
+
+    for member in all_members():
+        expected = RED if member.changes_gradient else GREY if member.plain else BLUE
+        assert _colour(pd.Series({"attack": member.name})) == expected, member.name
+    assert {m.name for m in all_members() if m.twin} and _colour(pd.Series({"attack": "worst case"})) == GREY

@@ -15,14 +15,18 @@ from typing import Any
 import pandas as pd
 
 from hahrobust.results import Result
+from hahrobust.studies.audit import all_members
 
 GREY, RED, BLUE, DARK = "#7f7f7f", "#d62728", "#1f77b4", "#222222"
 
 
 def _colour(row: pd.Series) -> str:
-    if "bpda" in str(row["gradient"]) or "eot" in str(row["gradient"]) or row["kind"] == "zeroth-order":
-        return RED
-    return BLUE if row["kind"] in ("transfer", "black-box") else GREY
+    """Red: a member whose breaks are evidence of masking (Member.changes_gradient, the verdict's own rule); grey:
+    plain gradients on the exact model; blue: the rest (transfer, black-box)."""
+    member = {m.name: m for m in all_members()}.get(str(row["attack"]))
+    if member is None:
+        return GREY
+    return RED if member.changes_gradient else GREY if member.plain else BLUE
 
 
 def draw_audit(result: Result) -> Any:
@@ -66,7 +70,7 @@ def draw_audit(result: Result) -> Any:
         ax.set_xlabel("accuracy (bars below clean: images each member broke first)", fontsize=8)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    figure.legend(handles=[Patch(color=GREY, label="plain gradient"), Patch(color=RED, label="BPDA / EOT"),
+    figure.legend(handles=[Patch(color=GREY, label="plain gradient"), Patch(color=RED, label="gradient-changing (BPDA, EOT, twin, SPSA)"),
                            Patch(color=BLUE, label="transfer / black-box"), Patch(color=DARK, label="worst case")],
                   loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     return figure
