@@ -19,6 +19,7 @@ import hahrobust.attacks.run as run_module
 import hahrobust.evaluate.robustness as attack_library  # the attack command's library function runs the attacks
 import hahrobust.studies.audit as audit_module
 from conftest import fill_disk_after, train_tiny_vgg11
+from hahrobust import stats
 from hahrobust.attacks import recheck
 from hahrobust.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from hahrobust.data import balanced_subset, load_cifar10
@@ -233,8 +234,12 @@ def test_table_paper(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
     noisy = noise_accuracy(model, test, [0.1], seed=0, batch_size=100)["accuracy"].item()
     assert rows["accuracy"].iloc[1] == pytest.approx(noisy)
     assert (rows["accuracy"].iloc[2:] <= rows["accuracy"].iloc[0]).all()
-    header = "| model   | Clean   | Noisy (σ = 0.1)   | Adv ℓ∞ (ε = 2/255)   | Adv ℓ2 (ε = 0.25)   |"
-    assert header in (tmp_path / "attack-table1.md").read_text()
+    table = (tmp_path / "attack-table1.md").read_text().split("\n\n")[1].splitlines()
+    assert [c.strip() for c in table[0].strip("|").split("|")] == ["model", *rows["condition"]]
+    # every accuracy with its Wilson interval over the n images, in the files and in the table's cells
+    for row, cell in zip(rows.itertuples(), table[2].strip("|").split("|")[1:]):
+        assert row.n == 10 and (row.low, row.high) == pytest.approx(stats.wilson_interval(round(row.accuracy * 10), 10))
+        assert cell.strip() == f"{row.accuracy:.1%} [{row.low:.1%}, {row.high:.1%}]"
 
 
 def test_table_paper_adaptive_puts_the_audits_worst_case_beside_autoattack(

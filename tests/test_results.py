@@ -91,6 +91,16 @@ def test_several_values_and_a_header_template(checkpoint: Path) -> None:
     assert frame.iloc[0, 3:].tolist() == ["∞", "∞"] and frame.iloc[1, 3:].tolist() == ["12.5 dB", "−∞"]
 
 
+def test_intervals_beside_their_value_and_rows_without_them(checkpoint: Path) -> None:
+    """``value [low, high]`` where the row has an interval; the value alone where it has none (an older file)."""
+    result = sweep(checkpoint, errors={}, intervals={"accuracy": ("low", "high")}, formats={"accuracy": "{:.1%}"})
+    result.rows["low"], result.rows["high"] = [0.85, 0.5, math.nan, 0.2], [0.94, 0.7, math.nan, 0.33]
+    frame = display_frame(result)
+    assert frame.iloc[:, 1].tolist() == ["90.0% [85.0%, 94.0%]", "60.0% [50.0%, 70.0%]"]
+    assert frame.iloc[:, 2].tolist() == ["92.5%", "26.6% [20.0%, 33.0%]"]
+    assert display_frame(sweep(checkpoint, intervals={"accuracy": ("low", "high")})).iloc[0, 1] == "90.00%"
+
+
 def test_per_value_headers_and_dropping_empty_columns(checkpoint: Path) -> None:
     """A value defined only for some column keys (snr_db only at σ = 0.1 here) gets no all-dash column."""
     result = sweep(checkpoint, index=("model",), columns=("sigma",), values=("accuracy", "snr_db"),

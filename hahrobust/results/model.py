@@ -53,6 +53,8 @@ class Layout:
       default ``"{:.4g}"``. Infinities show as ``∞``/``−∞``, NaN as ``—``. A template for an index or
       columns column formats its keys (e.g. ``{"eps": "{:.4f}"}``); keys are otherwise shown with ``str``.
     - ``errors``: value column → its standard-deviation column, shown as ``mean ± std``.
+    - ``intervals``: value column → its (low, high) confidence-interval columns, shown as ``value [low, high]``
+      (rows without them, e.g. read from an older file, show the value alone).
     - ``labels``: display names of columns (headers, axis labels).
     - ``header``: template for a pivoted column's header, formatted with the (already formatted, string)
       column key fields and ``value`` (the value's display label), e.g. ``"{norm} ε={eps}"``. Default: the
@@ -71,6 +73,7 @@ class Layout:
     columns: tuple[str, ...] = ()
     formats: Mapping[str, str] = field(default_factory=dict)
     errors: Mapping[str, str] = field(default_factory=dict)
+    intervals: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     header: str | Mapping[str, str] | None = None
     drop_empty_columns: bool = False

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -56,8 +57,8 @@ def draw(result: Result) -> MplFigure:
                 heights = _finite(sub[y])
                 ax.bar(
                     np.arange(len(xs)) + (j - (len(hues) - 1) / 2) * width, heights, width,
-                    yerr=_finite(sub[err]) if err else None, color=colors[hue], label=str(hue),
-                    capsize=2 if err else 0,
+                    yerr=_whiskers(sub, y, err, layout.intervals), color=colors[hue], label=str(hue),
+                    capsize=2 if err or y in layout.intervals else 0,
                 )
             ax.set_xticks(np.arange(len(xs)), [str(x) for x in xs])
         else:
@@ -67,7 +68,7 @@ def draw(result: Result) -> MplFigure:
                     sub[spec.x].astype(float), _finite(sub[y]), yerr=_finite(sub[err]) if err else None,
                     color=colors[hue], marker="o", markersize=3.5, capsize=2 if err else 0, label=str(hue),
                 )
-        ax.set_xlabel(spec.xlabel or layout.label(spec.x))
+        ax.set_xlabel(spec.xlabel if spec.xlabel is not None else layout.label(spec.x))
         ax.set_ylabel(spec.ylabels.get(y, layout.label(y)))
         if y in spec.percent:
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -112,7 +113,7 @@ def _draw_heatmap(result: Result) -> MplFigure:
                         color="black" if shade > 0.6 else "white")
         ax.set_xticks(np.arange(len(x_keys)), [str(x) for x in x_keys])
         ax.set_yticks(np.arange(len(index_keys)), [str(k) for k in index_keys], fontsize=8)
-        ax.set_xlabel(spec.xlabel or layout.label(spec.x))
+        ax.set_xlabel(spec.xlabel if spec.xlabel is not None else layout.label(spec.x))
         if facet is not None:
             ax.set_title(str(facet), fontsize=10)
     colorbar = figure.colorbar(image, ax=list(axes), shrink=0.8)
@@ -123,6 +124,15 @@ def _draw_heatmap(result: Result) -> MplFigure:
         colorbar.ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     figure.suptitle(layout.title, fontsize=11)
     return figure
+
+
+def _whiskers(sub: pd.DataFrame, y: str, err: str | None, intervals: Mapping[str, tuple[str, str]]) -> Any:
+    """A bar's whiskers: its confidence interval (asymmetric) where the layout names one, else its std, else none."""
+    if y in intervals and set(intervals[y]) <= set(sub.columns):
+        value = _finite(sub[y])
+        low, high = (_finite(sub[c]) for c in intervals[y])
+        return np.nan_to_num(np.vstack([value - low, high - value]), nan=0.0)  # no interval: no whisker
+    return _finite(sub[err]) if err else None
 
 
 def _finite(series: pd.Series) -> np.ndarray:

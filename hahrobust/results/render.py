@@ -52,6 +52,10 @@ def display_frame(result: Result) -> pd.DataFrame:
             # No ± for a value without spread (a single draw or σ = 0): it would only read "± 0.00%".
             spread = rows[layout.errors[value]].fillna(0) != 0
             text = text.where(~spread, text + " ± " + std)
+        if value in layout.intervals and set(layout.intervals[value]) <= set(rows.columns):
+            low, high = (rows[c].map(lambda v, t=template: format_value(v, t)) for c in layout.intervals[value])
+            known = rows[layout.intervals[value][0]].notna()
+            text = text.where(~known, text + " [" + low + ", " + high + "]")
         cells[value] = text
     keys = [*layout.index, *layout.columns]
     shown = pd.DataFrame({k: _key_text(layout, k, rows[k]) for k in keys}, index=rows.index)

@@ -23,7 +23,7 @@ from hahrobust.checkpoint import load_checkpoint
 from hahrobust.data import ImageSet, balanced_subset
 from hahrobust.errors import HahrobustError
 from hahrobust.provenance import sha256_file, write_atomically
-from hahrobust.studies.paper_table import audited_columns, check_paper_attack, paper_table
+from hahrobust.studies.paper_table import audited_columns, check_paper_attack, paper_table, with_interval
 from hahrobust.training import TrainConfig, preset, run_paths, train
 
 
@@ -133,8 +133,8 @@ def _evaluate(
     if cache.is_file():
         try:
             recorded = json.loads(cache.read_text(encoding="utf-8"))
-            if recorded.get("key") == key:
-                return pd.DataFrame(recorded["rows"])
+            if recorded.get("key") == key:  # rows cached before intervals were kept get them from accuracy and n
+                return pd.DataFrame([{**with_interval(r["accuracy"], len(data)), **r} for r in recorded["rows"]])
         except (json.JSONDecodeError, KeyError, TypeError):
             pass  # a damaged cache is recomputed
     model, _ = load_checkpoint(checkpoint, kwargs["device"])

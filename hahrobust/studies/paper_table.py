@@ -16,6 +16,7 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
+from hahrobust import stats
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics.accuracy import accuracy
@@ -84,7 +85,8 @@ def paper_table(
     adaptive: AdaptiveRunner | None = None,
 ) -> pd.DataFrame:
     """One row per paper condition (:data:`PAPER_CONDITIONS`), on all of ``data``: ``condition`` (its
-    title), ``short`` (its figure label), ``accuracy`` (a fraction).
+    title), ``short`` (its figure label), ``accuracy`` (a fraction), ``n`` (the images) and ``low``/``high``, its
+    95 % Wilson interval over them (:func:`with_interval`).
 
     The noisy column is the noise-sweep metric, the mean over ``noise_repeats`` draws (the paper reports
     one); the adversarial columns are verified robust accuracies from :func:`hahrobust.attacks.run_attack`
@@ -108,12 +110,21 @@ def paper_table(
             value = float((run or default_run)(condition.norm, condition.eps)["robust_acc"].iloc[0])
         else:
             value = accuracy(model, data, batch_size=batch_size, device=device, progress=progress)
-        rows.append({"condition": condition.title, "short": condition.short, "accuracy": value})
+        rows.append({"condition": condition.title, "short": condition.short, **with_interval(value, len(data))})
         if adaptive is not None and condition.name in ADAPTIVE_CONDITIONS:
             worst = ADAPTIVE_CONDITIONS[condition.name]
             value, convergence = adaptive(worst.norm, worst.eps)  # type: ignore[arg-type]
-            rows.append({"condition": worst.title, "short": worst.short, "accuracy": value, "convergence": convergence})
+            rows.append({"condition": worst.title, "short": worst.short, **with_interval(value, len(data)),
+                         "convergence": convergence})
     return pd.DataFrame(rows)
+
+
+def with_interval(accuracy: float, n: int) -> dict[str, float | int]:
+    """An accuracy on ``n`` images with its 95 % Wilson interval. Clean and attacked accuracies are counts of n;
+    the noisy one is a mean over noise draws, taken at its nearest count of n images (the images are the sampling
+    unit; more draws per image only make each image's outcome less noisy, so this errs wide)."""
+    low, high = stats.wilson_interval(round(accuracy * n), n)
+    return {"accuracy": accuracy, "n": n, "low": low, "high": high}
 
 
 def convergence_notes(rows: pd.DataFrame) -> list[str]:
@@ -173,15 +184,18 @@ def audited_columns(
 
 
 def paper_layout(title: str, notes: tuple[str, ...] = ()) -> Layout:
-    """Models down, the paper's four columns across, as in Tables 1 and 2; a grouped bar chart."""
+    """Models down, the paper's four columns across, as in Tables 1 and 2, each accuracy with its 95 % Wilson
+    interval; a grouped bar chart."""
     return Layout(
         title=title,
         index=("model",),
         columns=("condition",),
         values=("accuracy",),
         formats={"accuracy": "{:.1%}"},
+        intervals={"accuracy": ("low", "high")},
         header="{condition}",
-        notes=notes,
+        notes=(*notes, "Each accuracy: percent [95 % Wilson interval] over the images (their number in the n column "
+               "of the CSV); models compared on the same images call for a paired test (hahrobust report)."),
         figure=Figure(kind="bar", x="short", y=("accuracy",), percent=("accuracy",), xlabel="",
                       ylabels={"accuracy": "accuracy"}, ylim=(0.0, 1.0)),
     )
