@@ -123,6 +123,16 @@ def test_steps_in_two_worker_processes_give_the_identical_report(pair, whole, ti
     assert not (tmp_path / "zero").exists()
 
 
+def test_under_torchrun_the_report_is_refused_in_one_line(monkeypatch, pair, tmp_path: Path) -> None:
+    """Two ranks would both write the step store and the report's files: refused before anything is read."""
+    from hahrobust import distributed
+
+    monkeypatch.setattr(distributed, "current", lambda: distributed.Shard(0, 2))
+    code, output = _cli(str(pair[0]), str(pair[1]), "--data", "nowhere", "--out", str(tmp_path / "r"))
+    assert code == 2 and "runs in one process" in output and "--jobs" in output and len(output.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_html_is_self_contained_and_every_figure_is_a_png(whole) -> None:
     page = (whole[1] / "report.html").read_text()
     sources = re.findall(r"<img[^>]* src='([^']*)'", page)

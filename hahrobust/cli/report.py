@@ -12,6 +12,7 @@ from rich.table import Table
 
 from hahrobust.cli._common import console, handle_errors, make_progress, refuse_to_replace
 from hahrobust.cli._eval import CHECKPOINTS, DATA, DEVICE, LABEL, SEED, EvalOptions, load_test_set, open_session
+from hahrobust.distributed import require_single_process
 from hahrobust.errors import HahrobustError
 from hahrobust.report import BUDGETS, resolve, run_report
 
@@ -48,6 +49,8 @@ def command(
     device: str = DEVICE,
     seed: int = SEED,
 ) -> None:
+    # each step's batches could be split across ranks, but the step store, journals and files are one process's
+    require_single_process("report (its --jobs splits the steps between processes instead)")
     chosen = resolve(budget, images=images, attack_images=attack_images, steps=steps, restarts=restarts, repeats=repeats,
                      corruptions=corruptions)
     if len(checkpoints) != 2:
