@@ -14,7 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ from hahrobust.nn.surrogate import surrogate_layers
 from hahrobust.provenance import git_commit, sha256_file, versions
 from hahrobust.report.budget import Budget
 from hahrobust.report.store import StepStore
-from hahrobust.studies.audit import audit_model, default_ensemble, judge, verdict
+from hahrobust.studies.audit import ModelAudit, audit_model, default_ensemble, judge, verdict
 from hahrobust.studies.paper_table import PAPER_CONDITIONS
 
 SIDES = ("a", "b")
@@ -191,14 +191,19 @@ def _autoattack(side: str, norm: str) -> Step:
     return run
 
 
+def _audit_norm(pair: Pair, side: str, norm: str, progress: Progress | None) -> ModelAudit:
+    """One norm of a model's audit, every member journaled in ``pair.journal`` (a second call reads them back)."""
+    m, other = pair.models[side], pair.models[SIDES[1 - SIDES.index(side)]]
+    return audit_model(m.model, pair.attack_set, norm=norm, eps=[TABLE_EPS[norm]], transfer_source=other.model,
+                       ensemble=default_ensemble(), config=pair.budget.audit_config(), seed=pair.seed,
+                       batch_size=pair.batch_size, device=pair.device, progress=progress,
+                       journal_dir=pair.journal, journal_stem=f"audit-{side}", resume=True)
+
+
 def _audit(side: str) -> Step:
     def run(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        m, other = pair.models[side], pair.models[SIDES[1 - SIDES.index(side)]]
-        audits = [audit_model(m.model, pair.attack_set, norm=norm, eps=[eps], transfer_source=other.model,
-                              ensemble=default_ensemble(), config=pair.budget.audit_config(), seed=pair.seed,
-                              batch_size=pair.batch_size, device=pair.device, progress=progress,
-                              journal_dir=pair.journal, journal_stem=f"audit-{side}", resume=True)
-                  for norm, eps in TABLE_EPS.items()]
+        m = pair.models[side]
+        audits = [_audit_norm(pair, side, norm, progress) for norm in TABLE_EPS]
         arrays = {f"{a.norm}.{k}": v[0] for a in audits for k, v in (("worst", a.worst), ("plain", a.plain))}
         arrays["correct"] = audits[0].correct
         facts = {"verdict": verdict(m.label, audits), "members": {a.norm: [x.name for x in a.members] for a in audits},
@@ -252,7 +257,7 @@ def run_steps(pair: Pair, store: StepStore, progress: Progress | None = None,
     each step is stored or found (tests kill the run there).
 
     ``jobs`` > 1 runs the unfinished steps side by side in that many worker processes, the audits first (the
-    longest steps; the rest fill the other workers meanwhile). Each step is computed exactly as in one process
+    longest steps, one part per norm; the rest fill the other workers meanwhile). Each step is computed exactly as in one process
     (its own seed, images and batches, :func:`step_threads` threads), so the report is the same file; only the
     per-step progress bars are not shown, the overall one advances as steps finish."""
     steps = plan(pair)
@@ -307,14 +312,24 @@ def _worker(pair: Pair, store: StepStore, name: str, threads: int) -> float:
     return _run_step(pair, store, name, plan(pair)[name], None)
 
 
+def _audit_part(pair: Pair, side: str, norm: str, threads: int) -> float:
+    """One norm of a model's audit in a worker, into its journals: the audit step then reads both back."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    _audit_norm(pair, side, norm, None)
+    return time.perf_counter() - start
+
+
 def _longest_first(names: list[str]) -> list[str]:
     return sorted(names, key=lambda name: not name.startswith("audit-"))  # stable: otherwise the plan's order
 
 
 def _run_in_workers(pair: Pair, store: StepStore, todo: list[str], jobs: int,
                     running: Callable[[list[str]], None], finished: Callable[[str], None]) -> dict[str, float]:
-    """``todo`` in ``jobs`` spawned worker processes; the parent only waits, shows which steps run and records
-    each as it is stored. A worker that dies (killed, out of memory) is one line; finished steps stay stored."""
+    """``todo`` in ``jobs`` spawned worker processes; the parent only waits, shows what runs and records each step
+    as it is stored. An audit, the longest step, goes first and as one part per norm (each its own journals, so
+    the two never write one file); the step itself follows its parts and reads their journals back. A worker that
+    dies (killed, out of memory) is one line; finished steps, and finished members' batches, stay stored."""
     if pair.device.type != "cpu":
         raise HahrobustError(f"--jobs {jobs} shares a CPU's cores between steps; on {pair.device.type} run one job")
     threads = step_threads(jobs)
@@ -322,21 +337,36 @@ def _run_in_workers(pair: Pair, store: StepStore, todo: list[str], jobs: int,
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools in an unknown state
     before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    futures: dict[Future[float], tuple[str, str | None]] = {}  # → (step, the audit's norm for a part)
+    parts_left: dict[str, int] = {}
     clean = False
     try:
-        futures = {pool.submit(_worker, pair, store, name, threads): name for name in _longest_first(todo)}
+        for name in _longest_first(todo):
+            if name.startswith("audit-"):
+                parts_left[name] = len(TABLE_EPS)
+                for norm in TABLE_EPS:
+                    futures[pool.submit(_audit_part, pair, name.removeprefix("audit-"), norm, threads)] = (name, norm)
+            else:
+                futures[pool.submit(_worker, pair, store, name, threads)] = (name, None)
         pending = set(futures)
         while pending:
-            running([futures[f] for f in futures if f in pending and f.running()] or ["starting workers"])
+            running([" ".join(filter(None, futures[f])) for f in pending if f.running()] or ["starting workers"])
             done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
             for future in done:
-                name = futures[future]
+                name, norm = futures[future]
                 try:
-                    seconds[name] = future.result()
+                    seconds[name] = seconds.get(name, 0.0) + future.result()
                 except BrokenProcessPool:
                     raise HahrobustError(f"a report worker died while running step {name} (killed, or out of "
                                          "memory); finished steps are kept: rerun with --resume") from None
-                finished(name)
+                if norm is None:
+                    finished(name)
+                    continue
+                parts_left[name] -= 1
+                if parts_left[name] == 0:  # both norms journaled: the step reads them back and is stored
+                    step = pool.submit(_worker, pair, store, name, threads)
+                    futures[step] = (name, None)
+                    pending.add(step)
         clean = True
     finally:
         if not clean:  # Ctrl-C or a failed step: stop the other steps now (their finished batches are journaled)
