@@ -134,7 +134,8 @@ def _evaluate(
         try:
             recorded = json.loads(cache.read_text(encoding="utf-8"))
             if recorded.get("key") == key:  # rows cached before intervals were kept get them from accuracy and n
-                return pd.DataFrame([{**with_interval(r["accuracy"], len(data)), **r} for r in recorded["rows"]])
+                return pd.DataFrame([{**r, **{k: v for k, v in with_interval(r["accuracy"], len(data)).items()
+                                                   if k not in r}} for r in recorded["rows"]])
         except (json.JSONDecodeError, KeyError, TypeError):
             pass  # a damaged cache is recomputed
     model, _ = load_checkpoint(checkpoint, kwargs["device"])
