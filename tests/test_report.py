@@ -120,6 +120,8 @@ def test_steps_in_two_worker_processes_give_the_identical_report(pair, whole, ti
     assert (tmp_path / "killed" / "report.json").read_bytes() == (whole[1] / "report.json").read_bytes()
     with pytest.raises(HahrobustError, match="--jobs must be at least 1"):
         _report(pair, tiny_data, tmp_path / "zero", jobs=0)
+    with pytest.raises(HahrobustError, match="on cuda run one job"):
+        _report(pair, tiny_data, tmp_path / "zero", jobs=2, device="cuda")
     assert not (tmp_path / "zero").exists()
 
 

@@ -21,12 +21,11 @@ import torch
 from rich.progress import Progress
 
 from hahrobust.data import ImageSet
-from hahrobust.errors import HahrobustError
 from hahrobust.evaluate.opening import LoadedModel
 from hahrobust.report.budget import BUDGETS, Budget, resolve
 from hahrobust.report.claims import ALPHA, Judged, claims, judge_all
 from hahrobust.report.render import write_report
-from hahrobust.report.steps import header, make_pair, provenance, run_steps, step_threads
+from hahrobust.report.steps import check_jobs, header, make_pair, provenance, run_steps, step_threads
 from hahrobust.report.store import StepStore
 from hahrobust.report.tables import all_tables
 
@@ -53,9 +52,8 @@ def run_report(models: list[LoadedModel], test: ImageSet, budget: Budget, *, out
     """Run (or resume) every step for ``models`` = [MODEL, BASELINE] on ``test``, judge the claims and write the
     report's files in ``out``. Everything is checked before any step runs; a resume under other settings is refused.
     ``jobs`` > 1 runs the steps in that many worker processes (the same report; see :func:`.steps.run_steps`)."""
-    if jobs < 1:
-        raise HahrobustError(f"--jobs must be at least 1, got {jobs}")
     device = torch.device(device)
+    check_jobs(jobs, device)
     pair = make_pair(models, test, budget, seed=seed, batch_size=batch_size, device=device, out=Path(out))
     store = StepStore(Path(out), header(pair, step_threads(jobs)), resume=resume)
     steps, seconds = run_steps(pair, store, progress, after_step, jobs)

@@ -271,7 +271,7 @@ def run_steps(pair: Pair, store: StepStore, progress: Progress | None = None,
 
     seconds: dict[str, float] = {}
     todo = [name for name in steps if store.get(name) is None]
-    if jobs > 1 and len(todo) > 1:
+    if jobs > 1 and todo:  # even one step: it must run with the threads the header records
         for name in steps:
             if name not in todo:
                 finished(name)
@@ -291,6 +291,14 @@ def run_steps(pair: Pair, store: StepStore, progress: Progress | None = None,
         assert found is not None  # every step was just written or read
         done[name] = {"arrays": found[0], "facts": found[1]}
     return done, seconds
+
+
+def check_jobs(jobs: int, device: torch.device) -> None:
+    """``--jobs`` is at least 1, and more than one only on a CPU (a GPU is not shared out by threads)."""
+    if jobs < 1:
+        raise HahrobustError(f"--jobs must be at least 1, got {jobs}")
+    if jobs > 1 and device.type != "cpu":
+        raise HahrobustError(f"--jobs {jobs} shares a CPU's cores between steps; on {device.type} run one job")
 
 
 def step_threads(jobs: int) -> int:
@@ -330,8 +338,6 @@ def _run_in_workers(pair: Pair, store: StepStore, todo: list[str], jobs: int,
     as it is stored. An audit, the longest step, goes first and as one part per norm (each its own journals, so
     the two never write one file); the step itself follows its parts and reads their journals back. A worker that
     dies (killed, out of memory) is one line; finished steps, and finished members' batches, stay stored."""
-    if pair.device.type != "cpu":
-        raise HahrobustError(f"--jobs {jobs} shares a CPU's cores between steps; on {pair.device.type} run one job")
     threads = step_threads(jobs)
     seconds: dict[str, float] = {}
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools in an unknown state
