@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,18 @@ def test_steps_in_two_worker_processes_give_the_identical_report(pair, whole, ti
     with pytest.raises(HahrobustError, match="on cuda run one job"):
         _report(pair, tiny_data, tmp_path / "zero", jobs=2, device="cuda")
     assert not (tmp_path / "zero").exists()
+
+
+def test_the_jobs_benchmark_runs_both_ways_and_finds_the_same_files(pair, tiny_data: Path, tmp_path: Path) -> None:
+    """benchmarks/report_jobs.py through the command line (timings are never tested, only that it reports)."""
+    extra = "--images 20 --attack-images 4 --steps 3 --restarts 1 --repeats 1"
+    done = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "report_jobs.py"),
+                           str(pair[0]), str(pair[1]), "--data", str(tiny_data), "--extra", extra, "--jobs", "2",
+                           "--json", str(tmp_path / "jobs.json")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "jobs.json").read_text())
+    assert all(result["same_files"].values()) and result["speedup"] > 0
 
 
 def test_under_torchrun_the_report_is_refused_in_one_line(monkeypatch, pair, tmp_path: Path) -> None:
