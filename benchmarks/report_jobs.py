@@ -1,8 +1,9 @@
 """Wall time of ``hahrobust report`` in one process against ``--jobs N`` on the same machine, in one run, and
 whether the two write the same files (they must: each step is computed as in one process).
 
-Both run one after the other on the same, otherwise idle machine (it is shared, so the ratio is what to read), and both give every step one thread (``OMP_NUM_THREADS=1`` for one process; N workers of ``N // N = 1`` thread
-for ``--jobs N`` started with N threads), so the step journal's header, and every number, is the same. Reported:
+The two run one after the other on the same machine (a shared one: read the ratio). Each gives every step one
+thread (``OMP_NUM_THREADS=1`` for one process; ``--jobs N`` started with N threads gives its N workers one each),
+so the step journal's header, and every number, is the same. Reported:
 each run's wall seconds, their ratio, and for each of report.json/.md/.html whether the bytes agree.
 
     python benchmarks/report_jobs.py checkpoints/hah-vgg16-small.safetensors checkpoints/vgg16-small.safetensors \\

@@ -257,11 +257,15 @@ def run_steps(pair: Pair, store: StepStore, progress: Progress | None = None,
     each step is stored or found (tests kill the run there).
 
     ``jobs`` > 1 runs the unfinished steps side by side in that many worker processes, the audits first (the
-    longest steps, one part per norm; the rest fill the other workers meanwhile). Each step is computed exactly as in one process
-    (its own seed, images and batches, :func:`step_threads` threads), so the report is the same file; only the
-    per-step progress bars are not shown, the overall one advances as steps finish."""
+    longest steps, one part per norm; the rest fill the other workers meanwhile). Each step is computed exactly as
+    in one process (its own seed, images and batches, :func:`step_threads` threads), so the report is the same
+    file; only the per-step progress bars are not shown, the overall one names what runs and advances."""
     steps = plan(pair)
     task = progress.add_task("report", total=len(steps)) if progress is not None else None
+
+    def running(names: list[str]) -> None:
+        if progress is not None and task is not None:
+            progress.update(task, description=f"report: {', '.join(names)}")
 
     def finished(name: str) -> None:
         if progress is not None and task is not None:
@@ -275,13 +279,10 @@ def run_steps(pair: Pair, store: StepStore, progress: Progress | None = None,
         for name in steps:
             if name not in todo:
                 finished(name)
-        seconds = _run_in_workers(pair, store, todo, jobs, lambda names: progress.update(
-            task, description=f"report: {', '.join(names)}") if progress is not None and task is not None else None,
-            finished)
+        seconds = _run_in_workers(pair, store, todo, jobs, running, finished)
     else:
         for name, step in steps.items():
-            if progress is not None and task is not None:
-                progress.update(task, description=f"report: {name}")
+            running([name])
             if name in todo:
                 seconds[name] = _run_step(pair, store, name, step, progress)
             finished(name)
