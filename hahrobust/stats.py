@@ -81,9 +81,8 @@ def clustered_interval(correct: ArrayLike, level: float = 0.95) -> tuple[float, 
     p = float(shares.mean())
     variance = float(shares.var(ddof=1)) / images if images > 1 else 0.0
     n_eff = min(sets * images, p * (1 - p) / variance) if variance > 0 else float(images)
-    if p in (0.0, 1.0):
-        low, high = proportion_confint(p * images, images, alpha=1 - level, method="wilson")
-        return (0.0, float(high)) if p == 0.0 else (float(low), 1.0)
+    if p in (0.0, 1.0):  # every share 0 (or 1): Wilson's exact bound at the images
+        return wilson_interval(round(p * images), images, level)
     low, high = proportion_confint(p * n_eff, n_eff, alpha=1 - level, method="wilson")
     return float(low), float(high)
 

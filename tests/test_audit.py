@@ -405,9 +405,10 @@ def test_bad_adaptive_options_are_one_line_errors(
 def test_the_waterfall_colours_a_member_by_the_verdicts_own_rule() -> None:
     """Red exactly for the members whose breaks count as masking evidence (Member.changes_gradient), grey for the
     plain ones, blue for the rest: the picture cannot disagree with the verdict it illustrates."""
-    from hahrobust.evaluate.audit_figures import BLUE, GREY, RED, _colour
+    from hahrobust.evaluate.audit_figures import BLUE, GREY, RED, _member_colours
 
+    colours = _member_colours()
     for member in all_members():
         expected = RED if member.changes_gradient else GREY if member.plain else BLUE
-        assert _colour(pd.Series({"attack": member.name})) == expected, member.name
-    assert {m.name for m in all_members() if m.twin} and _colour(pd.Series({"attack": "worst case"})) == GREY
+        assert colours[member.name] == expected, member.name
+    assert {m.name for m in all_members() if m.twin} and colours["smooth twin"] == RED and "worst case" not in colours

@@ -20,13 +20,10 @@ from hahrobust.studies.audit import all_members
 GREY, RED, BLUE, DARK = "#7f7f7f", "#d62728", "#1f77b4", "#222222"
 
 
-def _colour(row: pd.Series) -> str:
-    """Red: a member whose breaks are evidence of masking (Member.changes_gradient, the verdict's own rule); grey:
-    plain gradients on the exact model; blue: the rest (transfer, black-box)."""
-    member = {m.name: m for m in all_members()}.get(str(row["attack"]))
-    if member is None:
-        return GREY
-    return RED if member.changes_gradient else GREY if member.plain else BLUE
+def _member_colours() -> dict[str, str]:
+    """Each audit member's bar colour, by name. Red: its breaks are evidence of masking (Member.changes_gradient,
+    the verdict's own rule); grey: plain gradients on the exact model; blue: the rest (transfer, black-box)."""
+    return {m.name: RED if m.changes_gradient else GREY if m.plain else BLUE for m in all_members()}
 
 
 def draw_audit(result: Result) -> Any:
@@ -43,6 +40,7 @@ def draw_audit(result: Result) -> Any:
     figure = Figure(figsize=(6.2 * columns, height * lines), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(lines, columns, squeeze=False).flatten()
+    colours = _member_colours()
     for ax, ((model, norm, eps), part) in zip(axes, panels):
         n = int(part.loc[part["attack"] == "worst case", "n"].iloc[0])
         clean = float(part["clean_acc"].iloc[0])
@@ -51,7 +49,7 @@ def draw_audit(result: Result) -> Any:
         ax.text(clean, 0, f" {clean:.1%}", va="center", fontsize=8)
         for i, (_, row) in enumerate(part[part["attack"] != "worst case"].iterrows(), start=1):
             drop = int(row["first_breaks"]) / n
-            ax.barh(i, drop, left=level - drop, color=_colour(row))
+            ax.barh(i, drop, left=level - drop, color=colours.get(str(row["attack"]), GREY))
             text = f" −{int(row['first_breaks'])}" + (f" (on {int(row['n'])} left)" if pd.isna(row["robust_acc"]) else "")
             ax.text(level, i, text, va="center", fontsize=8)
             if not pd.isna(row["robust_acc"]):  # a member on every image: its own robust accuracy
@@ -70,7 +68,8 @@ def draw_audit(result: Result) -> Any:
         ax.set_xlabel("accuracy (bars below clean: images each member broke first)", fontsize=8)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    figure.legend(handles=[Patch(color=GREY, label="plain gradient"), Patch(color=RED, label="gradient-changing (BPDA, EOT, twin, SPSA)"),
+    figure.legend(handles=[Patch(color=GREY, label="plain gradient"),
+                           Patch(color=RED, label="gradient-changing (BPDA, EOT, twin, SPSA)"),
                            Patch(color=BLUE, label="transfer / black-box"), Patch(color=DARK, label="worst case")],
                   loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     return figure

@@ -274,7 +274,8 @@ def run_steps(pair: Pair, store: StepStore, progress: Progress | None = None,
             after_step(name)
 
     seconds: dict[str, float] = {}
-    todo = [name for name in steps if store.get(name) is None]
+    found = {name: store.get(name) for name in steps}  # each stored step read once
+    todo = [name for name, record in found.items() if record is None]
     if jobs > 1 and todo:  # even one step: it must run with the threads the header records
         for name in steps:
             if name not in todo:
@@ -288,9 +289,9 @@ def run_steps(pair: Pair, store: StepStore, progress: Progress | None = None,
             finished(name)
     done: dict[str, dict[str, Any]] = {}
     for name in steps:
-        found = store.get(name)
-        assert found is not None  # every step was just written or read
-        done[name] = {"arrays": found[0], "facts": found[1]}
+        record = found[name] or store.get(name)  # the steps run here are read back from their files
+        assert record is not None  # every step was just written or read
+        done[name] = {"arrays": record[0], "facts": record[1]}
     return done, seconds
 
 
