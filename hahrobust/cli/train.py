@@ -10,6 +10,7 @@ from rich.table import Table
 
 from hahrobust import distributed
 from hahrobust.cli._common import DEVICE, TRAIN_DATA, OVERWRITE, console, data_path, handle_errors, load_split, make_progress
+from hahrobust.attacks.norms import check_norm, parse_eps
 from hahrobust.devices import resolve_device
 from hahrobust.errors import HahrobustError
 from hahrobust.models import model_names, resolve_config
@@ -34,6 +35,20 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
     return values
 
 
+def parse_adversarial(text: str | None) -> dict[str, Any]:
+    """``linf:2/255`` → the TrainConfig fields of PGD adversarial training (empty when not asked for)."""
+    if text is None:
+        return {}
+    norm, _, eps = text.partition(":")
+    if not eps:
+        raise HahrobustError(f"--adversarial takes NORM:EPS, e.g. linf:2/255, got {text!r}")
+    norm = check_norm(norm.strip())
+    values = parse_eps(eps, norm)
+    if len(values) != 1:
+        raise HahrobustError(f"--adversarial takes one ε, got {eps!r}")
+    return {"adversarial_norm": norm, "adversarial_eps": values[0]}
+
+
 @handle_errors
 def command(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.safetensors); a .state.safetensors and .log.csv go beside it."),
@@ -47,6 +62,8 @@ def command(
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random crop (pad 4) + horizontal flip."),
     train_subset: Optional[int] = typer.Option(None, help="Train on a class-balanced subset of N images."),
     test_subset: Optional[int] = typer.Option(None, help="Score each epoch on a class-balanced subset of N test images."),
+    adversarial: Optional[str] = typer.Option(None, help="PGD adversarial training at NORM:EPS, e.g. linf:2/255 (Madry et al. 2018; random start, steps of 2.5·ε/steps)."),
+    adversarial_steps: Optional[int] = typer.Option(None, help="PGD steps per batch in adversarial training.", show_default="3"),
     width: Optional[float] = typer.Option(None, help="Channel-width multiplier (0.25: 16…128 channels)."),
     hah_blocks: Optional[int] = typer.Option(None, help="Number of leading conv blocks that are HaH blocks."),
     lam: Optional[float] = typer.Option(None, help="Anti-Hebbian weight λ in the HaH cost (paper 0.1, authors' code 1.0)."),
@@ -83,7 +100,8 @@ def command(
     )
     train_flags = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, augment=augment,
-        train_subset=train_subset, test_subset=test_subset,
+        train_subset=train_subset, test_subset=test_subset, adversarial_steps=adversarial_steps,
+        **parse_adversarial(adversarial),
     )
     hebbian = dict(layers=rules, rule=rule, hebbian_layers=hebbian_layers, zca=zca, base=base)
     hebbian_train = dict(hebbian_epochs=hebbian_epochs, hebbian_lr=hebbian_lr, val_size=val_size)

@@ -27,6 +27,7 @@ class ModelName(str, Enum):
     HAH_VGG13 = "hah-vgg13"
     HAH_VGG16 = "hah-vgg16"
     HAH_VGG19 = "hah-vgg19"
+    KWTA_VGG16 = "kwta-vgg16"  # Xiao et al. 2020: k-winners-take-all in place of every ReLU (γ = 0.1)
     HEBB_NET = "hebb-net"  # Amato et al. 2019: per-layer Hebbian / gradient / random (``layers="HHGGGG"``)
 
 
@@ -41,6 +42,7 @@ REGISTRY: dict[ModelName, tuple[str, dict[str, Any]]] = {
     ModelName.HAH_VGG13: ("vgg", {"arch": "vgg13", "hah_blocks": 6}),
     ModelName.HAH_VGG16: ("vgg", {"arch": "vgg16", "hah_blocks": 6}),
     ModelName.HAH_VGG19: ("vgg", {"arch": "vgg19", "hah_blocks": 6}),
+    ModelName.KWTA_VGG16: ("vgg", {"arch": "vgg16", "hah_blocks": 0, "activation": "kwta"}),
     ModelName.HEBB_NET: ("hebbnet", {}),
 }
 

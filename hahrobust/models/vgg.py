@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from hahrobust.models.base import HahrobustModel, InputNormalization
-from hahrobust.nn import HaHBlock, ImplicitNormConv2d
+from hahrobust.nn import HaHBlock, ImplicitNormConv2d, KWinnersTakeAll
 
 #: Conv widths per architecture; "M" is a 2×2 max-pool. Five pools take 32×32 to 1×1.
 VGG_LAYOUTS: dict[str, list[int | str]] = {
@@ -41,18 +41,25 @@ class VGGConfig:
     alpha: tuple[float, ...] = PAPER_ALPHA
     k_ratio: float = 0.1  # K = ceil(k_ratio·N) winners in the HaH cost (Eq. 4)
     lam: float = 0.1  # anti-Hebbian weight λ (paper 0.1; the authors' code effectively 1.0)
+    # The regular blocks' activation: "kwta" is k-winners-take-all (Xiao et al. 2020), a defence known to be
+    # broken by adaptive attacks (Tramèr et al. 2020): the audit's known positive.
+    activation: Literal["relu", "kwta"] = "relu"
+    kwta_ratio: float = 0.1  # the fraction of a layer's C·H·W values k-WTA keeps (Xiao et al.'s sparsity ratio)
 
     def channels(self, c: int) -> int:
         return max(1, round(c * self.width))
 
 
 class ConvBlock(nn.Module):
-    """A regular block: ImplicitNormConv2d → ReLU → BatchNorm2d."""
+    """A regular block: ImplicitNormConv2d → ReLU (or k-WTA) → BatchNorm2d."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, activation: str = "relu", kwta_ratio: float = 0.1) -> None:
         super().__init__()
         self.conv = ImplicitNormConv2d(in_channels, out_channels, 3, padding=1)
-        self.relu = nn.ReLU()
+        if activation not in ("relu", "kwta"):
+            raise ValueError(f"unknown activation {activation!r} (expected relu or kwta)")
+        # The attribute keeps its name for either activation, so a ReLU model's weight names never change.
+        self.relu: nn.Module = nn.ReLU() if activation == "relu" else KWinnersTakeAll(kwta_ratio)
         self.norm = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +93,7 @@ class VGG(HahrobustModel):
                     keep=config.keep, norm=config.norm, k_ratio=config.k_ratio, lam=config.lam,
                 )
             else:
-                layers[f"block{n_block}"] = ConvBlock(in_channels, out_channels)
+                layers[f"block{n_block}"] = ConvBlock(in_channels, out_channels, config.activation, config.kwta_ratio)
             in_channels = out_channels
         self.features = nn.Sequential(layers)
         self.classifier = nn.Linear(in_channels, config.num_classes)

@@ -7,6 +7,7 @@ from hahrobust.nn.layers import (
     FractionalThreshold,
     HaHBlock,
     ImplicitNormConv2d,
+    KWinnersTakeAll,
     MeanThreshold,
     kept_count,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "FractionalThreshold",
     "HaHBlock",
     "ImplicitNormConv2d",
+    "KWinnersTakeAll",
     "MeanThreshold",
     "hah_cost",
     "kept_count",

@@ -146,6 +146,35 @@ class MeanThreshold(SurrogateLayer):
         return self.with_surrogate(z, z * (z >= tau), tau)
 
 
+class KWinnersTakeAll(SurrogateLayer):
+    """k-winners-take-all activation (Xiao, Zhong & Zheng, ICLR 2020), in place of a ReLU: per image, keep the
+    k = ceil(``ratio``·C·H·W) largest values of the whole layer output (their ``Sparsify2D_vol``, the variant of
+    their CIFAR results, at their sparsity ratio 0.1) and zero the rest.
+
+    Ties at the k-th value τ are all kept. τ is detached, so plain gradients never see a unit win or lose: the
+    gradient masking Tramèr et al. (NeurIPS 2020) exploited to break the defence. Under
+    :class:`~hahrobust.nn.surrogate.BPDA` the backward is the same smooth mask around τ as HaH's thresholds.
+    """
+
+    def __init__(self, ratio: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"k-WTA ratio must be in (0, 1], got {ratio}")
+        self.ratio = ratio
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.detach().flatten(1)
+        k = kept_count(self.ratio, flat.shape[-1])
+        if k == flat.shape[-1]:
+            return z
+        tau = kth_largest(flat, k, dim=-1).reshape(-1, *([1] * (z.dim() - 1)))
+        exact = z * torch.ge(z.detach(), tau, out=torch.empty_like(z))
+        return self.with_surrogate(z, exact, tau)
+
+    def extra_repr(self) -> str:
+        return f"ratio={self.ratio}"
+
+
 def make_threshold(kind: ThresholdKind, keep: float) -> nn.Module:
     if kind == "fraction":
         return FractionalThreshold(keep)

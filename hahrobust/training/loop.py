@@ -23,6 +23,7 @@ from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics import accuracy
 from hahrobust.models import HahrobustModel, from_config, resolve_config
+from hahrobust.training.adversarial import adversarial_batch
 from hahrobust.training.config import Runtime, TrainConfig
 from hahrobust.training.state import TrainState, json_roundtrip, load_state, save_final, save_progress
 
@@ -229,12 +230,14 @@ def _train_epoch(
     correct = seen = 0
     start = time.perf_counter()
     try:
-        for number, (x, y, _) in enumerate(batches(
+        for number, (x, y, indices) in enumerate(batches(
             data, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed, epoch=epoch,
             device=device, shard=shard, split_batches=True,
         )):
             # The global batch's size: the mean loss over it is what every rank's gradient is scaled to.
             global_size = min(config.batch_size, len(data) - number * config.batch_size)
+            if config.adversarial_norm is not None:
+                x = adversarial_batch(model, x, y, indices, config, epoch)
             logits, loss, hah = step(x, y, shard.loss_scale(len(y), global_size))
             loss_sum += loss.item() * len(y)
             hah_sum += (hah.item() if hah is not None else 0.0) * len(y)
