@@ -19,7 +19,6 @@ from typing import Any, Literal, get_args
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from hahrobust.errors import HahrobustError
@@ -367,9 +366,13 @@ class HolmResult(_Record):
 
 
 def holm(p_values: ArrayLike, alpha: float = 0.05) -> HolmResult:
-    """Holm-adjusted p-values of a family (statsmodels ``multipletests(method="holm")``): the i-th smallest of m
-    is multiplied by m − i + 1, made monotone, capped at 1; rejected when the adjusted p ≤ α. This controls the
-    family-wise error rate at α. A NaN (a comparison that could not be made) is left out of the family."""
+    """Holm-adjusted p-values of a family: the i-th smallest of m is multiplied by m − i + 1, made monotone, capped
+    at 1; rejected when the adjusted p ≤ α. This controls the family-wise error rate at α. A NaN (a comparison that
+    could not be made) is left out of the family.
+
+    Computed here, not by statsmodels' ``multipletests(method="holm")`` (which it equals on random families:
+    ``tests/test_stats.py``): that function runs ``gc.collect()`` on every call, 30–100 ms in a process holding
+    torch, and the masking rule's simulations call Holm thousands of times."""
     p = np.asarray(p_values, dtype=float).reshape(-1)
     _check_probabilities(alpha=alpha)
     if np.any((p < 0) | (p > 1)):
@@ -377,46 +380,50 @@ def holm(p_values: ArrayLike, alpha: float = 0.05) -> HolmResult:
     adjusted, reject = np.full(p.shape, math.nan), np.zeros(p.shape, dtype=bool)
     finite = ~np.isnan(p)
     if finite.any():
-        reject[finite], adjusted[finite] = multipletests(p[finite], alpha=alpha, method="holm")[:2]
+        family = p[finite]
+        order = np.argsort(family, kind="stable")
+        steps = family[order] * np.arange(len(family), 0, -1)
+        stepped = np.empty_like(family)
+        stepped[order] = np.minimum(np.maximum.accumulate(steps), 1.0)
+        adjusted[finite], reject[finite] = stepped, stepped <= alpha
     return HolmResult(tuple(map(float, p)), tuple(map(float, adjusted)), tuple(map(bool, reject)), alpha)
 
 
 @dataclass(frozen=True)
 class MaskingTest(_Record):
-    """:func:`masking_test`'s counts, p-value, the smallest p attainable with m + c discordant images (½^(m+c)),
-    and ``fraction`` = adaptive_only / plain_robust with its Wilson interval (``low``, ``high``)."""
+    """:func:`masking_test`'s cells, its one-sided exact p, the smallest p attainable with b + c discordant images
+    (½^(b+c)), and ``share`` = (b − c)/n, the share of the audited images whose robustness the plain attacks
+    overstate beyond what matched plain effort explains, with Newcombe's paired interval (``low``, ``high``)."""
 
-    adaptive_only: int
-    plain_only: int
-    plain_robust: int
+    adaptive_only: int  # b: broken by a gradient-changing member, not by its plain twins
+    plain_only: int  # c: broken by the plain twins, not by a gradient-changing member
+    both: int  # broken by both sides
+    n: int  # images audited
     p_value: float
-    fraction: float
+    share: float
     low: float
     high: float
     smallest_p: float
 
 
-def masking_test(adaptive_only: int, plain_robust: int, plain_only: int = 0, level: float = 0.95) -> MaskingTest:
-    """One-sided exact McNemar test that the adaptive attacks break images the plain attacks do not, beyond chance.
+def masking_test(adaptive_only: int, plain_only: int, both: int, n: int, level: float = 0.95) -> MaskingTest:
+    """One-sided exact McNemar test that gradient-changing attacks break images that plain attacks given the same
+    extra budget on the same images do not: the effort-controlled masking test of :mod:`hahrobust.studies.audit`.
 
-    The two attack families are compared on the same images as two "raters": m = ``adaptive_only`` images robust
-    to the plain members but broken by an adaptive one, c = ``plain_only`` images broken by a plain member but not
-    by the adaptive ones. Under the null that the families are exchangeable (each discordant image as likely to
-    fall on either side) m ~ Bin(m + c, ½), and p = P(Bin(m + c, ½) ≥ m). When the adaptive members are scored as
-    part of a union with the plain ones, c = 0 by construction and p = ½^m.
-
-    Limits: (1) every adaptive break is a verified adversarial example, so it lowers robust accuracy whatever p
-    is; the test only asks whether the breaks are systematic (masking) rather than a few stragglers. (2) With
-    c = 0 the smallest attainable p is ½^m: m ≥ 5 is needed at α = 0.05 (½⁴ = 0.0625). (3) With a union, c = 0 is
-    structural, not observed, so the null is a convention, not a sampling model; attack randomness (restarts) is not
-    modelled. ``fraction`` = m / ``plain_robust`` with its Wilson interval measures how much masking there is.
+    On the images every plain reference attack left robust, each gradient-changing member (BPDA, EOT, the smooth
+    twin) has a plain twin with the same per-image budget and fresh random starts, so both discordant cells are
+    observed: b = ``adaptive_only``, c = ``plain_only``. Without masking, extra gradient-changing effort and the
+    same extra plain effort are exchangeable, each discordant image as likely on either side: b ~ Bin(b + c, ½),
+    and p = P(Bin(b + c, ½) ≥ b). Extra effort alone raises b and c together and leaves p uniform; masking raises
+    b only (``tests/test_masking_rule.py`` simulates both). ``share`` = (b − c)/n is the masked share of the
+    images, with the interval of the paired difference (:func:`mcnemar_table`).
     """
-    m, c, base = _counts(adaptive_only=adaptive_only, plain_only=plain_only, plain_robust=plain_robust)
-    if m > base:
-        raise HahrobustError(f"adaptive_only = {m} exceeds the {base} images the plain attacks left robust")
-    share = Proportion(m, base, level)
-    return MaskingTest(adaptive_only=m, plain_only=c, plain_robust=base, p_value=_binom_p(m, m + c, "greater"),
-                       fraction=share.value, low=share.low, high=share.high, smallest_p=0.5 ** (m + c))
+    b, c, both, n = _counts(adaptive_only=adaptive_only, plain_only=plain_only, both=both, n=n)
+    if b + c + both > n:
+        raise HahrobustError(f"{b + c + both} broken images exceed the {n} images audited")
+    table = mcnemar_table(both, b, c, n - both - b - c, level)
+    return MaskingTest(adaptive_only=b, plain_only=c, both=both, n=n, p_value=table.p_a_better,
+                       share=table.difference, low=table.low, high=table.high, smallest_p=0.5 ** (b + c))
 
 
 @dataclass(frozen=True)

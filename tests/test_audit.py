@@ -225,7 +225,7 @@ def test_the_verdict_reads_per_image_evidence_not_the_smallest_member() -> None:
     assert judged.weak == 2 and "transfer/black-box found 2 more" in judged.line()
     broken["PGD·BPDA"][0, [20]] = True  # one image: suspect, not significant
     line = verdict("m", [_synthetic(members, broken)])
-    assert line.startswith("m: suspect") and "not significant at this n" in line
+    assert line.startswith("m: suspect") and "not significant after Holm" in line
     broken["PGD·BPDA"][0, 20:25] = True  # five: p = 1/32 < 0.05
     assert verdict("m", [_synthetic(members, broken)]).startswith("m: masked")
 

@@ -68,6 +68,9 @@ class PGDConfig:
     # more confident one: the verified robust accuracy is the same, the work is what the unbroken images need.
     # Not for transfer: there the margin is the source's, and confident examples transfer better (run.py).
     early_stop: bool = True
+    # Restart 0 starts at the clean image (the strongest single start). False: every restart starts at a random
+    # point of the ball, so a second run with another seed is a genuinely different attack: the audit's plain twins.
+    clean_start: bool = True
 
     def initial_step(self, norm: Norm, eps: float) -> float:
         if norm == "l0":
@@ -117,7 +120,7 @@ def pgd(
         if len(todo) == 0:
             break
         xs, ys = x[todo], y[todo]
-        if restart == 0:
+        if restart == 0 and config.clean_start:
             delta = torch.zeros_like(xs)
         else:
             noise = per_image_uniform(indices[todo.cpu()], xs.shape[1:], seed=seed, stream=f"pgd-{norm}-{restart}")

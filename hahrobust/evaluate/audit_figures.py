@@ -15,15 +15,17 @@ from typing import Any
 import pandas as pd
 
 from hahrobust.results import Result
-from hahrobust.studies.audit import all_members
+from hahrobust.studies.audit import all_members, plain_twin
 
 GREY, RED, BLUE, DARK = "#7f7f7f", "#d62728", "#1f77b4", "#222222"
 
 
 def _member_colours() -> dict[str, str]:
     """Each audit member's bar colour, by name. Red: its breaks are evidence of masking (Member.changes_gradient,
-    the verdict's own rule); grey: plain gradients on the exact model; blue: the rest (transfer, black-box)."""
-    return {m.name: RED if m.changes_gradient else GREY if m.plain else BLUE for m in all_members()}
+    the verdict's own rule); grey: plain gradients on the exact model, the plain twins included; blue: the rest
+    (transfer, black-box)."""
+    colours = {m.name: RED if m.changes_gradient else GREY if m.plain else BLUE for m in all_members()}
+    return colours | {plain_twin(m).name: GREY for m in all_members() if m.changes_gradient}
 
 
 def draw_audit(result: Result) -> Any:

@@ -19,7 +19,7 @@ from hahrobust.nn.surrogate import SurrogateKind
 from hahrobust.evaluate.audit_figures import draw_audit, draw_diagnostics
 from hahrobust.results import Layout, Result
 from hahrobust.studies.audit import (
-    AuditConfig, Member, ModelAudit, audit_model, check_audit_norm, default_ensemble, members_for,
+    AuditConfig, Member, ModelAudit, audit_model, check_audit_norm, default_ensemble,
     verdict,
 )
 
@@ -126,8 +126,7 @@ def audit(
     settings = {
         **common_settings(data, seed=seed, batch_size=batch_size, device=device), "norms": norms, "eps": eps_by_norm,
         "ensemble": [m.name for m in ensemble],
-        "applied": {m.label: [x.name for x in members_for(m.model, ensemble, source, types.get(m.label))]
-                    for m in opened},
+        "applied": {label: list(dict.fromkeys(x.name for a in per for x in a.members)) for label, per in audits.items()},
         **({"bpda": dict(bpda)} if bpda else {}),
         "config": dataclasses.asdict(config),
         **({"transfer_source": str(transfer_from)} if transfer_from is not None else {}),

@@ -41,7 +41,7 @@ from hahrobust.nn.surrogate import surrogate_layers
 from hahrobust.provenance import git_commit, sha256_file, versions
 from hahrobust.report.budget import Budget
 from hahrobust.report.store import StepStore
-from hahrobust.studies.audit import ModelAudit, audit_model, default_ensemble, judge, verdict
+from hahrobust.studies.audit import ModelAudit, audit_model, default_ensemble, judge_all, verdict
 from hahrobust.studies.paper_table import PAPER_CONDITIONS
 
 SIDES = ("a", "b")
@@ -206,9 +206,11 @@ def _audit(side: str) -> Step:
         audits = [_audit_norm(pair, side, norm, progress) for norm in TABLE_EPS]
         arrays = {f"{a.norm}.{k}": v[0] for a in audits for k, v in (("worst", a.worst), ("plain", a.plain))}
         arrays["correct"] = audits[0].correct
+        judged = judge_all(audits)
         facts = {"verdict": verdict(m.label, audits), "members": {a.norm: [x.name for x in a.members] for a in audits},
-                 "judgements": {a.norm: [j.line() for j in judge(a)] for a in audits},
-                 "masking": {a.norm: [j.masking.to_dict() for j in judge(a)] for a in audits}}
+                 "judgements": {a.norm: [j.line() for j in judged if j.norm == a.norm] for a in audits},
+                 "masking": {a.norm: [j.masking.to_dict() | {"p_holm": j.p_holm} for j in judged if j.norm == a.norm]
+                             for a in audits}}
         return arrays, facts
     return run
 

@@ -19,6 +19,8 @@ BPDA sweep             adaptive      PGD·BPDA at temperatures 0.03, 0.3, 1 and 
 smooth twin            adaptive      PGD on the model with sigmoid masks in the forward too, verified on the model
 transfer               transfer      PGD on the transfer source, verified on the model
 Square (square)        black-box     Square Attack, logits only, 5,000 queries, one batched call
+… (plain twin)         control       per gradient-changing member: its budget, plain gradients, random starts,
+                                     on the images every plain reference member left robust (the masking test)
 SPSA (spsa)            zeroth-order  finite-difference gradient of the exact model's margin, 100 steps × 128
                                      directions: opt-in (``--include spsa``)
 more effort            adaptive      rounds of the strongest PGD (first 4× steps, 2× restarts, then doubling both),
@@ -29,12 +31,14 @@ AutoAttack             standard      Croce & Hein's standard ensemble on every i
 BPDA members are left out for a model without a non-differentiable layer (they would repeat PGD). The worst case
 is monotone in ε: a break verified at ε is within every larger ε, so it counts there too.
 
-**The verdict** reads per-image evidence, per norm and ε (:func:`judge`): the images that only gradient-changing
-members (BPDA, EOT, the smooth twin, zeroth-order) broke among those every plain-gradient member left robust are the evidence of masking, and
-"masked" needs them to be more than chance: the one-sided exact test of :func:`hahrobust.stats.masking_test`
-(p = ½^m for m such images, so m ≥ 5 at α = 0.05); fewer is "suspect: m images, not significant at this n".
-Breaks that only transfer or black-box members found are reported as their own line (the plain attacks are weak
-there), not as masking. Indicators of attack failure (:mod:`hahrobust.studies.audit_diagnostics`) make an
+**The verdict** reads per-image evidence, per norm and ε (:mod:`hahrobust.studies.audit_verdict`): every
+gradient-changing member (BPDA, EOT on a thresholded or randomised model, the smooth twin, zeroth-order) has a
+**plain twin** (the same attack and per-image budget, plain gradients, fresh random starts) that attacks the same
+images, those every plain reference member left robust; an exact McNemar test of "only the gradient-changing side
+broke it" (b) against "only the plain twins broke it" (c) tells masking from extra effort, and "masked" needs it
+significant after Holm over the norms and ε. EOT on a deterministic model without a non-differentiable layer is
+plain. Breaks that only transfer or black-box members found are reported as their own line (the plain attacks are
+weak there), not as masking. Indicators of attack failure (:mod:`hahrobust.studies.audit_diagnostics`) make an
 otherwise clean verdict "suspect". A thresholded layer hahrobust cannot map (zero input gradients on most images,
 no BPDA ran) is named in a warning asking for ``--bpda``.
 """
@@ -42,9 +46,8 @@ no BPDA ran) is named in a warning asking for ``--bpda``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -52,131 +55,22 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from hahrobust.attacks.autoattack import AutoAttackConfig
 from hahrobust.attacks.gradients import GradientPath
 from hahrobust.attacks.norms import SYMBOLS, check_eps, check_norm
 from hahrobust.attacks.outcome import AttackOutcome
-from hahrobust.attacks.pgd import PGDConfig
-from hahrobust.attacks.registry import ATTACK_NORMS, REGISTRY, get
+from hahrobust.attacks.passes import PassCount
 from hahrobust.attacks.run import run_attack_images
-from hahrobust.attacks.square import SquareConfig
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
-from hahrobust.nn.surrogate import SurrogateTypes, smooth_twin, surrogate_layers
-from hahrobust.studies.audit_diagnostics import clean_predictions, diagnose
-from hahrobust.studies.audit_verdict import Judgement, convergence_text, judge, verdict
-from hahrobust.attacks.passes import PassCount
-
-Kind = Literal["standard", "white-box", "adaptive", "zeroth-order", "transfer", "black-box"]
-#: Norms the whole ensemble supports (AutoAttack and the black-box attacks have no ℓ0 or ℓ1 here).
-AUDIT_NORMS: tuple[str, ...] = ("linf", "l2")
-
-
-@dataclass(frozen=True)
-class Member:
-    """One attack of the ensemble: a registered attack with a gradient path, a loss and where it runs."""
-
-    name: str  # shown in tables
-    kind: Kind
-    attack: str  # a registered attack (hahrobust.attacks.registry)
-    gradient: str = "plain"  # plain | bpda | eot | bpda+eot ("bpda" parts are dropped when there is no threshold)
-    loss: str | None = None
-    aa_version: str = "standard"
-    transfer: bool = False  # runs on the audit's transfer source
-    survivors: bool = True  # attack only the images no earlier member broke
-    effort: bool = False  # the convergence rounds (AuditConfig.effort_*)
-    restarts: int | None = None  # PGD restarts, instead of the audit's
-    backwards: tuple[tuple[str, float], ...] = ()  # BPDA sweep: (surrogate kind, temperature) runs, per-image union
-    twin: bool = False  # PGD on the model's smooth twin (sigmoid masks in the forward too), verified on the model
-    default: bool = True  # in the default ensemble (False: only with --include)
-
-    @property
-    def key(self) -> str:
-        """The ASCII name ``--skip`` and ``--include`` take (``PGD·BPDA·margin`` → ``pgd-bpda-margin``)."""
-        return "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-").replace("--", "-")
-
-    @property
-    def changes_gradient(self) -> bool:
-        """Follows another gradient than autograd's on the exact model: its extra breaks are evidence of masking."""
-        return "bpda" in self.gradient or "eot" in self.gradient or self.twin or self.kind == "zeroth-order"
-
-    @property
-    def plain(self) -> bool:
-        """A plain-gradient member on the exact model (the reference the verdict compares with)."""
-        return not self.changes_gradient and not self.transfer and self.kind in ("standard", "white-box", "adaptive")
-
-
-@dataclass(frozen=True)
-class AuditConfig:
-    """Every setting of the audit, in one place (they go into the result's JSON and the journals' headers)."""
-
-    pgd: PGDConfig = PGDConfig()  # 100 steps, 5 restarts (4 targeted): the toolkit's PGD
-    # EOT costs (samples + 1) forward/backward passes a step: 4 samples × 50 steps × 1 restart keeps it to about
-    # the cost of one full PGD run; jitter σ = 2/255, the ℓ∞ budget under test.
-    eot: PGDConfig = PGDConfig(steps=50, restarts=1)
-    eot_samples: int = 4
-    eot_sigma: float = 2 / 255
-    temperature: float = 0.1  # BPDA sigmoid width (× the channel's std)
-    # Convergence (Carlini et al.: more effort must not lower robust accuracy): rounds of the strongest PGD on the
-    # survivors, targeted at all 9 wrong classes, seeds fresh per round. Round 1 runs effort_steps × the steps and
-    # effort_restarts × the restarts (4× and 2×: the first edition's more-effort budget, which broke 3 of 9 HaH
-    # survivors at ℓ∞ where 2× and 2× broke none); each later round doubles both. The rounds stop when one breaks
-    # nothing ("converged") or after effort_rounds ("not converged": round 3 costs 128× PGD per survivor).
-    effort_steps: int = 4
-    effort_restarts: int = 2
-    effort_rounds: int = 3
-    effort_targets: int = 9  # PGD's targeted restarts in the rounds: every wrong class of CIFAR-10
-    unbounded_eps: dict[str, float] = field(default_factory=lambda: {"linf": 0.5, "l2": 50.0})
-    unstable_radius: float = 1e-3  # ℓ∞ radius of the "tiny" noise (a quarter of a grey level)
-    unstable_draws: int = 8
-    alpha: float = 0.05  # masking: one-sided exact test on the images only gradient-changing members broke
-    # Square on the survivors at AutoAttack's standard budget, one batched call of the reference implementation
-    # (``per_image=False``: AutoAttack's own way), independent of --batch-size because it gets every image at once.
-    square: SquareConfig = SquareConfig(queries=5000, per_image=False)
-
-
-DEFAULT_ENSEMBLE: tuple[Member, ...] = (
-    Member("AutoAttack", "standard", "autoattack", survivors=False, default=False),
-    Member("PGD", "white-box", "pgd", survivors=False),
-    Member("PGD·BPDA", "adaptive", "pgd", gradient="bpda"),
-    Member("PGD·BPDA·margin", "adaptive", "pgd", gradient="bpda", loss="margin", restarts=1),
-    Member("APGD·BPDA", "adaptive", "autoattack", gradient="bpda", aa_version="paper"),
-    Member("PGD·EOT", "adaptive", "pgd", gradient="bpda+eot"),
-    Member("BPDA sweep", "adaptive", "pgd", gradient="bpda", restarts=1,
-           backwards=(("sigmoid", 0.03), ("sigmoid", 0.3), ("sigmoid", 1.0), ("identity", 0.1))),
-    Member("smooth twin", "adaptive", "pgd", twin=True),
-    Member("transfer", "transfer", "pgd", transfer=True),
-    Member("Square", "black-box", "square"),
-    Member("more effort", "adaptive", "pgd", gradient="bpda", effort=True),
+from hahrobust.nn.surrogate import SurrogateTypes, smooth_twin
+from hahrobust.studies.audit_diagnostics import clean_predictions, diagnose, is_stochastic
+from hahrobust.studies.audit_members import (
+    AUDIT_NORMS, DEFAULT_ENSEMBLE, TWIN_SEED_OFFSET, AuditConfig, Kind, Member, all_members, default_ensemble,
+    member_config, members_for, plain_twin,
 )
-# HopSkipJump (hahrobust.attacks.decision, foolbox's decision-based attack) is validated as a library attack but
-# not a member: ≈ 2,400 queries and 7–9 s per image on this CPU (benchmarks/blackbox_cost.py), where Square
-# already attacks the survivors from logits.
+from hahrobust.studies.audit_verdict import Judgement, convergence_text, judge, judge_all, verdict
+
 WORST = "worst case"
-
-
-def default_ensemble(include: Sequence[str] = ()) -> tuple[Member, ...]:
-    """The members that run by default, those named in ``include`` (keys, e.g. ``autoattack``) and, before more
-    effort, every registered attack whose registry entry names an audit role: a new attack joins the audit from its
-    registration line."""
-    extra = tuple(m for m in _registered_members() if m.default or m.key in include)
-    chosen = [m for m in DEFAULT_ENSEMBLE if m.default or m.key in include]
-    last = [m for m in chosen if m.effort]
-    return (*[m for m in chosen if not m.effort], *extra, *last)
-
-
-def all_members() -> tuple[Member, ...]:
-    """Every member ``--skip`` and ``--include`` may name: the default ensemble, the opt-in ones, registered ones."""
-    return default_ensemble(include=[m.key for m in (*DEFAULT_ENSEMBLE, *_registered_members())])
-
-
-def _registered_members() -> tuple[Member, ...]:
-    """A member for every registered attack whose registry entry names an audit role."""
-    return tuple(
-        Member(spec.audit.display, spec.audit.kind, spec.name, survivors=spec.audit.survivors,  # type: ignore[arg-type]
-               default=spec.audit.default)
-        for spec in REGISTRY.values() if spec.audit is not None
-    )
 
 
 def check_audit_norm(norm: str) -> str:
@@ -187,28 +81,6 @@ def check_audit_norm(norm: str) -> str:
             f"{', '.join(AUDIT_NORMS)}; use `hahrobust attack --attack pgd --gradient bpda --norm {norm}` instead"
         )
     return norm
-
-
-def members_for(
-    model: nn.Module, ensemble: Sequence[Member], transfer_source: nn.Module | None,
-    bpda_types: SurrogateTypes | None = None,
-) -> list[Member]:
-    """The ensemble as it applies to ``model``: BPDA parts dropped (or the member skipped) without a threshold,
-    transfer skipped without a transfer source, attacks the registry does not know left out."""
-    thresholded = bool(surrogate_layers(model, bpda_types))
-    chosen = []
-    for member in ensemble:
-        if (member.transfer and transfer_source is None) or member.attack not in ATTACK_NORMS:
-            continue
-        if member.twin and not thresholded:
-            continue  # a model without thresholds is its own smooth twin: plain PGD
-        gradient = member.gradient
-        if "bpda" in gradient and not thresholded:
-            if gradient == "bpda" and not member.effort:
-                continue  # identical to the plain member
-            gradient = "plain" if gradient == "bpda" else "eot"
-        chosen.append(replace(member, gradient=gradient, backwards=member.backwards if thresholded else ()))
-    return chosen
 
 
 @dataclass(frozen=True)
@@ -258,6 +130,7 @@ def audit_model(
     journal_stem: str = "model",
     resume: bool = False,
     save_adv_dir: Path | None = None,
+    twins: bool = True,
 ) -> ModelAudit:
     """Audit one model at one norm (see the module docstring). Each member runs through the attack runner with its
     own journal (``journal_dir``), so a killed audit resumes per member and batch; with ``save_adv_dir`` every
@@ -266,7 +139,8 @@ def audit_model(
     norm = check_audit_norm(norm)
     eps = check_eps(eps, norm)
     ensemble = default_ensemble() if ensemble is None else ensemble
-    members = [m for m in members_for(model, ensemble, transfer_source, bpda_types) if norm in ATTACK_NORMS[m.attack]]
+    stochastic = is_stochastic(model, data, device)
+    members = members_for(model, ensemble, transfer_source, bpda_types, stochastic, twins=twins, norm=norm)
     order = np.argsort(eps, kind="stable")  # for carrying a break at a small ε to every larger one
     correct = clean_predictions(model, data, batch_size, device) == data.labels.numpy()
     robust = np.repeat(correct[None], len(eps), axis=0)  # misclassified images are never robust
@@ -309,6 +183,11 @@ def audit_model(
 
     for member in members:
         where = np.flatnonzero(robust.any(axis=0)) if member.survivors else np.arange(len(data))
+        if member.twin_of is not None:  # the control chain: what every plain reference member left, less its own
+            reference = _union(broken_by, [m for m in members if m.plain and not m.effort], robust.shape)
+            controls = _union(broken_by, [m for m in members if m.twin_of is not None and m.name in broken_by],
+                              robust.shape)
+            where = np.flatnonzero((correct[None] & ~reference & ~controls).any(axis=0))
         start = robust.copy()
         if member.effort:
             broken = _effort_rounds(member, config, robust, attack, rounds, seed)
@@ -319,7 +198,8 @@ def audit_model(
                                     temperature=temperature or config.temperature,
                                     eot_samples=config.eot_samples, eot_sigma=config.eot_sigma)
                 name = member.name if kind is None else f"{member.name} {kind} {temperature:g}"
-                broken |= attack(member, name, where, member_config(member, config), path, seed)
+                run_seed = seed + TWIN_SEED_OFFSET if member.twin_of is not None else seed
+                broken |= attack(member, name, where, member_config(member, config), path, run_seed)
         broken_by[member.name] = broken
         robust &= ~broken
         own = [k for k in passes if k == member.name or k.startswith(member.name + " ")]
@@ -327,7 +207,8 @@ def audit_model(
         for j, e in enumerate(eps):
             rows.append({
                 "norm": norm, "eps": e, "attack": member.name, "kind": member.kind, "gradient": member.gradient,
-                "n": len(data) if not member.survivors else int(start[j].sum()),
+                # a twin attacks its own chain (what the plain reference left), not the ensemble's survivors
+                "n": len(data) if not member.survivors else len(where) if member.twin_of else int(start[j].sum()),
                 "clean_acc": float(correct.mean()),
                 "robust_acc": float((correct & ~broken[j]).mean()) if not member.survivors else float("nan"),
                 "first_breaks": int((broken[j] & start[j]).sum()),
@@ -420,23 +301,6 @@ def _bpda_warnings(model: nn.Module, members: Sequence[Member], bpda_types: Surr
             "so the adaptive attacks can see through it",)
 
 
-def member_config(member: Member, config: AuditConfig) -> object:
-    """The attack config a member runs with: PGD's from the audit's (EOT's for EOT members, its restarts, its
-    loss), AutoAttack's version, Square's budget; a registered extra attack's defaults."""
-    if member.attack == "pgd":
-        pgd_config = config.eot if "eot" in member.gradient else config.pgd
-        if member.restarts is not None:
-            pgd_config = replace(pgd_config, restarts=member.restarts)
-        if member.loss is not None:
-            pgd_config = replace(pgd_config, loss=member.loss)  # type: ignore[arg-type]
-        return pgd_config
-    if member.attack == "autoattack":
-        return AutoAttackConfig(member.aa_version)
-    if member.attack == "square":
-        return config.square
-    return get(member.attack).default_config()
-
-
 def member_journal(journal_dir: Path, stem: str, norm: str, member: str) -> Path:
     """Where a member's journal lives: ``<stem>-<norm>-<member as a file name>.jsonl`` in ``journal_dir``."""
     slug = "".join(c if c.isalnum() else "-" for c in member.lower()).strip("-")
@@ -444,7 +308,7 @@ def member_journal(journal_dir: Path, stem: str, norm: str, member: str) -> Path
 
 
 __all__ = [
-    "AUDIT_NORMS", "DEFAULT_ENSEMBLE", "WORST", "AuditConfig", "Judgement", "Member", "ModelAudit", "all_members",
+    "AUDIT_NORMS", "DEFAULT_ENSEMBLE", "WORST", "AuditConfig", "Judgement", "Kind", "Member", "ModelAudit", "all_members",
     "audit_model", "check_audit_norm", "convergence_text", "default_ensemble", "judge", "member_config",
-    "member_journal", "members_for", "verdict",
+    "member_journal", "members_for", "plain_twin", "judge_all", "verdict",
 ]

@@ -29,7 +29,7 @@ from hahrobust.attacks.verify import verify
 from hahrobust.data import ImageSet, batches
 
 if TYPE_CHECKING:  # the audit imports this module; these are its types, for annotations only
-    from hahrobust.studies.audit import AuditConfig, Member
+    from hahrobust.studies.audit_members import AuditConfig, Member
 
 #: Member kinds that query only the model's outputs (score-based): what "white-box ≤ black-box" compares with.
 BLACK_BOX: tuple[str, ...] = ("black-box", "zeroth-order")
@@ -219,3 +219,13 @@ def clean_predictions(model: nn.Module, data: ImageSet, batch_size: int, device:
         for x, _, _ in batches(data, batch_size, device=device):
             out.append(model(x).argmax(dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def is_stochastic(model: nn.Module, data: ImageSet, device: torch.device | str = "cpu", images: int = 8) -> bool:
+    """Whether two eval-mode forward passes of the first ``images`` images give different logits: a randomised
+    defence, for which EOT is a gradient-changing attack even without a non-differentiable layer."""
+    if len(data) == 0:
+        return False
+    x, _, _ = next(iter(batches(data, min(images, len(data)), device=device)))
+    with eval_mode(model), torch.no_grad():
+        return not torch.equal(model(x), model(x))

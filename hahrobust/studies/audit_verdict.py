@@ -1,9 +1,22 @@
-"""The audit's verdict, read from per-image evidence (:func:`judge`, :func:`verdict`).
+"""The audit's verdict, read from per-image evidence (:func:`judge_all`, :func:`verdict`).
 
-Per norm and ε, the images that only gradient-changing members (BPDA, EOT) broke among those every plain-gradient
-member left robust are the evidence of masking; "masked" needs them to be more than chance: the one-sided exact test
-of :func:`hahrobust.stats.masking_test` (p = ½^m for m such images, so m ≥ 5 at α = 0.05). Breaks only transfer or
-black-box members found are the plain attacks' weakness, reported on their own line.
+**The effort-controlled masking test.** Per norm and ε, on the images every plain reference member (PGD, and
+AutoAttack when included) left robust, two equal-budget chains attack the same images: the gradient-changing
+members (BPDA, EOT on a thresholded or randomised model, the smooth twin, zeroth-order) and their plain twins (the
+same attack and per-image budget with plain gradients from fresh random starts,
+:func:`hahrobust.studies.audit.plain_twin`). Each image gives a pair (broken by the gradient-changing side?, by the
+plain side?), so both discordant cells are observed: b images only the gradient-changing side broke, c only the
+plain side. The test is the one-sided exact McNemar test of b against c (:func:`hahrobust.stats.masking_test`):
+extra effort alone moves b and c together, masking moves b alone. "masked" needs b > c and the p-value significant
+after Holm over every norm and ε judged in the audit. The masked share (b − c)/n comes with its paired interval.
+
+Why this design, and its evidence: the first rule (p = ½^m from the gradient-changing side alone) called a model
+without any masking "masked" with probability 0.64 after three extra runs and ≈ 1 after twenty; with the twins the
+simulated false-"masked" rate stays at or below α under any extra effort, and real masking is still found
+(``tests/test_masking_rule.py``). Limits: the convergence rounds ("more effort") have no twin and are left out of
+the test (they serve the worst case, not the verdict); a zeroth-order member's twin matches it in restarts, not
+passes. Breaks only transfer or black-box members found are the plain attacks' weakness, reported on their own
+line.
 """
 
 from __future__ import annotations
@@ -21,8 +34,9 @@ if TYPE_CHECKING:  # the audit imports this module; its result type, for annotat
 
 @dataclass(frozen=True)
 class Judgement:
-    """The masking evidence at one norm and ε: the images only gradient-changing members broke beyond the plain
-    ones (``masking``: its exact test), and those only transfer or black-box members found (``weak``)."""
+    """The masking evidence at one norm and ε: the effort-controlled test (``masking``) with its Holm-adjusted p
+    over the family judged (``p_holm``, of ``tests`` tests), and the images only transfer or black-box members
+    found (``weak``). ``controlled``: some gradient-changing member ran, so the test has a plain side to compare."""
 
     norm: str
     eps: float
@@ -31,47 +45,75 @@ class Judgement:
     n: int
     masking: stats.MaskingTest
     weak: int
+    controlled: bool
+    p_holm: float = 1.0
+    tests: int = 1
+    alpha: float = 0.05
 
     @property
     def significant(self) -> bool:
-        return self.masking.adaptive_only > 0 and self.masking.p_value <= self.alpha
+        m = self.masking
+        return m.adaptive_only > m.plain_only and self.p_holm <= self.alpha
 
-    alpha: float = 0.05
+    def evidence(self) -> str:
+        """The test's cells, masked share and p-values, in one phrase."""
+        m = self.masking
+        return (f"b = {m.adaptive_only} broken only by gradient-changing attacks, c = {m.plain_only} only by their "
+                f"plain twins, masked share {100 * m.share:+.1f} % [{100 * m.low:+.1f}, {100 * m.high:+.1f}] of "
+                f"{m.n}, exact McNemar p = {m.p_value:.2g}, Holm p = {self.p_holm:.2g} over {self.tests}")
 
     def line(self) -> str:
         at = f"{SYMBOLS[self.norm]} {format_eps(self.eps, self.norm)}"
         plain, worst = self.plain_robust / self.n, self.worst_robust / self.n
         parts = [f"{at}: plain {plain:.1%} → worst case {worst:.1%}"]
-        m = self.masking.adaptive_only
-        if m:
-            parts.append(f"{m} image{'s' * (m != 1)} only gradient-changing attacks broke (one-sided exact p = "
-                         f"{self.masking.p_value:.2g}{'' if self.significant else ', not significant at this n'})")
+        if self.controlled:
+            tail = "" if self.significant else (", not significant" if self.masking.adaptive_only else "")
+            parts.append(self.evidence() + tail)
+        else:
+            parts.append("no gradient-changing attack applies (no non-differentiable layer, deterministic)")
         if self.weak:
             parts.append(f"transfer/black-box found {self.weak} more: the plain attacks are weak here")
         return "; ".join(parts)
 
 
 def judge(audit: ModelAudit, alpha: float = 0.05) -> list[Judgement]:
-    """Per ε: the per-image masking evidence of one model's audit (see the module docstring)."""
-    plain_broken = audit.broken([m for m in audit.members if m.plain])
-    adaptive_broken = audit.broken([m for m in audit.members if m.changes_gradient])
-    other_broken = audit.broken([m for m in audit.members if not m.plain and not m.changes_gradient])
+    """Per ε: the masking evidence of one norm's audit, Holm-adjusted over its own ε only (:func:`judge_all`
+    adjusts over every norm of a model)."""
+    return judge_all([audit], alpha)
+
+
+def judge_all(audits: Sequence[ModelAudit], alpha: float = 0.05) -> list[Judgement]:
+    """Per norm and ε of one model's audits: the effort-controlled masking test (module docstring), Holm-adjusted
+    over all of them."""
+    raw = [j for audit in audits for j in _judge_one(audit, alpha)]
+    adjusted = stats.holm([j.masking.p_value for j in raw], alpha).adjusted if raw else ()
+    return [Judgement(**{**j.__dict__, "p_holm": p, "tests": len(raw)}) for j, p in zip(raw, adjusted)]
+
+
+def _judge_one(audit: ModelAudit, alpha: float) -> list[Judgement]:
+    reference = audit.broken([m for m in audit.members if m.plain and not m.effort])
+    gradient_changing = [m for m in audit.members if m.changes_gradient and not m.effort]
+    adaptive = audit.broken(gradient_changing)
+    control = audit.broken([m for m in audit.members if m.twin_of is not None])
+    other = audit.broken([m for m in audit.members
+                          if not m.plain and not m.changes_gradient and m.twin_of is None and not m.effort])
     out = []
     for j, e in enumerate(audit.eps):
-        plain_robust = audit.correct & ~plain_broken[j]
-        only_adaptive = int((adaptive_broken[j] & plain_robust).sum())
-        weak = int((other_broken[j] & plain_robust & ~adaptive_broken[j]).sum())
-        out.append(Judgement(audit.norm, e, int(plain_robust.sum()), int(audit.worst[j].sum()), len(audit.correct),
-                             stats.masking_test(only_adaptive, int(plain_robust.sum())), weak, alpha))
+        base = audit.correct & ~reference[j]  # every plain reference member left these robust
+        a, c = adaptive[j] & base, control[j] & base
+        masking = stats.masking_test(int((a & ~c).sum()), int((c & ~a).sum()), int((a & c).sum()), len(base))
+        weak = int((other[j] & base & ~a & ~c).sum())
+        out.append(Judgement(audit.norm, e, int(base.sum()), int(audit.worst[j].sum()), len(audit.correct),
+                             masking, weak, bool(gradient_changing), alpha=alpha))
     return out
 
 
 def verdict(label: str, audits: Sequence[ModelAudit], alpha: float = 0.05) -> str:
-    """One line per model: ``masked`` when at some norm and ε the images only gradient-changing members broke are
-    significant (one-sided exact test at ``alpha``); ``suspect`` when some are but not significantly, when an
+    """One line per model: ``masked`` when the effort-controlled test is significant after Holm at some norm and
+    ε; ``suspect`` when gradient-changing attacks broke more images than their twins without significance, when an
     indicator fired, or when BPDA could not run on a non-differentiable layer; else ``no sign of masking``. The
     evidence per norm and ε follows, and whether more effort converged."""
-    judgements = [j for a in audits for j in judge(a, alpha)]
+    judgements = judge_all(audits, alpha)
     evidence = "; ".join(j.line() for j in judgements)
     fired = sorted({i for a in audits for i in a.diagnostics.loc[a.diagnostics["fired"].astype(bool), "indicator"]})
     warnings = [w for a in audits for w in a.warnings]
@@ -79,11 +121,11 @@ def verdict(label: str, audits: Sequence[ModelAudit], alpha: float = 0.05) -> st
     tail = f" — {evidence}" + (f"; more effort: {convergence}" if convergence else "")
     if any(j.significant for j in judgements):
         return f"{label}: masked{tail}"
-    suspects = [j for j in judgements if j.masking.adaptive_only]
+    suspects = [j for j in judgements if j.masking.adaptive_only > j.masking.plain_only]
     if suspects or fired or warnings:
-        most = max(j.masking.adaptive_only for j in suspects) if suspects else 0
-        why = ([f"up to {most} image{'s' * (most != 1)} per ε broken only by gradient-changing attacks, not "
-                "significant at this n"] if suspects else [])
+        most = max(j.masking.adaptive_only - j.masking.plain_only for j in suspects) if suspects else 0
+        why = ([f"gradient-changing attacks broke up to {most} more image{'s' * (most != 1)} than their plain "
+                "twins, not significant after Holm"] if suspects else [])
         why += [f"indicators fired: {', '.join(fired)}"] if fired else []
         why += warnings
         return f"{label}: suspect ({'; '.join(why)}){tail}"
