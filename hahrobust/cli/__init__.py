@@ -71,6 +71,11 @@ COMMANDS: dict[str, Entry] = {
         "The paper's whole evaluation of a model pair in one command: every claim with its statistics and a verdict "
         "computed by a stated rule, as Markdown, self-contained HTML and JSON.",
     ),
+    "calibrate": Entry(
+        "calibrate", "Studies",
+        "The audit's verdict on defences whose truth is known (k-WTA masked, adversarial training robust, the "
+        "baseline, HaH): worst case, effort-controlled masking test and attack self-test per case and norm.",
+    ),
     "ablate": Entry("ablate", "Studies", "Train the ablation variants (Table 2) from one preset and seed and evaluate clean/noisy/AutoAttack accuracy."),
     "hebbian-sweep": Entry("hebbian_sweep", "Studies", "Train the Hebbian/gradient/random layer configurations of Amato et al. 2019 (Table 2) and tabulate accuracy."),
     "check": Entry("check", "CI", "Compare a results file (CSV/JSON) with an expected one; exit 0 within tolerance, 1 regression, 2 unusable."),
