@@ -323,7 +323,8 @@ def test_a_model_spec_goes_through_the_audit_next_to_a_checkpoint(saved: dict[st
     rows = pd.read_csv(out / "audit.csv")
     assert set(rows.loc[rows["model"] == "sparse", "attack"]) == {
         "PGD", "PGD·BPDA", "PGD·BPDA·margin", "BPDA sweep", "smooth twin", "more effort", "worst case",
-    }  # the sweep and the smooth twin take the --bpda mapping too
+        *(f"{m} (plain twin)" for m in ("PGD·BPDA", "PGD·BPDA·margin", "BPDA sweep", "smooth twin")),
+    }  # the sweep and the smooth twin take the --bpda mapping too; each gradient-changing member has its plain twin
     assert set(rows.loc[rows["model"] == "base", "attack"]) == {"PGD", "more effort", "worst case"}
     # without a threshold, "more effort" is plain PGD (with one, it goes through BPDA)
     assert set(rows.loc[rows["attack"] == "more effort", "gradient"]) == {"plain", "bpda"}
