@@ -105,6 +105,7 @@ DATA = typer.Option(
     show_default="$HAHROBUST_DATA",
 )
 BATCH_SIZE = typer.Option(500, "--batch-size", help="Images per forward pass (bounds memory).")
+ATTACK_BATCH_SIZE = typer.Option(100, "--batch-size", help="Images attacked together (bounds memory).")
 SEED = typer.Option(0, "--seed", help="Seed of the --images subset and of every random draw.")
 OUT = typer.Option(None, "--out", "-o", help="Write <command>.csv, .md, .json and .png into this directory.")
 

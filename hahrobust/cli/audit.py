@@ -18,7 +18,7 @@ from hahrobust.cli._adaptive import BPDA_TEMPERATURE, TRANSFER_FROM
 from hahrobust.cli._common import console, handle_errors, make_progress
 from hahrobust.provenance import slug
 from hahrobust.cli._eval import (
-    BPDA_TYPES, CHECKPOINTS, DATA, DEVICE, LABEL, N, NORMALIZE, OUT, OVERWRITE, SEED, WEIGHTS, EvalOptions, finish,
+    ATTACK_BATCH_SIZE, BPDA_TYPES, CHECKPOINTS, DATA, DEVICE, LABEL, N, NORMALIZE, OUT, OVERWRITE, SEED, WEIGHTS, EvalOptions, finish,
     load_test_set, open_session, parse_bpda,
 )
 from hahrobust.errors import HahrobustError
@@ -58,7 +58,7 @@ def command(
     normalize: Optional[list[str]] = NORMALIZE,
     n: Optional[int] = N,
     data: Optional[str] = DATA,
-    batch_size: int = typer.Option(100, "--batch-size", help="Images attacked together (bounds memory)."),
+    batch_size: int = ATTACK_BATCH_SIZE,
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,

@@ -18,7 +18,7 @@ import typer
 
 from hahrobust import distributed
 from hahrobust.cli._common import console, handle_errors, make_progress
-from hahrobust.cli._eval import DATA, DEVICE, N, OUT, OVERWRITE, SEED, EvalOptions, finish, load_test_set, open_session
+from hahrobust.cli._eval import ATTACK_BATCH_SIZE, DATA, DEVICE, N, OUT, OVERWRITE, SEED, EvalOptions, finish, load_test_set, open_session
 from hahrobust.errors import HahrobustError
 from hahrobust.evaluate.calibration import NAME, CaseResult, calibrate_case, calibration_settings, calibration_table
 from hahrobust.provenance import write_atomically
@@ -39,7 +39,7 @@ def command(
     self_test_images: int = typer.Option(50, "--self-test-images", help="Images per norm in the attack self-test."),
     n: Optional[int] = N,
     data: Optional[str] = DATA,
-    batch_size: int = typer.Option(100, "--batch-size", help="Images attacked together (bounds memory)."),
+    batch_size: int = ATTACK_BATCH_SIZE,
     device: str = DEVICE,
     seed: int = SEED,
     out: Optional[Path] = OUT,

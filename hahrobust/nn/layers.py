@@ -101,6 +101,21 @@ def kept_count(keep: float, locations: int) -> int:
     return max(1, min(locations, math.ceil(keep * locations - 1e-9)))
 
 
+def keep_top(layer: SurrogateLayer, z: torch.Tensor, fraction: float, start_dim: int) -> torch.Tensor:
+    """``z`` with the top ceil(``fraction``·m) values of each group of its last dims from ``start_dim`` kept (ties at
+    the k-th value τ all kept) and the rest zeroed; τ detached, the backward ``layer``'s surrogate under BPDA.
+    start_dim 2: per image and channel (HaH's threshold); 1: per image over the whole layer (k-WTA)."""
+    flat = z.detach().flatten(start_dim)
+    k = kept_count(fraction, flat.shape[-1])
+    if k == flat.shape[-1]:
+        return z
+    tau = kth_largest(flat, k, dim=-1).reshape(*z.shape[:start_dim], *([1] * (z.dim() - start_dim)))
+    # A float mask straight from the comparison (out=): a bool mask would be cast to float by
+    # the product, forward and backward, and that cast costs more than the comparison.
+    exact = z * torch.ge(z.detach(), tau, out=torch.empty_like(z))
+    return layer.with_surrogate(z, exact, tau)
+
+
 class FractionalThreshold(SurrogateLayer):
     """Adaptive threshold (Eq. 3) with τ at a percentile: per image and channel keep the top ``keep``
     fraction of spatial locations and zero the rest.
@@ -120,15 +135,7 @@ class FractionalThreshold(SurrogateLayer):
         self.keep = keep
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        flat = z.detach().flatten(2)
-        k = kept_count(self.keep, flat.shape[-1])
-        if k == flat.shape[-1]:
-            return z
-        tau = kth_largest(flat, k, dim=-1).unsqueeze(-1)
-        # A float mask straight from the comparison (out=): a bool mask would be cast to float by
-        # the product, forward and backward, and that cast costs more than the comparison.
-        exact = z * torch.ge(z.detach(), tau, out=torch.empty_like(z))
-        return self.with_surrogate(z, exact, tau)
+        return keep_top(self, z, self.keep, start_dim=2)
 
     def extra_repr(self) -> str:
         return f"keep={self.keep}"
@@ -163,13 +170,7 @@ class KWinnersTakeAll(SurrogateLayer):
         self.ratio = ratio
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        flat = z.detach().flatten(1)
-        k = kept_count(self.ratio, flat.shape[-1])
-        if k == flat.shape[-1]:
-            return z
-        tau = kth_largest(flat, k, dim=-1).reshape(-1, *([1] * (z.dim() - 1)))
-        exact = z * torch.ge(z.detach(), tau, out=torch.empty_like(z))
-        return self.with_surrogate(z, exact, tau)
+        return keep_top(self, z, self.ratio, start_dim=1)
 
     def extra_repr(self) -> str:
         return f"ratio={self.ratio}"
