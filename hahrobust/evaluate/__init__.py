@@ -17,6 +17,7 @@
 
 from hahrobust.evaluate.robustness import attack, table1
 from hahrobust.evaluate.auditing import AuditResult, audit
+from hahrobust.evaluate.calibration import CaseResult, calibrate_case, calibration_table
 from hahrobust.evaluate.certification import CertifyResult, certify
 from hahrobust.evaluate.corruption import corruption_sweep
 from hahrobust.evaluate.noise import noise_sweep
@@ -25,6 +26,6 @@ from hahrobust.evaluate.activations import snr
 from hahrobust.evaluate.activations import sparsity
 
 __all__ = [
-    "AuditResult", "CertifyResult", "LoadedModel", "attack", "audit", "certify", "table1", "corruption_sweep", "noise_sweep", "open_models", "snr",
+    "AuditResult", "CaseResult", "CertifyResult", "calibrate_case", "calibration_table", "LoadedModel", "attack", "audit", "certify", "table1", "corruption_sweep", "noise_sweep", "open_models", "snr",
     "sparsity",
 ]

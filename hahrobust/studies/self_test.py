@@ -10,7 +10,7 @@ defence is not to be trusted. The test's score is the attack's success rate over
 
 Here (as in their reference code ``active_tests/decision_boundary_binarization.py``): inner points uniform in the
 ℓ∞ box or ℓ2 ball of radius (1 − ``gap``)·ε (gap 0.05), one boundary point at ε (ℓ∞: a uniform direction rescaled to
-max |δ| = ε; ℓ2: uniform on the sphere), x itself among the inner points, a perfect fit required or the image is
+‖δ‖∞ = ε; ℓ2: uniform on the sphere), x itself among the inner points, a perfect fit required or the image is
 skipped. Where this differs:
 
 - the readout is an L2-light logistic regression in float64 (torch L-BFGS, no sklearn) whose bias is then put
@@ -153,7 +153,7 @@ def _inner_points(x: torch.Tensor, n: int, norm: str, radius: float, g: torch.Ge
 
 
 def _surface_points(x: torch.Tensor, n: int, norm: str, eps: float, g: torch.Generator) -> torch.Tensor:
-    """n points at distance ε from x (up to clipping): ℓ∞ a uniform direction rescaled to max |δ| = ε, ℓ2 uniform on
+    """n points at distance ε from x (up to clipping): ℓ∞ a uniform direction rescaled to ‖δ‖∞ = ε, ℓ2 uniform on
     the sphere; coordinates that would leave [0, 1] are mirrored; never beyond ε even after float32 rounding."""
     if norm == "linf":
         delta = 2 * torch.rand((n, *x.shape), generator=g) - 1
