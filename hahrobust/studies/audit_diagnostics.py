@@ -137,8 +137,13 @@ def _plain_trace(
     classified images are attacked (a misclassified one is fooled at step 0 and nothing of it is silent); an image
     leaves at its first adversarial iterate (PGD's early stop), so its later margins are −∞: the indicators that
     read the whole optimisation (incomplete, non-converging) are judged on never-fooled images only, which run
-    every step. Per image of ``data``, in its order."""
-    config = replace(pgd_config, restarts=1)
+    every step. Per image of ``data``, in its order.
+
+    The trace ascends the margin it reads (``loss="margin"``): an indicator of the optimisation must watch the loss
+    being optimised. Ascending cross-entropy while reading the margin made "non-converging" fire on 16.7 % (ℓ∞) and
+    12.5 % (ℓ2) of the unbroken images of the PGD-trained model, a known negative (calibration); ascending the margin,
+    0.0 % on the same images (``docs/results/calibration.md``)."""
+    config = replace(pgd_config, restarts=1, loss="margin")
     out: dict[str, list[np.ndarray]] = {"never_fooled": [], "silent": [], "incomplete": [], "oscillating": []}
     attacked = np.flatnonzero(correct)
     positions = torch.from_numpy(attacked)
