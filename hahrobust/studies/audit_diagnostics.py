@@ -140,9 +140,9 @@ def _plain_trace(
     every step. Per image of ``data``, in its order.
 
     The trace ascends the margin it reads (``loss="margin"``): an indicator of the optimisation must watch the loss
-    being optimised. Ascending cross-entropy while reading the margin made "non-converging" fire on 16.7 % (ℓ∞) and
-    12.5 % (ℓ2) of the unbroken images of the PGD-trained model, a known negative (calibration); ascending the margin,
-    0.0 % on the same images (``docs/results/calibration.md``)."""
+    being optimised. Ascending cross-entropy while reading the margin made "non-converging" fire on 16.7 % of the
+    PGD-trained model's unbroken images at ℓ∞ 2/255, a known negative (``docs/results/calibration.md``); the same
+    trace ascending the margin: 0.0 %."""
     config = replace(pgd_config, restarts=1, loss="margin")
     out: dict[str, list[np.ndarray]] = {"never_fooled": [], "silent": [], "incomplete": [], "oscillating": []}
     attacked = np.flatnonzero(correct)
