@@ -203,7 +203,7 @@ def test_calibrate_writes_the_table_and_each_case_and_resumes_per_case(
     monkeypatch.setattr(calibration, "default_ensemble", lambda include=(): ENSEMBLE[:2])
     monkeypatch.setattr(calibration, "_config", lambda rounds: replace(FAST, effort_rounds=rounds or 3))
     out = tmp_path / "calibration"
-    base = ["calibrate", "--checkpoints", str(case_checkpoints), "--data", str(tiny_data), "--images", "10",
+    base = ["calibrate", "--checkpoint-dir", str(case_checkpoints), "--data", str(tiny_data), "--images", "10",
             "--self-test-images", "3", "--norm", "linf", "--rounds", "1", "--out", str(out)]
     with single_thread():
         first = runner.invoke(app, [*base, "baseline"])
@@ -221,4 +221,4 @@ def test_calibrate_writes_the_table_and_each_case_and_resumes_per_case(
     assert again.exit_code == 0 and pd.read_csv(out / "calibrate.csv").equals(table)
     other = runner.invoke(app, [*base[:-4], "--rounds", "2", "--out", str(out), "baseline", "--resume"])
     assert other.exit_code == 2 and "other settings" in other.output
-    assert runner.invoke(app, ["calibrate", "nope", "--checkpoints", str(case_checkpoints)]).exit_code == 2
+    assert runner.invoke(app, ["calibrate", "nope", "--checkpoint-dir", str(case_checkpoints)]).exit_code == 2

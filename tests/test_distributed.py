@@ -192,7 +192,7 @@ def test_every_option_gets_through_torchruns_parser(command: str) -> None:
 
 README = Path(__file__).resolve().parents[1] / "docs" / "guides" / "torchrun.md"  # the torchrun guide
 #: Commands that take --images but refuse torchrun (the README says to train each variant under torchrun instead).
-SINGLE_PROCESS = {"ablate"}
+SINGLE_PROCESS = {"ablate", "calibrate"}  # refused under torchrun in one line (its cases run one after another)
 EVALUATION_COMMANDS = sorted(
     name for name, c in commands().items() if takes_subset_option(c.callback) and name not in SINGLE_PROCESS
 )

@@ -32,8 +32,8 @@ RECORD = "calibration-case.json"
 def command(
     cases: Optional[list[str]] = typer.Argument(
         None, help=f"Cases to run: {', '.join(c.name for c in CASES)}.", show_default="all"),
-    checkpoints: Path = typer.Option(Path("checkpoints"), "--checkpoints",
-                                     help="Folder holding the cases' checkpoints (this repository's checkpoints/)."),
+    checkpoint_dir: Path = typer.Option(Path("checkpoints"), "--checkpoint-dir",
+                                        help="Folder holding the cases' checkpoints (this repository's checkpoints/)."),
     norm: str = typer.Option("linf,l2", "--norm", help="linf | l2, or both comma-separated (the paper's ε)."),
     rounds: Optional[int] = typer.Option(None, "--rounds", help="Convergence rounds at most.", show_default="the audit's 3"),
     self_test_images: int = typer.Option(50, "--self-test-images", help="Images per norm in the attack self-test."),
@@ -62,11 +62,11 @@ def command(
         raise HahrobustError(f"--self-test-images must be at least 1, got {self_test_images}")
     if resume and out is None:
         raise HahrobustError("--resume needs --out DIR (the finished cases and journals live there)")
-    transfers = {c.name: checkpoints / c.transfer_from for c in chosen}
-    for path in (*(checkpoints / c.checkpoint for c in chosen), *transfers.values()):
+    transfers = {c.name: checkpoint_dir / c.transfer_from for c in chosen}
+    for path in (*(checkpoint_dir / c.checkpoint for c in chosen), *transfers.values()):
         if not path.is_file():
-            raise HahrobustError(f"{path}: checkpoint not found (--checkpoints names the folder that holds the cases')")
-    options = EvalOptions([checkpoints / c.checkpoint for c in chosen], [c.name for c in chosen], n, data, batch_size,
+            raise HahrobustError(f"{path}: checkpoint not found (--checkpoint-dir names the folder that holds the cases')")
+    options = EvalOptions([checkpoint_dir / c.checkpoint for c in chosen], [c.name for c in chosen], n, data, batch_size,
                           device, seed, out, overwrite=overwrite, resume=resume, results=(NAME,))
     session = open_session(options)
     journal_dir = session.out_dir / "journal" if session.out_dir is not None else None
