@@ -29,7 +29,7 @@ from hahrobust.models import resolve_config
 from hahrobust.regression import Status, compare, read_results
 from hahrobust.report import resolve, run_report
 from hahrobust.report.claims import PLAIN_ONLY
-from hahrobust.stats import VERDICTS
+from hahrobust.report.rules import VERDICTS
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
 

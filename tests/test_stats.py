@@ -295,43 +295,6 @@ def test_masking_test_is_the_one_sided_exact_mcnemar_on_both_discordant_cells():
         stats.masking_test(8, 2, 1, 10)
 
 
-# --- verdicts -------------------------------------------------------------------------------------------------------
-
-def test_verdict_holds_reverses_and_not_resolved():
-    better = stats.mcnemar_table(100, 30, 5, 65)
-    assert stats.verdict(better).verdict == "holds"
-    assert stats.verdict(stats.mcnemar_table(100, 5, 30, 65)).verdict == "reverses"
-    assert stats.verdict(better, higher_is_better=False).verdict == "reverses"
-    adjusted = stats.verdict(better, p_value=0.2)  # a Holm-adjusted p passed by the caller rules
-    assert adjusted.verdict == "not resolved" and adjusted.p_value == 0.2
-    unclear = stats.verdict(stats.mcnemar_table(100, 20, 10, 70))
-    assert unclear.verdict == "not resolved"
-    assert unclear.n_needed == stats.mcnemar_table(100, 20, 10, 70).images_needed().n_images
-    assert f"about {unclear.n_needed} images" in unclear.reason and "α = 0.05" in unclear.rule
-    assert _plain(unclear.to_dict()) and set(stats.VERDICTS) == {"holds", "does not hold", "reverses", "not resolved"}
-
-
-def test_verdict_does_not_hold_needs_a_minimum_effect():
-    tie = stats.mcnemar_table(5000, 10, 10, 4980)  # large n, b = c: the CI is about ±0.003
-    assert tie.high < 0.01
-    assert stats.verdict(tie).verdict == "not resolved" and stats.verdict(tie).n_needed is None
-    judged = stats.verdict(tie, min_effect=0.01)
-    assert judged.verdict == "does not hold" and "0.01" in judged.rule
-    assert stats.verdict(stats.mcnemar_table(100, 20, 10, 70), min_effect=0.01).verdict == "not resolved"
-
-
-def test_verdict_on_a_mean_difference_lower_is_better():
-    rng = np.random.default_rng(9)
-    b = rng.normal(0.5, 0.1, 80)
-    a = b - 0.05 + rng.normal(0, 0.02, 80)  # A lower (e.g. a sparser Hoyer measure) and lower is better
-    comparison = stats.paired_bootstrap(a, b, seed=0, n_resamples=2000)
-    result = stats.verdict(comparison, higher_is_better=False)
-    assert result.verdict == "holds" and result.effect > 0 and result.low > 0
-    noisy = stats.paired_bootstrap(b + rng.normal(0, 0.1, 80), b, seed=0, n_resamples=2000)
-    unresolved = stats.verdict(noisy, alpha=1e-6)
-    assert unresolved.verdict == "not resolved" and unresolved.n_needed == noisy.images_needed(1e-6).n_images
-
-
 # ------------------------------------------------------------------------------- clustered (pooled) accuracies
 
 
@@ -361,3 +324,63 @@ def test_a_clustered_interval_at_the_bounds_and_bad_shapes() -> None:
     assert stats.clustered_interval(np.zeros((3, 50), bool))[0] == 0.0
     with pytest.raises(HahrobustError, match=r"\[sets, images\]"):
         stats.clustered_interval(np.ones(5))
+
+
+def test_a_clustered_interval_does_not_jump_when_every_share_is_equal() -> None:
+    # 2 sets × 100 images, each image right exactly once: every share ½, Var̂ = 0. The formula's limit is the cap
+    # (sets·images); it fell back to the images instead: [0.404, 0.596], against [0.436, 0.574] one cell away.
+    equal = np.zeros((2, 100), bool)
+    equal[0, :50] = equal[1, 50:] = True
+    nearby = equal.copy()
+    nearby[1, 0] = True  # one image right twice: shares no longer all equal
+    low, high = stats.clustered_interval(equal)
+    assert (low, high) == pytest.approx(stats.wilson_interval(100, 200), abs=1e-12)
+    near_low, near_high = stats.clustered_interval(nearby)
+    assert abs(low - near_low) < 0.01 and abs(high - near_high) < 0.01
+
+
+# --- censored paired ranks (minimum-norm distances with "no example found") -----------------------------------------
+
+def test_censored_signed_rank_ranks_no_example_found_above_every_distance() -> None:
+    rng = np.random.default_rng(3)
+    b = rng.exponential(1.0, 40)
+    a = b * rng.uniform(0.9, 1.1, 40)
+    a[:8] = np.inf  # A: no example found on 8 images; B's were found
+    b[30] = np.inf  # B censored once
+    a[39] = b[39] = np.inf  # both censored: a tie
+    a[38] = np.nan  # not measured
+    found = stats.censored_signed_rank(a, b, seed=0, n_resamples=2000)
+    assert (found.n, found.n_tied, found.n_censored_a, found.n_censored_b, found.n_missing) == (39, 1, 8, 1, 1)
+    # The test is scipy's signed-rank test on the differences with each censored one above every finite |d|.
+    keep = np.isfinite(a) & np.isfinite(b)
+    d = np.where(keep, np.nan_to_num(a, posinf=0.0) - np.nan_to_num(b, posinf=0.0), 0.0)
+    d[:8], d[30] = 1e6, -1e6
+    d = np.delete(d, [38, 39])
+    assert found.p_value == pytest.approx(sps.wilcoxon(d).pvalue)
+    ranks = sps.rankdata(np.abs(d))
+    assert found.difference == pytest.approx(np.sum(np.sign(d) * ranks) / ranks.sum())
+    assert found.low < found.difference < found.high and found.difference > 0
+    # Dropping the censored pairs (the old way) loses exactly the evidence that A's distances are larger.
+    dropped = stats.censored_signed_rank(np.where(np.isinf(a), np.nan, a), np.where(np.isinf(b), np.nan, b), seed=0,
+                                         n_resamples=2000)
+    assert dropped.n_missing == 11 and dropped.p_value > 0.2 > 0.05 > found.p_value
+    assert stats.censored_signed_rank(a, b, seed=0, n_resamples=2000) == found  # deterministic for a seed
+    with pytest.raises(HahrobustError, match="-inf"):
+        stats.censored_signed_rank([-np.inf, 1.0], [1.0, 2.0], seed=0)
+
+
+def test_censored_signed_rank_bootstrap_matches_a_per_resample_loop() -> None:
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(1.2, 0.3, 25), rng.normal(1.0, 0.3, 25)
+    a[0] = np.inf
+    found = stats.censored_signed_rank(a, b, seed=11, n_resamples=300)
+    d = a - b
+    d[0] = 1.0 + 2 * np.max(np.abs(d[1:]))
+    draws = np.random.default_rng(np.random.SeedSequence(11)).integers(0, 25, (300, 25))
+    r = [np.sum(np.sign(x) * sps.rankdata(np.abs(x))) / sps.rankdata(np.abs(x)).sum() for x in d[draws]]
+    assert (found.low, found.high) == pytest.approx(tuple(np.quantile(r, [0.025, 0.975])))
+
+
+def test_holm_reports_each_claims_multiplier() -> None:
+    result = stats.holm([0.04, 0.001, float("nan"), 0.02])
+    assert result.multipliers == (1, 3, 0, 2)

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from hahrobust.attacks.journal import data_fingerprint
 from hahrobust.data import ImageSet
 from hahrobust.devices import resolve_device
 from hahrobust.evaluate.opening import LoadedModel, MemorySource, open_models
@@ -44,9 +45,12 @@ def origins(models: Sequence[LoadedModel]) -> dict[str, Path | ForeignSource | M
 
 def common_settings(data: ImageSet, *, seed: int, batch_size: int, device: torch.device | str) -> dict[str, Any]:
     """The shared settings that change numbers (for Result.settings); the device is recorded for provenance.
-    ``subset``: ``data`` is a class-balanced subset (:func:`hahrobust.data.balanced_subset` marks its source)."""
+    ``data``: the path as the user gave it; ``data_sha256``: the images' and labels' content hash, so two machines'
+    results say whether they measured the same images whatever the path. ``subset``: ``data`` is a class-balanced
+    subset (:func:`hahrobust.data.balanced_subset` marks its source)."""
     return {
         "data": data.source,
+        "data_sha256": data_fingerprint(data),
         "n": len(data),
         "subset": " [balanced n=" in data.source,
         "seed": seed,

@@ -2,18 +2,22 @@
 
 Every claim compares model A (the one under test) with B (its baseline) on the same images: exact McNemar
 (:func:`hahrobust.stats.mcnemar`) for per-image booleans (clean, noisy, robust, worst case), the paired bootstrap and
-sign-flip test (:func:`hahrobust.stats.paired_bootstrap`) for per-image floats (Hoyer, SNR in dB, distances). The
-p-values of all claims of one report form one family, Holm-adjusted (:func:`hahrobust.stats.holm`); each verdict is
-:func:`hahrobust.stats.verdict` at the adjusted p with the smallest effect of interest in :data:`MIN_EFFECT` (the
-tolerances ``hahrobust check`` uses), so "does not hold" means the interval rules out an effect that large.
-A plain-gradient claim (AutoAttack, minimum-norm distances by plain gradients) that holds while its adaptive
-counterpart (the audit's worst case, distances through BPDA) does not becomes **holds only against plain-gradient
-attacks**.
+sign-flip test (:func:`hahrobust.stats.paired_bootstrap`) for per-image floats (Hoyer, SNR in dB), Wilcoxon's
+signed-rank test with censoring (:func:`hahrobust.stats.censored_signed_rank`) for minimum-norm distances, where an
+image with no example found is "farther than any found", not missing. The p-values of all claims of one report form
+one family, Holm-adjusted (:func:`hahrobust.stats.holm`), and each claim's interval is also taken at the
+simultaneous level 1 − α/m; each verdict is :func:`hahrobust.report.rules.verdict` with the smallest effect of
+interest in :data:`MIN_EFFECT` (the tolerances ``hahrobust check`` uses). A plain-gradient claim (AutoAttack,
+minimum-norm distances by plain gradients) that holds while its adaptive counterpart (the audit's worst case,
+distances through BPDA) does not hold, and whose estimate the adaptive claim's simultaneous interval excludes,
+becomes **holds only against plain-gradient attacks** (:data:`RULE_PLAIN_ONLY`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,14 +25,18 @@ import numpy as np
 from hahrobust import stats
 from hahrobust.attacks.norms import NORMS, SYMBOLS
 from hahrobust.metrics.snr import to_db
+from hahrobust.report import rules
 from hahrobust.report.steps import NOISY_SIGMA, TABLE_EPS, minimum_norm_step
 
 ALPHA = 0.05
 #: Smallest effect of interest per kind of measure (as ``hahrobust check``'s tolerances): accuracy in fractions
-#: (2 points), Hoyer in its own unit, SNR in dB; distances have none (their scale differs per norm and model).
+#: (2 points), Hoyer in its own unit, SNR in dB; distances (a rank correlation) have none.
 MIN_EFFECT: dict[str, float | None] = {"accuracy": 0.02, "hoyer": 0.01, "snr_db": 0.5, "distance": None}
 PLAIN_ONLY = "holds only against plain-gradient attacks"
-RULE_PLAIN_ONLY = (f"a plain-gradient claim that holds while its adaptive counterpart does not hold → {PLAIN_ONLY}")
+RULE_PLAIN_ONLY = ("a plain-gradient claim that holds, while its adaptive counterpart (same images, every attack) "
+                   "does not hold, reverses, is not resolved or holds only below the smallest effect of interest, "
+                   "and the adaptive claim's simultaneous interval excludes the plain claim's estimate (the "
+                   f"plain-gradient effect is refuted, not only unconfirmed) → {PLAIN_ONLY}")
 
 
 @dataclass(frozen=True)
@@ -38,29 +46,41 @@ class Claim:
     group: str  # the paper's claim it belongs to
     measure: str  # a key of MIN_EFFECT
     test: str
-    comparison: stats.PairedComparison | stats.PairedMeanDifference
+    comparison: rules.Comparison
     higher_is_better: bool = True
     adaptive: str | None = None  # the key of the adaptive counterpart of a plain-gradient claim
+    measure_at: Callable[[float], rules.Comparison] | None = field(default=None, repr=False, compare=False)
+
+    def at_level(self, level: float) -> rules.Comparison:
+        """The comparison with its interval at ``level`` (the same test; a bootstrap's interval recomputed)."""
+        if isinstance(self.comparison, stats.PairedComparison):
+            return self.comparison.at_level(level)
+        assert self.measure_at is not None, "a resampled comparison keeps how to measure it again"
+        return self.measure_at(level)
 
 
 @dataclass(frozen=True)
 class Judged:
     claim: Claim
     p_adjusted: float
-    verdict: stats.ClaimVerdict
+    verdict: rules.ClaimVerdict
     final: str  # the verdict shown: the rule's, or PLAIN_ONLY
 
     def row(self) -> dict[str, Any]:
         c, v = self.claim.comparison, self.verdict
-        row = {"claim": self.claim.key, "group": self.claim.group, "measure": self.claim.measure, "text": self.claim.text, "verdict": self.final,
-               "effect": v.effect, "low": v.low, "high": v.high, "n": c.n, "p_value": c.p_value,
-               "p_holm": self.p_adjusted, "test": self.claim.test, "reason": v.reason, "rule": v.rule,
-               "n_needed": v.n_needed}
+        row = {"claim": self.claim.key, "group": self.claim.group, "measure": self.claim.measure,
+               "text": self.claim.text, "verdict": self.final, "effect": v.effect, "low": v.low, "high": v.high,
+               "joint_low": v.joint_low, "joint_high": v.joint_high, "joint_level": v.joint_level, "n": c.n,
+               "p_value": c.p_value, "p_holm": self.p_adjusted, "holm_multiplier": v.multiplier,
+               "test": self.claim.test, "reason": v.reason, "rule": v.rule, "n_needed": v.n_needed}
         if isinstance(c, stats.PairedComparison):
             row |= {"a": c.correct_a / c.n if c.n else float("nan"), "b": c.correct_b / c.n if c.n else float("nan"),
                     "discordant_a": c.b, "discordant_b": c.c}
+        elif isinstance(c, stats.PairedRankComparison):
+            row |= {"a": c.median_a, "b": c.median_b, "tied": c.n_tied, "censored_a": c.n_censored_a,
+                    "censored_b": c.n_censored_b, "missing": c.n_missing, "resamples": c.n_resamples, "seed": c.seed}
         else:
-            row |= {"a": c.mean_a, "b": c.mean_b, "resamples": c.n_resamples, "seed": c.seed}
+            row |= {"a": c.mean_a, "b": c.mean_b, "dropped": c.n_dropped, "resamples": c.n_resamples, "seed": c.seed}
         return row
 
 
@@ -71,8 +91,19 @@ def _mcnemar(key: str, text: str, group: str, a: np.ndarray, b: np.ndarray, **kw
 
 def _bootstrap(key: str, text: str, group: str, measure: str, a: np.ndarray, b: np.ndarray, seed: int,
                resamples: int, **kw: Any) -> Claim:
+    measure_at = partial(stats.paired_bootstrap, a, b, seed=seed, n_resamples=resamples)
     return Claim(key, text, group, measure, f"paired bootstrap (BCa, {resamples} resamples) + sign-flip test",
-                 stats.paired_bootstrap(a, b, seed=seed, n_resamples=resamples), **kw)
+                 measure_at(level=0.95), measure_at=lambda level: measure_at(level=level), **kw)
+
+
+def _ranks(key: str, text: str, group: str, a: np.ndarray, b: np.ndarray, seed: int, resamples: int,
+           **kw: Any) -> Claim:
+    measure_at = partial(stats.censored_signed_rank, a, b, seed=seed, n_resamples=resamples)
+    found = measure_at(level=0.95)
+    test = (f"Wilcoxon signed-rank, no example found = farther than any found ({found.n_censored_a} A, "
+            f"{found.n_censored_b} B censored; {found.n_tied} ties, {found.n_missing} missing); effect: rank-biserial "
+            f"r, bootstrap CI ({resamples} resamples)")
+    return Claim(key, text, group, "distance", test, found, measure_at=lambda level: measure_at(level=level), **kw)
 
 
 def hah_blocks(steps: dict[str, dict[str, Any]]) -> int:
@@ -152,25 +183,30 @@ def claims(steps: dict[str, dict[str, Any]], *, seed: int, resamples: int) -> li
             a, b = (distances(steps, s, norm, adaptive)[both] for s in "ab")
             how = ("any attack: BPDA" + (", the audit's breaks at ε" if norm in TABLE_EPS else "")
                    if adaptive else "plain gradients")
-            out.append(_bootstrap(
+            out.append(_ranks(
                 f"distance-{norm}{'-adaptive' if adaptive else ''}",
-                f"A's mean minimum {SYMBOLS[norm]} distance larger than B's ({how}; images both classify correctly)",
-                "larger minimum-norm distances (Fig. 5)" + ("" if not adaptive else ", adaptive"), "distance", a, b,
+                f"A's minimum {SYMBOLS[norm]} distances larger than B's ({how}; images both classify correctly)",
+                "larger minimum-norm distances (Fig. 5)" + ("" if not adaptive else ", adaptive"), a, b,
                 adaptive=None if adaptive else f"distance-{norm}-adaptive", **boot))
     return out
 
 
 def judge_all(found: list[Claim], alpha: float = ALPHA) -> list[Judged]:
-    """Holm over the family, each claim's verdict at its adjusted p, then the plain-gradient-only rule."""
+    """Holm over the family, each claim's simultaneous interval (1 − α/m), its verdict, then the plain-only rule."""
     family = stats.holm([c.comparison.p_value for c in found], alpha)
-    verdicts = {c.key: (p, stats.verdict(c.comparison, alpha, p_value=p if np.isfinite(p) else 1.0,
-                                         min_effect=MIN_EFFECT[c.measure], higher_is_better=c.higher_is_better))
-                for c, p in zip(found, family.adjusted)}
+    joint_level = 1 - alpha / max(len(found), 1)
+    verdicts = {}
+    for c, p, multiplier in zip(found, family.adjusted, family.multipliers):
+        verdicts[c.key] = (p, rules.verdict(
+            c.comparison, alpha, p_value=p if np.isfinite(p) else 1.0, joint=c.at_level(joint_level),
+            multiplier=max(multiplier, 1), min_effect=MIN_EFFECT[c.measure], higher_is_better=c.higher_is_better))
     out = []
     for c in found:
         p, v = verdicts[c.key]
         final = v.verdict
-        if c.adaptive is not None and v.verdict == "holds" and verdicts[c.adaptive][1].verdict != "holds":
-            final = PLAIN_ONLY
+        if c.adaptive is not None and v.verdict == "holds":
+            counter = verdicts[c.adaptive][1]
+            if counter.verdict != "holds" and not counter.joint_low <= v.effect <= counter.joint_high:
+                final = PLAIN_ONLY
         out.append(Judged(c, float(p), v, final))
     return out

@@ -15,45 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-#: The claims of the headline, in order: the paper's sparsity, noise, clean-cost and AutoAttack claims, and the one
-#: the audit adds (the worst case under adaptive attack), at ℓ∞ (ℓ2 and the rest are in the report).
-HEADLINE = ("sparser", "noise", "clean-cost", "autoattack-linf", "worst-linf")
-
-
-def _value(value: Any, accuracy: bool) -> str:
-    v = float(value)
-    if math.isnan(v):
-        return "—"
-    return f"{100 * v:.1f} %" if accuracy else f"{v:.3g}"
-
-
-def _p(value: Any) -> str:
-    v = float(value)
-    return "—" if math.isnan(v) else f"{v:.2g}"
-
+from hahrobust.report.headline import HEADER, HEADLINE, headline_rows
 
 def summary_markdown(document: dict[str, Any], link: str | None = None, keys: tuple[str, ...] = HEADLINE) -> str:
-    """The Markdown table of ``keys``' claims from a report's JSON: claim, A, B, effect with its 95 % interval, n,
-    Holm-adjusted p and the verdict (with a link to the whole report when given)."""
-    claims = {c["claim"]: c for c in document["claims"]}
-    missing = [k for k in keys if k not in claims]
-    if missing:
-        raise KeyError(f"the report has no claim {', '.join(missing)}")
-    lines = ["| claim (A vs B) | A | B | effect in the claimed direction [95 % CI] | n | p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
-    for key in keys:
-        c = claims[key]
-        accuracy = c["measure"] == "accuracy"
-        scale = 100 if accuracy else 1
-        unit = " points" if accuracy else ""
-        effect = f"{scale * float(c['effect']):+.3g} [{scale * float(c['low']):+.3g}, {scale * float(c['high']):+.3g}]{unit}"
-        lines.append(f"| {c['text']} | {_value(c['a'], accuracy)} | {_value(c['b'], accuracy)} | {effect} | {c['n']} | "
-                     f"{_p(c['p_holm'])} | **{c['verdict']}** |")
+    """The Markdown table of ``keys``' claims from a report's JSON (:func:`headline_rows`, the verdict in bold),
+    with a link to the whole report when given."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join((*row[:-1], f"**{row[-1]}**")) + " |" for row in headline_rows(document["claims"], keys)]
     if link is not None:
         lines += ["", f"Generated from [the report]({link}) (`python -m hahrobust.report.summary`)."]
     return "\n".join(lines)

@@ -102,9 +102,8 @@ def markdown(result: Result) -> str:
     parts = [f"# {layout.title}", display_frame(result).to_markdown(index=False, disable_numparse=True)]
     if result.all_notes:
         parts.append("\n".join(f"- {note}" for note in result.all_notes))
-    settings = pd.DataFrame(
-        {"setting": list(result.settings), "value": [_setting_text(v) for v in result.settings.values()]}
-    )
+    flat = setting_rows(result.settings)
+    settings = pd.DataFrame({"setting": [k for k, _ in flat], "value": [v for _, v in flat]})
     parts += ["## Settings", settings.to_markdown(index=False, disable_numparse=True)]
     sources = list(result.checkpoints.values())
     checkpoints = pd.DataFrame(
@@ -118,6 +117,19 @@ def markdown(result: Result) -> str:
         checkpoints["factory source, sha256"] = ["" if _is_file(p) else p.factory_display for p in sources]
     parts += ["## Checkpoints", checkpoints.to_markdown(index=False, disable_numparse=True)]
     return "\n\n".join(parts) + "\n"
+
+
+def setting_rows(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """One (dotted name, value) per setting: nested mappings are opened (``config.pgd.steps``), so a settings
+    table is two narrow columns instead of one configuration in one cell; lists read as comma-separated."""
+    rows: list[tuple[str, str]] = []
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            rows += setting_rows(value, f"{name}.")
+        else:
+            rows.append((name, _setting_text(value)))
+    return rows
 
 
 def _setting_text(value: Any) -> str:
