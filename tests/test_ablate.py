@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -57,8 +58,18 @@ def test_ablate_trains_evaluates_and_resumes(small_width, tiny_data: Path, tmp_p
             assert robust <= clean
     _, metadata = load_checkpoint(out / "checkpoints" / "no-threshold.safetensors")
     assert metadata["model"]["config"]["threshold"] == "none" and metadata["model"]["config"]["width"] == 0.0625
-    for name in ("ablate.md", "ablate.json", "ablate.png"):
+    for name in ("ablate.md", "ablate.json", "ablate.png", "ablate-paired.md", "ablate-paired.json"):
         assert (out / name).is_file()
+    # Each variant against the full model on the same images: the paired difference is the accuracies' difference,
+    # its discordant images give it, and Holm's p is never below the test's own.
+    paired = pd.read_csv(out / "ablate-paired.csv")
+    assert sorted(paired["variant"].unique()) == ["baseline", "no-threshold"] and len(paired) == 8
+    accuracy = table.set_index(["variant", "condition"])["accuracy"]
+    for row in paired.itertuples():
+        assert row.difference == pytest.approx(accuracy[(row.variant, row.condition)] - accuracy[("all", row.condition)])
+        assert row.difference == pytest.approx((row.variant_only - row.reference_only) / row.n)
+        assert row.low <= row.difference <= row.high and row.p_value <= row.p_holm <= 1
+    assert "p (Holm)" in (out / "ablate-paired.md").read_text()
 
     # a second run retrains nothing and re-evaluates nothing: same table
     def fail(*args, **kwargs):
@@ -84,6 +95,16 @@ def test_from_reuses_checkpoints(small_width, tiny_data: Path, tmp_path: Path, m
     assert document["checkpoints"]["Baseline (VGG-16)"]["path"].startswith(str(first.resolve()))
 
 
+def fake_audit(n: int, pgd: float, worst: float) -> SimpleNamespace:
+    """The audit's ModelAudit, as far as the table reads it: every image correct, PGD and the worst case robust on
+    the first ``pgd``·n and ``worst``·n images, the convergence rounds converged after one."""
+    rows = pd.DataFrame({"attack": ["PGD", "worst case"], "robust_acc": [pgd, worst]})
+    index = np.arange(n)
+    return SimpleNamespace(attacks=rows, rounds=[(2, 0)], members=(SimpleNamespace(effort=True),),
+                           correct=np.ones(n, bool), broken_by={"PGD": (index >= round(pgd * n))[None]},
+                           worst=(index < round(worst * n))[None])
+
+
 def test_adaptive_adds_the_worst_case_beside_each_adversarial_column(
     small_width, tiny_data: Path, tmp_path: Path, monkeypatch
 ) -> None:
@@ -96,9 +117,7 @@ def test_adaptive_adds_the_worst_case_beside_each_adversarial_column(
 
     def audit(model, data, *, norm, eps, ensemble, **kw):
         seen.append(tuple(m.name for m in ensemble))
-        rows = pd.DataFrame({"attack": ["PGD", "worst case"], "robust_acc": [0.5, 0.25] if norm == "linf" else [0.4, 0.2]})
-        # the audit's ModelAudit, as far as the table reads it (its convergence rounds: converged after one)
-        return SimpleNamespace(attacks=rows, rounds=[(2, 0)], members=(SimpleNamespace(effort=True),))
+        return fake_audit(len(data), *((0.5, 0.25) if norm == "linf" else (0.4, 0.2)))
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
     result = runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--resume"))
@@ -126,9 +145,7 @@ def test_adaptive_audits_journal_and_resume_inside_a_variant(
         calls.append({"dir": journal_dir, "stem": journal_stem, "resume": resume})
         (journal_dir / f"{journal_stem}-{norm}-pgd.jsonl").parent.mkdir(parents=True, exist_ok=True)
         (journal_dir / f"{journal_stem}-{norm}-pgd.jsonl").write_text("{}\n")  # what a member would leave
-        rows = pd.DataFrame({"attack": ["PGD", "worst case"], "robust_acc": [0.5, 0.25]})
-        # the audit's ModelAudit, as far as the table reads it (its convergence rounds: converged after one)
-        return SimpleNamespace(attacks=rows, rounds=[(2, 0)], members=(SimpleNamespace(effort=True),))
+        return fake_audit(len(data), 0.5, 0.25)
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
     assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--resume")).exit_code == 0

@@ -17,14 +17,15 @@ from hahrobust.cli._common import (
 from hahrobust.cli._eval import N
 from hahrobust.devices import resolve_device
 from hahrobust.results import Result, check_out_dir, show, write
-from hahrobust.studies.paper_table import convergence_notes, paper_layout
+from hahrobust.studies.paper_table import convergence_notes, paired_layout, paper_layout
 
 NAME = "ablate"
+PAIRED = "ablate-paired"  # each variant against the full model, on the same images
 
 
 @handle_errors
 def command(
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for checkpoints/, the evaluation cache and ablate.csv/.md/.json/.png."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for checkpoints/, the evaluation cache, ablate.csv/.md/.json/.png and ablate-paired.csv/.md/.json (each variant's paired test against the full model)."),
     preset_name: str = typer.Option("small", "--preset", help="paper | authors | small: the recipe every variant is trained with."),
     variants: Optional[str] = typer.Option(None, help=f"Comma-separated subset of: {', '.join(VARIANTS)}.", show_default="all"),
     seed: Optional[int] = typer.Option(None, help="Seed for training and evaluation.", show_default="the preset's"),
@@ -47,7 +48,7 @@ def command(
     started = datetime.now(timezone.utc)
     out_dir = check_out_dir(out)  # made by the first checkpoint or the results
     # finished variants are always reused (checkpoints/, the evaluation cache); only the table needs a say-so
-    refuse_to_replace(out_dir, (NAME,), overwrite=False, resume=resume, resumable=True,
+    refuse_to_replace(out_dir, (NAME, PAIRED), overwrite=False, resume=resume, resumable=True,
                       overwritable=False)
     torch_device = resolve_device(device)
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
@@ -71,4 +72,8 @@ def command(
                     notes=convergence_notes(run.rows))  # whether each worst case is final
     show(result, console)
     paths = write(result, out_dir)
+    if not run.paired.empty:
+        paired = Result(PAIRED, run.paired, settings, run.checkpoints, paired_layout(), started=started)
+        show(paired, console)
+        paths += write(paired, out_dir)
     console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False, soft_wrap=True)

@@ -160,29 +160,34 @@ class _Runs:
         frames = []
         minimum_norm: dict[str, dict[str, AttackOutcome]] = {}  # norm → attack → per-image distances
         for name, p, eps_list in plan:
-            stem = self.stems[(m.label, name, p)]
-            with autoattack_flags() as flags:
-                outcome = run_attack_images(
-                    m.model, self.data, attack=name, norm=p, eps=eps_list, batch_size=self.size, seed=self.seed,
-                    device=self.device, progress=self.progress,
-                    journal_path=self.journal_dir / f"{stem}.jsonl" if self.journal_dir is not None else None,
-                    resume=self.resume,
-                    save_adv=self.save_adv_dir / f"adv-{stem}.safetensors" if self.save_adv_dir is not None else None,
-                    config=self.configs[name], gradient=self.paths[m.label], bpda_types=self.types.get(m.label),
-                    transfer_source=self.source, description=f"{m.label} {name} {SYMBOLS[p]}",
-                )
+            outcome = self.attack(m, name, p, eps_list)
             frames.append(outcome.table)
             if registry.get(name).minimum_norm:
                 minimum_norm.setdefault(p, {})[name] = outcome
-            self.flagged.extend(
-                f"AutoAttack's check flagged {m.label} {SYMBOLS[p]} (its % are of the images it attacked in one "
-                f"batch, the correctly classified ones): {flag}" for flag in flags
-            )
         for p, outcomes in minimum_norm.items():
             if len(outcomes) > 1:
                 eps_list = next(e for a, q, e in plan if q == p)
                 frames.append(best_rows(outcomes, norm=p, eps=eps_list, dim=self.data.images[0].numel(), seed=self.seed))
         return pd.concat(frames, ignore_index=True)
+
+    def attack(self, m: LoadedModel, name: str, p: str, eps_list: Sequence[float]) -> AttackOutcome:
+        """``m`` attacked by one run of the plan (journaled, its adversarial examples saved when asked)."""
+        stem = self.stems[(m.label, name, p)]
+        with autoattack_flags() as flags:
+            outcome = run_attack_images(
+                m.model, self.data, attack=name, norm=p, eps=eps_list, batch_size=self.size, seed=self.seed,
+                device=self.device, progress=self.progress,
+                journal_path=self.journal_dir / f"{stem}.jsonl" if self.journal_dir is not None else None,
+                resume=self.resume,
+                save_adv=self.save_adv_dir / f"adv-{stem}.safetensors" if self.save_adv_dir is not None else None,
+                config=self.configs[name], gradient=self.paths[m.label], bpda_types=self.types.get(m.label),
+                transfer_source=self.source, description=f"{m.label} {name} {SYMBOLS[p]}",
+            )
+        self.flagged.extend(
+            f"AutoAttack's check flagged {m.label} {SYMBOLS[p]} (its % are of the images it attacked in one "
+            f"batch, the correctly classified ones): {flag}" for flag in flags
+        )
+        return outcome
 
     def settings(self, gradient: GradientPath, bpda: Mapping[str, SurrogateKind] | None,
                  transfer_from: str | Path | None) -> dict[str, Any]:
@@ -294,8 +299,8 @@ def table1(
     if not adaptive:
         rows = per_model(opened, lambda m: paper_table(
             m.model, data, aa_version=aa_version, seed=seed, batch_size=runs.size, device=device, progress=progress,
-            run=lambda p, e: runs.run(m, [("autoattack", p, [e])]),
-        ).assign(n=len(data), seed=seed))
+            run=lambda p, e: runs.attack(m, "autoattack", p, [e]),
+        ).rows.assign(n=len(data), seed=seed))
     else:
         rows = per_model(opened, lambda m: _adaptive_table(m, data, device, runs.source, runs.size, seed, progress,
                                                            journal_dir, resume))
@@ -326,7 +331,7 @@ def _adaptive_table(
         journal_stem=f"table1-{slug(m.label)}", resume=resume,
     )
     return paper_table(m.model, test, seed=seed, batch_size=size, device=device, progress=progress,
-                       run=run, adaptive=adaptive).assign(n=len(test), seed=seed)
+                       run=run, adaptive=adaptive).rows.assign(n=len(test), seed=seed)
 
 
 def _gradient_tag(path: GradientPath, types: dict[type[nn.Module], str]) -> str:

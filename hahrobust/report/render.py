@@ -4,8 +4,6 @@ figure. Nothing in them depends on the clock, so a resumed run writes the same f
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import math

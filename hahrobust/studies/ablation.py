@@ -15,15 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from rich.progress import Progress
 
+from hahrobust import stats
 from hahrobust.checkpoint import load_checkpoint
 from hahrobust.data import ImageSet, balanced_subset
 from hahrobust.errors import HahrobustError
 from hahrobust.provenance import sha256_file, write_atomically
-from hahrobust.studies.paper_table import audited_columns, check_paper_attack, paper_table, with_interval
+from hahrobust.studies.paper_table import audited_columns, check_paper_attack, paper_table
 from hahrobust.training import TrainConfig, preset, run_paths, train
 
 
@@ -54,10 +56,15 @@ def check_variants(names: list[str] | None) -> list[str]:
     return names
 
 
+#: The row every variant is tested against: the full model, all of the paper's components included.
+REFERENCE = "all"
+
+
 @dataclass
 class AblationRun:
     rows: pd.DataFrame  # model (variant label), variant, condition, accuracy
     checkpoints: dict[str, Path]  # variant label -> checkpoint
+    paired: pd.DataFrame  # each variant against the full model per condition (:func:`paired_against`)
 
 
 def run_ablation(
@@ -98,7 +105,7 @@ def run_ablation(
     evaluation = {"n": len(test_data), "seed": config.seed, "attack": attack, "aa_version": aa_version,
                   "data": test_data.source, **({"adaptive": True} if adaptive else {})}
 
-    frames, checkpoints = [], {}
+    frames, checkpoints, outcomes = [], {}, {}
     for name in names:
         variant = VARIANTS[name]
         checkpoint = folder / f"{name}.safetensors"
@@ -111,31 +118,58 @@ def run_ablation(
                   model_overrides={**chosen.model, **variant.overrides},
                   dataset={"source": train_data.source, "train_n": len(train_data)}, device=device,
                   resume=run_paths(checkpoint)[0].exists(), progress=progress)
-        table = _evaluate(name, checkpoint, test_data, evaluation, attack=attack, aa_version=aa_version,
-                          batch_size=batch_size, device=device, progress=progress, cache_dir=folder)
+        table, outcomes[name] = _evaluate(name, checkpoint, test_data, evaluation, attack=attack,
+                                          aa_version=aa_version, batch_size=batch_size, device=device,
+                                          progress=progress, cache_dir=folder)
         frames.append(table.assign(model=variant.label, variant=name))
         checkpoints[variant.label] = checkpoint
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[["model", "variant", *[c for c in rows.columns if c not in ("model", "variant")]]]
-    return AblationRun(rows, checkpoints)
+    return AblationRun(rows, checkpoints, paired_against(outcomes, rows))
 
 
-_TABLE_FORMAT = 2
+def paired_against(outcomes: dict[str, dict[str, np.ndarray]], rows: pd.DataFrame,
+                   reference: str = REFERENCE) -> pd.DataFrame:
+    """Each variant against ``reference`` on the same images, per condition: the accuracy difference (variant −
+    reference) with Newcombe's paired interval, the discordant images (``variant_only``: right only with the
+    variant; ``reference_only``), the exact McNemar p and its Holm adjustment over the whole table (every variant
+    and condition: one family, as the report's claims). Empty without the reference or per-image outcomes."""
+    if reference not in outcomes:
+        return pd.DataFrame()
+    titles = dict(zip(rows["short"], rows["condition"]))
+    found = []
+    for name, per_condition in outcomes.items():
+        for short, outcome in per_condition.items() if name != reference else ():
+            if short not in outcomes[reference]:
+                continue
+            test = stats.mcnemar(outcome, outcomes[reference][short])
+            found.append({"model": VARIANTS[name].label, "variant": name, "condition": titles[short], "short": short,
+                          "difference": test.difference, "low": test.low, "high": test.high, "n": test.n,
+                          "variant_only": test.b, "reference_only": test.c, "p_value": test.p_value})
+    table = pd.DataFrame(found)
+    if not table.empty:
+        table["p_holm"] = stats.holm(table["p_value"].to_numpy()).adjusted
+    return table
+
+
+# 3: per-image outcomes kept (the paired tests); 2: intervals.
+_TABLE_FORMAT = 3
 
 
 def _evaluate(
     name: str, checkpoint: Path, data: ImageSet, evaluation: dict[str, Any], *, cache_dir: Path, **kwargs: Any
-) -> pd.DataFrame:
-    """Table 1's columns for one checkpoint, cached beside it keyed by the checkpoint hash and the settings."""
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Table 1's columns and their per-image outcomes for one checkpoint, cached beside it keyed by the checkpoint
+    hash and the settings (outcomes as strings of 0/1 per condition, in the evaluated images' order)."""
     # "table": the layout of paper_table's rows; a cache written with another layout is recomputed.
     key = {**evaluation, "checkpoint_sha256": sha256_file(checkpoint), "table": _TABLE_FORMAT}
     cache = cache_dir / f"{name}.eval.json"
     if cache.is_file():
         try:
             recorded = json.loads(cache.read_text(encoding="utf-8"))
-            if recorded.get("key") == key:  # rows cached before intervals were kept get them from accuracy and n
-                return pd.DataFrame([{**r, **{k: v for k, v in with_interval(r["accuracy"], len(data)).items()
-                                                   if k not in r}} for r in recorded["rows"]])
+            if recorded.get("key") == key:
+                return pd.DataFrame(recorded["rows"]), {k: np.array([c == "1" for c in v], dtype=bool)
+                                                       for k, v in recorded["outcomes"].items()}
         except (json.JSONDecodeError, KeyError, TypeError):
             pass  # a damaged cache is recomputed
     model, _ = load_checkpoint(checkpoint, kwargs["device"])
@@ -146,13 +180,16 @@ def _evaluate(
                                         batch_size=kwargs["batch_size"], device=kwargs["device"], progress=kwargs["progress"],
                                         journal_dir=journals, journal_stem=audit_journal_stem(name, key), resume=True)
         kwargs = {**kwargs, "run": run, "adaptive": adaptive}
-    table = paper_table(model, data, seed=evaluation["seed"], **kwargs)
-    document = json.dumps({"key": key, "rows": table.to_dict(orient="records")}, indent=1)
+    measured = paper_table(model, data, seed=evaluation["seed"], per_image=True, **kwargs)
+    table, outcomes = measured.rows, measured.outcomes
+    document = json.dumps({"key": key, "rows": table.to_dict(orient="records"),
+                           "outcomes": {k: "".join("1" if x else "0" for x in v) for k, v in outcomes.items()}},
+                          indent=1)
     write_atomically(cache, lambda tmp: tmp.write_text(document, encoding="utf-8"), "the evaluation cache")
     if adaptive_run:  # the cache holds the result now: this variant's audit journals (any settings) have done their job
         for journal in journals.glob(f"{audit_journal_stem(name, None)}*.jsonl"):
             journal.unlink(missing_ok=True)
-    return table
+    return table, outcomes
 
 
 def audit_journal_stem(name: str, key: dict[str, Any] | None) -> str:

@@ -11,16 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from rich.progress import Progress
 from torch import nn
 
 from hahrobust import stats
+from hahrobust.attacks.outcome import AttackOutcome
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics.accuracy import accuracy
-from hahrobust.metrics.noise import noise_accuracy
+from hahrobust.metrics.noise import noise_accuracy, noise_correct
 from hahrobust.results import Figure, Layout
 
 
@@ -51,11 +53,23 @@ ADAPTIVE_CONDITIONS: dict[str, Condition] = {
     for c in PAPER_CONDITIONS if c.norm is not None
 }
 
-#: ``run(norm, eps) -> run_attack's table`` for one adversarial column (e.g. with a journal, to resume).
-AttackRunner = Callable[[str, float], pd.DataFrame]
-#: ``adaptive(norm, eps) -> (worst-case robust accuracy, convergence)`` for one adaptive column: the audit's
-#: convergence rounds' outcome ("converged after 2 rounds", "not converged: …") says whether the figure is final.
-AdaptiveRunner = Callable[[str, float], tuple[float, str]]
+#: ``run(norm, eps) -> run_attack_images' outcome`` for one adversarial column (e.g. with a journal, to resume):
+#: its table's robust accuracy fills the column, its per-image ``robust[0]`` the paired tests.
+AttackRunner = Callable[[str, float], AttackOutcome]
+#: ``adaptive(norm, eps) -> (per-image worst case, convergence)`` for one adaptive column: bool [N], robust under
+#: every member; the audit's convergence rounds' outcome ("converged after 2 rounds", "not converged: …") says
+#: whether the figure is final.
+AdaptiveRunner = Callable[[str, float], tuple[np.ndarray, str]]
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """:func:`paper_table`'s rows and, with ``per_image``, each condition's per-image outcome (``short`` name →
+    bool [N], in ``data``'s order: correct clean, correct under the first noise draw, robust): what a paired test
+    of two models on the same images needs (:func:`hahrobust.studies.ablation.paired_against`)."""
+
+    rows: pd.DataFrame
+    outcomes: dict[str, np.ndarray]
 
 
 def check_paper_attack(attack: str, aa_version: str = "standard") -> None:
@@ -83,7 +97,8 @@ def paper_table(
     progress: Progress | None = None,
     run: AttackRunner | None = None,
     adaptive: AdaptiveRunner | None = None,
-) -> pd.DataFrame:
+    per_image: bool = False,
+) -> PaperTable:
     """One row per paper condition (:data:`PAPER_CONDITIONS`), on all of ``data``: ``condition`` (its
     title), ``short`` (its figure label), ``accuracy`` (a fraction), ``n`` (the images) and ``low``/``high``, its
     95 % Wilson interval over them (:func:`with_interval`).
@@ -92,31 +107,42 @@ def paper_table(
     one); the adversarial columns are verified robust accuracies from :func:`hahrobust.attacks.run_attack`
     (``run`` replaces that call, e.g. to add a journal; it must attack with the same settings). With
     ``adaptive``, each adversarial column is followed by its worst case (:data:`ADAPTIVE_CONDITIONS`).
+    ``per_image`` (one process only) also keeps each condition's per-image outcome: the clean and first noise
+    draw's per image (the same draws as the noisy column's), the attacks' own.
     """
-    from hahrobust.attacks import run_attack  # imported here: AutoAttack is only needed for these columns
+    from hahrobust.attacks import run_attack_images  # imported here: AutoAttack is only needed for these columns
     from hahrobust.attacks.registry import get
 
-    def default_run(norm: str, eps: float) -> pd.DataFrame:
-        return run_attack(model, data, attack=attack, norm=norm, eps=[eps], batch_size=batch_size, seed=seed,
-                          device=device, config=get(attack).configure(aa_version=aa_version), progress=progress)
+    def default_run(norm: str, eps: float) -> AttackOutcome:
+        return run_attack_images(model, data, attack=attack, norm=norm, eps=[eps], batch_size=batch_size, seed=seed,
+                                 device=device, config=get(attack).configure(aa_version=aa_version), progress=progress)
 
-    rows = []
+    rows, outcomes = [], {}
     for condition in PAPER_CONDITIONS:
         if condition.sigma is not None:
             frame = noise_accuracy(model, data, [condition.sigma], repeats=noise_repeats, seed=seed,
                                    batch_size=batch_size, device=device, progress=progress)
             value = float(frame["accuracy"].iloc[0])
+            if per_image:
+                outcomes[condition.short] = noise_correct(model, data, [condition.sigma], repeats=1, seed=seed,
+                                                          batch_size=batch_size, device=device, progress=progress)[0, 0]
         elif condition.norm is not None and condition.eps is not None:
-            value = float((run or default_run)(condition.norm, condition.eps)["robust_acc"].iloc[0])
+            outcome = (run or default_run)(condition.norm, condition.eps)
+            value = float(outcome.table["robust_acc"].iloc[0])
+            outcomes[condition.short] = np.asarray(outcome.robust[0], dtype=bool)
         else:
             value = accuracy(model, data, batch_size=batch_size, device=device, progress=progress)
+            if per_image:
+                outcomes[condition.short] = noise_correct(model, data, [0.0], repeats=1, seed=seed,
+                                                          batch_size=batch_size, device=device, progress=progress)[0, 0]
         rows.append({"condition": condition.title, "short": condition.short, **with_interval(value, len(data))})
         if adaptive is not None and condition.name in ADAPTIVE_CONDITIONS:
             worst = ADAPTIVE_CONDITIONS[condition.name]
-            value, convergence = adaptive(worst.norm, worst.eps)  # type: ignore[arg-type]
-            rows.append({"condition": worst.title, "short": worst.short, **with_interval(value, len(data)),
-                         "convergence": convergence})
-    return pd.DataFrame(rows)
+            robust, convergence = adaptive(worst.norm, worst.eps)  # type: ignore[arg-type]
+            outcomes[worst.short] = robust
+            rows.append({"condition": worst.title, "short": worst.short,
+                         **with_interval(float(np.mean(robust)), len(data)), "convergence": convergence})
+    return PaperTable(pd.DataFrame(rows), outcomes if per_image else {})
 
 
 def with_interval(accuracy: float, n: int) -> dict[str, float | int]:
@@ -158,7 +184,7 @@ def audited_columns(
     run on first use): the audit's member for ``attack`` (AutoAttack standard, or PGD) fills the adversarial
     column, its per-image worst case the adaptive column beside it. With ``attack="pgd"`` the ensemble leaves
     AutoAttack out (the cheap Table 2 setting); ``transfer_source`` adds the transfer member."""
-    from hahrobust.studies.audit import WORST, ModelAudit, audit_model, convergence_text, default_ensemble
+    from hahrobust.studies.audit import ModelAudit, audit_model, convergence_text, default_ensemble
 
     member = {"autoattack": "AutoAttack", "pgd": "PGD"}.get(attack)
     if member is None:
@@ -176,11 +202,17 @@ def audited_columns(
             )
         return audits[(norm, eps)]
 
-    def worst(norm: str, eps: float) -> tuple[float, str]:
-        audit = audited(norm, eps)
-        return float(audit.attacks.set_index("attack").loc[WORST, "robust_acc"]), convergence_text(audit)
+    def column(norm: str, eps: float) -> AttackOutcome:
+        audit = audited(norm, eps)  # the member attacked every image (a reference member): its own outcome
+        robust = audit.correct & ~audit.broken_by[member][0]
+        return AttackOutcome(audit.attacks.set_index("attack").loc[[member]].reset_index(), robust[None],
+                             np.arange(len(robust)), audit.correct, None)
 
-    return lambda norm, eps: audited(norm, eps).attacks.set_index("attack").loc[[member]].reset_index(), worst
+    def worst(norm: str, eps: float) -> tuple[np.ndarray, str]:
+        audit = audited(norm, eps)
+        return np.asarray(audit.worst[0], dtype=bool), convergence_text(audit)
+
+    return column, worst
 
 
 def paper_layout(title: str, notes: tuple[str, ...] = ()) -> Layout:
@@ -198,4 +230,23 @@ def paper_layout(title: str, notes: tuple[str, ...] = ()) -> Layout:
                "of the CSV); models compared on the same images call for a paired test (hahrobust report)."),
         figure=Figure(kind="bar", x="short", y=("accuracy",), percent=("accuracy",), xlabel="",
                       ylabels={"accuracy": "accuracy"}, ylim=(0.0, 1.0)),
+    )
+
+
+def paired_layout() -> Layout:
+    """Table 2's paired tests (:func:`hahrobust.studies.ablation.paired_against`): a row per variant and condition,
+    the difference from the full model with its paired interval, the discordant images, p and Holm's p."""
+    return Layout(
+        title="Each variant against the full model, on the same images (Table 2, paired)",
+        index=("model", "condition"),
+        values=("difference", "variant_only", "reference_only", "p_value", "p_holm"),
+        formats={"difference": "{:+.1%}", "variant_only": "{:d}", "reference_only": "{:d}", "p_value": "{:.2g}",
+                 "p_holm": "{:.2g}"},
+        intervals={"difference": ("low", "high")},
+        labels={"difference": "variant − full [95 % CI]", "variant_only": "only variant right",
+                "reference_only": "only full right", "p_value": "p", "p_holm": "p (Holm)"},
+        notes=("Exact McNemar test of each variant against the full model (All included) on the same images, on the "
+               "images where exactly one of the two is right (noisy: the first noise draw); Newcombe's paired "
+               "interval; Holm over every variant and condition of the table (family-wise error ≤ 5 %). A "
+               "difference whose Holm p is above 0.05 is not resolved by these images.",),
     )
