@@ -19,6 +19,7 @@ from hahrobust.provenance import sha256_file
 from hahrobust.results import (
     Figure, Layout, Result, check_out_dir, display_frame, format_value, markdown, prepare_out_dir, write,
 )
+from hahrobust.results.render import narrow
 
 
 @pytest.fixture()
@@ -242,3 +243,29 @@ def test_check_out_dir_checks_without_creating(tmp_path: Path) -> None:
     (tmp_path / "kept").mkdir()
     check_out_dir(tmp_path / "kept")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "kept"]
+
+
+def test_long_cells_become_numbered_notes_so_an_80_column_table_stays_short(checkpoint: Path) -> None:
+    # An audit's diagnostics table piped to a file (80 columns, no TTY) wrapped its reason column into one word per
+    # line, forty lines tall; long cells are notes under the table now, a repeated text sharing its number.
+    reason = ("the attack's loss did not converge within its steps: a longer run broke images the default did not, "
+              "so the worst case may still fall")
+    rows = pd.DataFrame({"model": ["HaH", "HaH", "base"], "indicator": ["non-converging", "transfer", "silent"],
+                         "fired": ["yes", "no", "no"], "reason": [reason, "short", reason]})
+    layout = Layout(title="Diagnostics", index=("model", "indicator"), values=("fired", "reason"))
+    console = Console(record=True, width=80, force_terminal=False)
+    results.show(Result("diagnostics", rows, {"seed": 0}, {"HaH": checkpoint}, layout), console)
+    text = console.export_text()
+    assert len(text.splitlines()) <= 12 and max(len(line) for line in text.splitlines()) <= 80
+    assert text.count("[1]") == 3 and "short" in text  # two cells point to note 1, which is printed once
+    assert " ".join(text.split()).endswith(f"[1] {reason}")
+    assert narrow(display_frame(Result("d", rows, {}, {}, layout)), keep=2)[1] == [f"[1] {reason}"]
+
+
+def test_settings_are_one_per_row_with_nested_ones_opened(checkpoint: Path) -> None:
+    result = sweep(checkpoint)
+    result = dataclasses.replace(result, settings={"seed": 3, "config": {"pgd": {"steps": 100, "restarts": 5}},
+                                                  "eps": {"linf": [0.1, 0.2]}})
+    settings = markdown(result).split("## Settings")[1].split("## Checkpoints")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in settings.strip().splitlines()[2:]]
+    assert rows == [["seed", "3"], ["config.pgd.steps", "100"], ["config.pgd.restarts", "5"], ["eps.linf", "0.1, 0.2"]]

@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 import typer
+from rich import box
 from rich.table import Table
 
 from hahrobust.cli._common import console, handle_errors, make_progress, refuse_to_replace
@@ -65,15 +66,18 @@ def command(
         test = load_test_set(options, progress)
         report = run_report(session.models, test, chosen, out=out, seed=seed, batch_size=batch_size,
                             device=session.device, resume=resume, progress=progress, jobs=jobs)
-    table = Table(title=f"Claims: {report.labels['a']} (A) vs {report.labels['b']} (B), budget {chosen.name}")
-    for column in ("claim", "verdict", "effect [95 % CI]", "p (Holm)"):
+    # Narrow enough for an 80-column terminal or a CI log: the claim's key, its verdict and p; the effects, both
+    # intervals and the reasons are in report.md / report.html.
+    table = Table(title=f"Claims: {report.labels['a']} (A) vs {report.labels['b']} (B), budget {chosen.name}",
+                  box=box.SIMPLE)
+    for column in ("claim", "verdict", "p (Holm)"):
         table.add_column(column)
     for j in report.judged:
-        v = j.verdict
-        table.add_row(j.claim.text, j.final, f"{v.effect:+.3g} [{v.low:+.3g}, {v.high:+.3g}]", f"{j.p_adjusted:.2g}")
+        table.add_row(j.claim.key, j.final, f"{j.p_adjusted:.2g}")
     console.print(table)
     for line in report.masking.values():
-        console.print(f"masking: {line}", markup=False, highlight=False)
+        console.print(f"masking: {line.split(' — ', 1)[0]}", markup=False, highlight=False)
+    console.print(f"each claim's effect, intervals and reason: {out / 'report.md'}", highlight=False, soft_wrap=True)
     if report.seconds:
         console.print(f"steps run now: {sum(report.seconds.values()):.0f} s ({torch.get_num_threads()} threads)")
     console.print(f"wrote {', '.join(str(p) for p in report.paths)}", highlight=False, soft_wrap=True)

@@ -140,14 +140,33 @@ def _setting_text(value: Any) -> str:
 
 
 
+#: A terminal cell longer than this becomes a numbered note under the table: in an 80-column terminal or a CI log
+#: a long reason column otherwise wraps into one word per line, dozens of lines tall.
+LONG_CELL = 36
+
+
+def narrow(frame: pd.DataFrame, keep: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """``frame`` with every cell longer than :data:`LONG_CELL` (outside the first ``keep`` columns) replaced by a
+    note marker ``[n]``, and the notes, in order (a text that repeats shares its number)."""
+    notes: dict[str, int] = {}
+    out = frame.copy()
+    for column in frame.columns[keep:]:
+        cells = out[column].astype(str)
+        if cells.str.len().max() > LONG_CELL:
+            out[column] = [f"[{notes.setdefault(c, len(notes) + 1)}]" if len(c) > LONG_CELL else c for c in cells]
+    return out, [f"[{n}] {text}" for text, n in notes.items()]
+
+
 def show(result: Result, console: Console) -> None:
-    """Print the pivoted table (and the notes) as a rich table."""
-    frame = display_frame(result)
+    """Print the pivoted table as a rich table, long cells as numbered notes under it, then the result's notes."""
+    frame, long_cells = narrow(display_frame(result), keep=len(result.layout.index))
     table = Table(title=result.layout.title)
     for i, column in enumerate(frame.columns):
         table.add_column(column, justify="left" if i < len(result.layout.index) else "right")
     for row in frame.itertuples(index=False):
         table.add_row(*row)
     console.print(table)
+    for note in long_cells:
+        console.print(note, markup=False, highlight=False)
     for note in result.all_notes:
         console.print(f"[dim]• {note}[/dim]", highlight=False)
