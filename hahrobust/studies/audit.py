@@ -46,7 +46,7 @@ no BPDA ran) is named in a warning asking for ``--bpda``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,7 @@ from hahrobust.studies.audit_members import (
     AUDIT_NORMS, DEFAULT_ENSEMBLE, TWIN_SEED_OFFSET, AuditConfig, Kind, Member, all_members, default_ensemble,
     member_config, members_for, plain_twin,
 )
+from hahrobust.studies.audit_result import ModelAudit
 from hahrobust.studies.audit_verdict import Judgement, convergence_text, judge, judge_all, verdict
 
 WORST = "worst case"
@@ -81,35 +82,6 @@ def check_audit_norm(norm: str) -> str:
             f"{', '.join(AUDIT_NORMS)}; use `hahrobust attack --attack pgd --gradient bpda --norm {norm}` instead"
         )
     return norm
-
-
-@dataclass(frozen=True)
-class ModelAudit:
-    """One model audited at one norm: the per-member table, the diagnostics, and the per-image evidence.
-
-    ``correct`` [N]: classified correctly clean (one forward pass of the model itself); ``broken_by[member]``
-    [len(eps), N]: the images that member broke with a verified example (monotone in ε); ``worst`` [len(eps), N]:
-    robust under every member; ``plain`` [len(eps), N]: robust under the plain-gradient members only."""
-
-    norm: str
-    eps: list[float]
-    members: tuple[Member, ...]
-    attacks: pd.DataFrame
-    diagnostics: pd.DataFrame
-    correct: np.ndarray
-    broken_by: dict[str, np.ndarray]
-    worst: np.ndarray
-    plain: np.ndarray
-    passes: dict[str, PassCount]
-    rounds: list[tuple[int, int]]  # more effort: (images attacked, images broken) per round
-    warnings: tuple[str, ...] = ()
-
-    def broken(self, which: Sequence[Member]) -> np.ndarray:
-        """[len(eps), N]: broken by any of ``which``."""
-        out = np.zeros_like(self.worst)
-        for member in which:
-            out |= self.broken_by[member.name]
-        return out
 
 
 def audit_model(

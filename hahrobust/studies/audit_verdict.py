@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 from hahrobust import stats
 from hahrobust.attacks.norms import SYMBOLS, format_eps
 
-if TYPE_CHECKING:  # the audit imports this module; its result type, for annotations only
-    from hahrobust.studies.audit import ModelAudit
+if TYPE_CHECKING:  # annotations only: the verdict reads the result, it never builds one
+    from hahrobust.studies.audit_result import ModelAudit
 
 
 @dataclass(frozen=True)
