@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hahrobust.attacks.run import run_attack_images  # noqa: E402
+from hahrobust.attacks.run import AttackRequest, run_attack_images  # noqa: E402
 from hahrobust.attacks.spsa import SPSAConfig  # noqa: E402
 from hahrobust.checkpoint import load_checkpoint  # noqa: E402
 from hahrobust.data import ImageSet, balanced_subset, load_cifar10  # noqa: E402
@@ -59,8 +59,8 @@ def main() -> None:
                          "backward_passes": 0, "seconds": 0.0})
             continue
         subset = ImageSet(attack_set.images[survivors], attack_set.labels[survivors], attack_set.source)
-        outcome = run_attack_images(model, subset, attack="spsa", norm=norm, eps=[eps], config=config, seed=seed,
-                                    batch_size=len(survivors))
+        outcome = run_attack_images(model, subset, AttackRequest("spsa", norm, [eps], config, seed=seed,
+                                                                 batch_size=len(survivors)))
         broken = int((~outcome.robust[0] & outcome.correct).sum())
         rows.append({"norm": norm, "eps": eps, "survivors": len(survivors), "broken_by_spsa": broken,
                      "forward_passes": int(outcome.passes[0]), "backward_passes": int(outcome.passes[1]),

@@ -25,6 +25,7 @@ from hahrobust.attacks import (
     tolerance, verify,
 )
 from hahrobust.attacks._common import margin
+from hahrobust.attacks.run import AttackRequest
 from hahrobust.attacks.norms import random_start, within
 from hahrobust.checkpoint import load_checkpoint
 from hahrobust.data import ImageSet, balanced_subset, batches, load_cifar10
@@ -359,8 +360,8 @@ def test_pgd_early_stop_breaks_the_same_images_with_less_work(
     outcomes, rows = {}, {}
     for early in (False, True):
         counter = RowCounter(model).eval()
-        outcomes[early] = run_attack_images(counter, data, attack="pgd", norm=norm, eps=[eps], batch_size=50,
-                                            config=PGDConfig(steps=20, restarts=3, early_stop=early))
+        outcomes[early] = run_attack_images(counter, data, AttackRequest(
+            "pgd", norm, [eps], PGDConfig(steps=20, restarts=3, early_stop=early), batch_size=50))
         rows[early] = counter.rows
     robust = outcomes[True].robust
     assert 0 < robust.sum() < outcomes[True].correct.sum()  # some broken, some not: the comparison means something
@@ -810,3 +811,12 @@ def test_autoattack_flags_reach_the_caller_and_survive_a_resume(tmp_path: Path) 
                              journal_path=journal, resume=True)
     assert {str(w.message) for w in caught} == set(flags)  # read back from the journal, not recomputed
     assert resumed["robust_acc"].item() == fresh["robust_acc"].item()
+
+
+def test_the_runner_takes_a_request_and_options_and_the_keyword_form_splits_into_them() -> None:
+    from hahrobust.attacks.run import RunOptions, split_arguments
+
+    request, options = split_arguments(attack="pgd", norm="l2", eps=[0.5], seed=3, device="cpu", resume=True)
+    assert request == AttackRequest("pgd", "l2", [0.5], seed=3) and options == RunOptions("cpu", resume=True)
+    with pytest.raises(TypeError, match="atack"):
+        split_arguments(atack="pgd")  # a misspelt keyword is named, not swallowed

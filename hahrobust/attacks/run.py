@@ -35,6 +35,7 @@ import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,41 +65,64 @@ from hahrobust.provenance import versions
 
 __all__ = [
     "ADV_FORMAT", "ATTACK_NORMS", "COLUMNS", "AttackOutcome", "check_attack", "distance_summary", "load_adversarial",
-    "recheck", "robust_at", "run_attack", "run_attack_images", "summary_rows",
+    "AttackRequest", "RunOptions", "recheck", "robust_at", "run_attack", "run_attack_images", "split_arguments",
+    "summary_rows",
 ]
 
 
+@dataclass(frozen=True)
+class AttackRequest:
+    """What a run measures: the attack and its budget. Every field changes the numbers (and the journal's key)."""
+
+    attack: str = DEFAULT_ATTACK
+    norm: str = "linf"
+    eps: Sequence[float] | None = None  # default: DEFAULT_EPS of the norm
+    config: Any = None  # the attack's config dataclass; default: its registry entry's defaults
+    n: int | None = None  # attack a class-balanced subset of n images (chosen by the seed)
+    seed: int = 0
+    batch_size: int = 100  # AutoAttack's (and a batched Square's) examples depend on which images share a call
+    gradient: GradientPath = GradientPath()
+    bpda_types: SurrogateTypes | None = None
+    transfer_source: nn.Module | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run goes: where, with which journal, progress and files. None of these changes a number."""
+
+    device: torch.device | str = "cpu"
+    progress: Progress | None = None
+    journal_path: str | Path | None = None
+    resume: bool = False
+    save_adv: str | Path | None = None
+    description: str | None = None
+    on_batch: Callable[[int], None] | None = None
+    shard: Shard | None = None
+
+
+def split_arguments(**kwargs: Any) -> tuple[AttackRequest, RunOptions]:
+    """Keyword arguments (as a notebook writes them) as the request and the options: each name is a field of one."""
+    fields = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (AttackRequest, RunOptions)}
+    unknown = set(kwargs) - fields[AttackRequest] - fields[RunOptions]
+    if unknown:
+        raise TypeError(f"unexpected argument(s) {', '.join(sorted(unknown))}: not a field of AttackRequest or RunOptions")
+    return (AttackRequest(**{k: v for k, v in kwargs.items() if k in fields[AttackRequest]}),
+            RunOptions(**{k: v for k, v in kwargs.items() if k in fields[RunOptions]}))
+
+
 def run_attack(model: nn.Module, data: ImageSet, **kwargs: Any) -> pd.DataFrame:
-    """Attack ``model`` on ``data`` and return one verified row per ε (see :func:`run_attack_images` for the
-    arguments; columns :data:`COLUMNS`; accuracies and rates as fractions)."""
-    return run_attack_images(model, data, **kwargs).table
+    """Attack ``model`` on ``data`` and return one verified row per ε: the keyword form of
+    :func:`run_attack_images` (each keyword a field of :class:`AttackRequest` or :class:`RunOptions`; columns
+    :data:`COLUMNS`; accuracies and rates as fractions)."""
+    return run_attack_images(model, data, *split_arguments(**kwargs)).table
 
 
 def run_attack_images(
-    model: nn.Module,
-    data: ImageSet,
-    *,
-    attack: str = DEFAULT_ATTACK,
-    norm: str = "linf",
-    eps: Sequence[float] | None = None,
-    config: Any = None,
-    n: int | None = None,
-    batch_size: int = 100,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-    journal_path: str | Path | None = None,
-    resume: bool = False,
-    save_adv: str | Path | None = None,
-    gradient: GradientPath = GradientPath(),
-    bpda_types: SurrogateTypes | None = None,
-    transfer_source: nn.Module | None = None,
-    description: str | None = None,
-    on_batch: Callable[[int], None] | None = None,
-    shard: Shard | None = None,
+    model: nn.Module, data: ImageSet, request: AttackRequest = AttackRequest(), options: RunOptions = RunOptions(),
 ) -> AttackOutcome:
-    """Attack ``model`` on ``data`` (or its class-balanced subset of ``n`` images, chosen by ``seed``): one
-    verified row per ε and the per-image outcome (:class:`AttackOutcome`).
+    """Attack ``model`` on ``data`` (or its class-balanced subset of ``request.n`` images, chosen by the seed): one
+    verified row per ε and the per-image outcome (:class:`AttackOutcome`). The names below are the fields of
+    ``request`` (what is measured) and ``options`` (how the run goes).
 
     ``attack`` names a registered attack (:mod:`hahrobust.attacks.registry`) and ``config`` is its config
     dataclass (default: the entry's defaults). ``gradient`` is the gradient the attack follows (plain autograd,
@@ -117,8 +141,14 @@ def run_attack_images(
     the same table as one process. Each rank keeps its own journal (``<name>.rank<r>.jsonl``); a resume
     with another number of processes redoes the batches whose owner changed, nothing else.
     """
-    shard = shard or distributed.current()
-    attack, norm = check_attack(attack, norm)
+    attack, eps, config, n, seed, batch_size = (request.attack, request.eps, request.config, request.n, request.seed,
+                                                request.batch_size)
+    gradient, bpda_types, transfer_source = request.gradient, request.bpda_types, request.transfer_source
+    device, progress, journal_path, resume, save_adv, description, on_batch = (
+        options.device, options.progress, options.journal_path, options.resume, options.save_adv, options.description,
+        options.on_batch)
+    shard = options.shard or distributed.current()
+    attack, norm = check_attack(attack, request.norm)
     spec = get(attack)
     eps_list = check_eps(DEFAULT_EPS[norm] if eps is None else eps, norm)
     config = spec.default_config() if config is None else config

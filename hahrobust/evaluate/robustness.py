@@ -21,7 +21,7 @@ from hahrobust.attacks.autoattack import autoattack_flags
 from hahrobust.attacks.gradients import GradientPath, effective_path
 from hahrobust.attacks.norms import COORD_TOLERANCE, SYMBOLS, format_eps
 from hahrobust.attacks.outcome import AttackOutcome
-from hahrobust.attacks.run import run_attack_images
+from hahrobust.attacks.run import AttackRequest, RunOptions, run_attack_images
 from hahrobust.data import ImageSet
 from hahrobust.evaluate._common import Models, as_device, common_settings, loaded, origins, per_model
 from hahrobust.evaluate.opening import LoadedModel, bpda_types_for, load_transfer_source
@@ -174,15 +174,16 @@ class _Runs:
         """``m`` attacked by one run of the plan (journaled, its adversarial examples saved when asked)."""
         stem = self.stems[(m.label, name, p)]
         with autoattack_flags() as flags:
-            outcome = run_attack_images(
-                m.model, self.data, attack=name, norm=p, eps=eps_list, batch_size=self.size, seed=self.seed,
-                device=self.device, progress=self.progress,
+            outcome = run_attack_images(m.model, self.data, AttackRequest(
+                name, p, eps_list, self.configs[name], seed=self.seed, batch_size=self.size,
+                gradient=self.paths[m.label], bpda_types=self.types.get(m.label), transfer_source=self.source,
+            ), RunOptions(
+                self.device, self.progress,
                 journal_path=self.journal_dir / f"{stem}.jsonl" if self.journal_dir is not None else None,
                 resume=self.resume,
                 save_adv=self.save_adv_dir / f"adv-{stem}.safetensors" if self.save_adv_dir is not None else None,
-                config=self.configs[name], gradient=self.paths[m.label], bpda_types=self.types.get(m.label),
-                transfer_source=self.source, description=f"{m.label} {name} {SYMBOLS[p]}",
-            )
+                description=f"{m.label} {name} {SYMBOLS[p]}",
+            ))
         self.flagged.extend(
             f"AutoAttack's check flagged {m.label} {SYMBOLS[p]} (its % are of the images it attacked in one "
             f"batch, the correctly classified ones): {flag}" for flag in flags

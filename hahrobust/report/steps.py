@@ -27,7 +27,7 @@ from rich.progress import Progress
 from hahrobust.attacks.gradients import GradientPath
 from hahrobust.attacks.journal import data_fingerprint
 from hahrobust.attacks.norms import DEFAULT_EPS, NORMS
-from hahrobust.attacks.run import run_attack_images
+from hahrobust.attacks.run import AttackRequest, RunOptions, run_attack_images
 from hahrobust.data import ImageSet, balanced_subset
 from hahrobust.data.cifar10c import GENERATOR_VERSION, GeneratedCorruptions
 from hahrobust.data.corruptions import require_generator_libraries
@@ -183,10 +183,11 @@ def _autoattack(side: str, norm: str) -> Step:
     def run(pair: Pair, progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         m = pair.models[side]
         outcome = run_attack_images(
-            m.model, pair.attack_set, attack="autoattack", norm=norm, eps=[TABLE_EPS[norm]],
-            config=pair.budget.aa_config(), batch_size=pair.batch_size, seed=pair.seed, device=pair.device,
-            progress=progress, journal_path=pair.journal / f"autoattack-{side}-{norm}.jsonl", resume=True,
-            description=f"AutoAttack {m.label} {norm}")
+            m.model, pair.attack_set,
+            AttackRequest("autoattack", norm, [TABLE_EPS[norm]], pair.budget.aa_config(), seed=pair.seed,
+                          batch_size=pair.batch_size),
+            RunOptions(pair.device, progress, pair.journal / f"autoattack-{side}-{norm}.jsonl", resume=True,
+                       description=f"AutoAttack {m.label} {norm}"))
         return {"robust": outcome.robust[0], "correct": outcome.correct}, {"flags": list(outcome.flags)}
     return run
 
@@ -220,10 +221,11 @@ def _minimum_norm(side: str, norm: str, attack: str, gradient: str) -> Step:
         m = pair.models[side]
         config = pair.budget.fmn_config() if attack == "fmn" else pair.budget.ddn_config()
         outcome = run_attack_images(
-            m.model, pair.attack_set, attack=attack, norm=norm, eps=[DEFAULT_EPS[norm][0]], config=config,
-            batch_size=pair.batch_size, seed=pair.seed, device=pair.device, progress=progress,
-            gradient=GradientPath(gradient), journal_path=pair.journal / f"{attack}-{gradient}-{side}-{norm}.jsonl",
-            resume=True, description=f"{attack.upper()} {gradient} {m.label} {norm}")
+            m.model, pair.attack_set,
+            AttackRequest(attack, norm, [DEFAULT_EPS[norm][0]], config, seed=pair.seed, batch_size=pair.batch_size,
+                          gradient=GradientPath(gradient)),
+            RunOptions(pair.device, progress, pair.journal / f"{attack}-{gradient}-{side}-{norm}.jsonl", resume=True,
+                       description=f"{attack.upper()} {gradient} {m.label} {norm}"))
         return {"distance": outcome.distance, "correct": outcome.correct}, {}  # type: ignore[dict-item]
     return run
 

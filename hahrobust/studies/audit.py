@@ -59,10 +59,11 @@ from hahrobust.attacks.gradients import GradientPath
 from hahrobust.attacks.norms import SYMBOLS, check_eps, check_norm
 from hahrobust.attacks.outcome import AttackOutcome
 from hahrobust.attacks.passes import PassCount
-from hahrobust.attacks.run import run_attack_images
+from hahrobust.attacks.run import AttackRequest, RunOptions, run_attack_images
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.nn.surrogate import SurrogateTypes, smooth_twin
+from hahrobust.stats import accuracy_intervals
 from hahrobust.studies.audit_diagnostics import clean_predictions, diagnose, is_stochastic
 from hahrobust.studies.audit_members import (
     AUDIT_NORMS, DEFAULT_ENSEMBLE, TWIN_SEED_OFFSET, AuditConfig, Kind, Member, all_members, default_ensemble,
@@ -135,16 +136,17 @@ def audit_model(
         one_call = member.attack == "square" and not config.square.per_image
         journal = member_journal(journal_dir, journal_stem, norm, name) if journal_dir else None
         source = smooth_twin(model, config.temperature, bpda_types) if member.twin else transfer_source
-        outcome = run_attack_images(
-            model, subset, attack=member.attack, norm=norm, eps=eps, seed=run_seed, config=pgd_config,
-            batch_size=max(1, len(subset)) if one_call else batch_size, device=device, progress=progress,
-            journal_path=journal, resume=resume, gradient=path,
+        request = AttackRequest(
+            member.attack, norm, eps, pgd_config, seed=run_seed,
+            batch_size=max(1, len(subset)) if one_call else batch_size, gradient=path,
             bpda_types=None if member.transfer or member.twin else bpda_types,
-            transfer_source=source if member.transfer or member.twin else None,
+            transfer_source=source if member.transfer or member.twin else None)
+        options = RunOptions(
+            device, progress, journal, resume,
             save_adv=member_journal(save_adv_dir, journal_stem, norm, name).with_suffix(".safetensors")
             if save_adv_dir is not None else None,
-            description=f"{journal_stem} {name} {SYMBOLS[norm]}",
-        )
+            description=f"{journal_stem} {name} {SYMBOLS[norm]}")
+        outcome = run_attack_images(model, subset, request, options)
         count = PassCount(*outcome.passes)  # counted by the runner per batch, resumed batches included
         passes[name] = passes[name] + count if name in passes else count
         seconds[name] = seconds.get(name, 0.0) + float(outcome.table["seconds"].sum())
@@ -201,6 +203,9 @@ def audit_model(
     attacks = pd.DataFrame(rows)
     attacks["only_breaks"] = [_only(broken_by, str(r["attack"]), eps.index(r["eps"])) if r["attack"] != WORST else 0
                               for r in rows]
+    # Both accuracies are over every image (n counts the images a member attacked): Wilson intervals of their counts
+    attacks = accuracy_intervals(attacks.assign(clean_acc_n=len(data), robust_acc_n=len(data)),
+                                 {"clean_acc": "clean_acc_n", "robust_acc": "robust_acc_n"})
     diagnostics = diagnose(
         model, data, norm=norm, eps=eps[0], members=members, outcomes=outcomes, correct=correct,
         transfer_source=transfer_source, config=config, seed=seed, batch_size=batch_size, device=device,

@@ -24,7 +24,7 @@ from hahrobust.attacks._common import eval_mode, per_image_uniform
 from hahrobust.attacks.norms import SYMBOLS
 from hahrobust.attacks.outcome import AttackOutcome
 from hahrobust.attacks.pgd import PGDConfig, pgd
-from hahrobust.attacks.run import run_attack_images
+from hahrobust.attacks.run import AttackRequest, RunOptions, run_attack_images
 from hahrobust.attacks.verify import verify
 from hahrobust.data import ImageSet, batches
 
@@ -209,9 +209,10 @@ def _unbounded_success(model: nn.Module, data: ImageSet, norm: str, config: Audi
                        batch_size: int, device: torch.device | str, progress: Progress | None) -> float:
     """Plain PGD at an ε that allows any image (Carlini et al.): the share of correct images it fools."""
     outcome = run_attack_images(
-        model, data, attack="pgd", norm=norm, eps=[config.unbounded_eps[norm]], seed=seed, batch_size=batch_size,
-        device=device, config=replace(config.pgd, restarts=1), progress=progress,
-        description=f"unbounded ε {SYMBOLS[norm]}",
+        model, data,
+        AttackRequest("pgd", norm, [config.unbounded_eps[norm]], replace(config.pgd, restarts=1), seed=seed,
+                      batch_size=batch_size),
+        RunOptions(device, progress, description=f"unbounded ε {SYMBOLS[norm]}"),
     )
     correct = outcome.correct
     return float((~outcome.robust[0] & correct).sum() / max(1, correct.sum()))

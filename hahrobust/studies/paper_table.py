@@ -110,12 +110,13 @@ def paper_table(
     ``per_image`` (one process only) also keeps each condition's per-image outcome: the clean and first noise
     draw's per image (the same draws as the noisy column's), the attacks' own.
     """
-    from hahrobust.attacks import run_attack_images  # imported here: AutoAttack is only needed for these columns
+    # imported here: AutoAttack is only needed for these columns
+    from hahrobust.attacks.run import AttackRequest, RunOptions, run_attack_images
     from hahrobust.attacks.registry import get
 
     def default_run(norm: str, eps: float) -> AttackOutcome:
-        return run_attack_images(model, data, attack=attack, norm=norm, eps=[eps], batch_size=batch_size, seed=seed,
-                                 device=device, config=get(attack).configure(aa_version=aa_version), progress=progress)
+        return run_attack_images(model, data, AttackRequest(attack, norm, [eps], get(attack).configure(
+            aa_version=aa_version), seed=seed, batch_size=batch_size), RunOptions(device, progress))
 
     rows, outcomes = [], {}
     for condition in PAPER_CONDITIONS:

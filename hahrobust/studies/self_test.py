@@ -47,7 +47,7 @@ from hahrobust.attacks._common import eval_mode
 from hahrobust.attacks.gradients import GradientPath
 from hahrobust.attacks.norms import SYMBOLS, distances, format_eps
 from hahrobust.attacks.pgd import PGDConfig
-from hahrobust.attacks.run import run_attack_images
+from hahrobust.attacks.run import AttackRequest, RunOptions, run_attack_images
 from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.nn.surrogate import SurrogateTypes
@@ -385,9 +385,9 @@ def default_attack(*, norm: str, eps: float, seed: int, config: PGDConfig | None
     and not robust at ε."""
 
     def attack(binarized: nn.Module, images: ImageSet) -> np.ndarray:
-        outcome = run_attack_images(binarized, images, attack="pgd", norm=norm, eps=[eps], seed=seed,
-                                    config=config if config is not None else PGDConfig(), batch_size=batch_size,
-                                    device=device, gradient=gradient, bpda_types=bpda_types)
+        outcome = run_attack_images(binarized, images, AttackRequest(
+            "pgd", norm, [eps], config if config is not None else PGDConfig(), seed=seed, batch_size=batch_size,
+            gradient=gradient, bpda_types=bpda_types), RunOptions(device))
         return outcome.correct & ~outcome.robust[0]
 
     return attack
