@@ -64,6 +64,9 @@ NUMERIC_KEYS = {
 }
 #: Settings that may differ between the run and the expectation without changing any number.
 VOLATILE_SETTINGS = {"out", "device", "batch_size", "data", "checkpoints", "resume", "labels", "label", "progress"}
+#: Settings only newer results record: compared when both files have them, skipped when one predates them.
+#: ``data_sha256`` (the evaluated images' content hash) is what tells two machines' data apart, whatever the path.
+LATER_SETTINGS = {"data_sha256"}
 
 
 #: Columns of :attr:`Comparison.table`.
@@ -120,9 +123,10 @@ def read_results(path: str | Path) -> ResultsFile:
 
 
 def _numeric(rows: pd.DataFrame) -> pd.DataFrame:
-    """JSON spells non-finite floats as strings: turn metric columns back into numbers."""
+    """JSON spells non-finite floats as strings: turn metric columns and confidence bounds (``low``/``high``,
+    ``X_low``/``X_high``: NaN where an accuracy was not measured) back into numbers, so they are never keys."""
     for column in rows.columns:
-        if column in METRICS or column.endswith("_std"):
+        if column in METRICS or column.endswith(("_std", "_low", "_high")) or column in ("low", "high"):
             rows[column] = pd.to_numeric(rows[column].replace({"inf": math.inf, "-inf": -math.inf, "nan": math.nan}))
     return rows
 
@@ -147,7 +151,8 @@ def compare(
 
     A metric that got *better* beyond its tolerance is reported as ``improved`` and passes unless
     ``strict``; one that got worse is a ``regression`` (exit 1); a metric without a direction fails
-    either way. Missing or extra rows, or different settings, make the comparison unusable (exit 2).
+    either way. Missing or extra rows, or different settings, make the comparison unusable (exit 2). An ``n``
+    column that only ``actual`` has (results from before accuracies carried their n) is not matched on.
     """
     tol_metric = tol_metric or {}
     unknown = sorted(set(tol_metric) - set(METRICS))
@@ -155,6 +160,9 @@ def compare(
         raise HahrobustError(f"--tol-metric: unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
     if tol < 0 or any(v < 0 for v in tol_metric.values()):
         raise HahrobustError("tolerances must be >= 0")
+    if "n" in actual.rows.columns and "n" not in expected.rows.columns:
+        # Written before every accuracy carried its n (a key): the images are then told by the settings (JSON).
+        actual = ResultsFile(actual.command, actual.rows.drop(columns="n"), actual.settings)
     problems: list[str] = []
     if actual.command is not None and expected.command is not None and actual.command != expected.command:
         problems.append(f"different commands: {actual.command} vs expected {expected.command}")
@@ -251,4 +259,5 @@ def _describe(keys: list[str], key: Any) -> str:
 
 def _differing_settings(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     names = (set(actual) | set(expected)) - VOLATILE_SETTINGS
+    names -= {name for name in LATER_SETTINGS if name not in actual or name not in expected}
     return sorted(name for name in names if actual.get(name) != expected.get(name))

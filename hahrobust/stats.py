@@ -1,6 +1,7 @@
 """Statistics behind ``hahrobust report`` and the audit verdicts: intervals, paired tests, corrections.
 
-Every accuracy is a :class:`Proportion`: count, n and Wilson interval. Two models on the *same* images are compared
+Every accuracy is a :class:`Proportion`: count, n and Wilson interval (a table's accuracy columns get theirs from
+:func:`accuracy_intervals`). Two models on the *same* images are compared
 with paired methods only: exact McNemar test and Newcombe's paired interval (:func:`mcnemar`) for per-image booleans,
 paired bootstrap interval and sign-flip permutation test (:func:`paired_bootstrap`) for per-image (or per-layer)
 floats, Wilcoxon's signed-rank test (:func:`censored_signed_rank`) for floats with censored values. A family of
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportion_confint
@@ -63,6 +66,31 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
         return math.nan, math.nan
     low, high = proportion_confint(k, n, alpha=1 - level, method="wilson")
     return (0.0 if k == 0 else float(low)), (1.0 if k == n else float(high))  # exact there; statsmodels rounds
+
+
+def interval_columns(*accuracies: str) -> dict[str, tuple[str, str]]:
+    """``{X: ("X_low", "X_high")}``: the columns :func:`accuracy_intervals` gives each accuracy (a layout's
+    ``intervals``)."""
+    return {x: (f"{x}_low", f"{x}_high") for x in accuracies}
+
+
+def accuracy_intervals(frame: pd.DataFrame, accuracies: Sequence[str] | Mapping[str, str],
+                       level: float = 0.95) -> pd.DataFrame:
+    """``frame`` with each accuracy column X's Wilson interval appended as ``X_low``, ``X_high``.
+
+    ``accuracies``: columns holding a fraction of the images counted in column ``n``, or a mapping from each to the
+    column counting its images (``{"success_rate": "success_rate_n"}``). The interval is :func:`wilson_interval`
+    at the nearest count round(X·n): X's own count where X is k/n; for a mean over noise draws on the same n images,
+    the images are the sampling unit (more draws per image only make each image's outcome less noisy), so it errs
+    wide. NaN where X or its n is NaN, or n = 0: an accuracy not measured for that row."""
+    counts = dict(accuracies) if isinstance(accuracies, Mapping) else dict.fromkeys(accuracies, "n")
+    out = frame.copy()
+    for x, (low, high) in interval_columns(*counts).items():
+        bounds = [(math.nan, math.nan) if pd.isna(v) or pd.isna(n) or n == 0
+                  else wilson_interval(round(float(v) * int(n)), int(n), level)
+                  for v, n in zip(out[x], out[counts[x]])]
+        out[low], out[high] = [b[0] for b in bounds], [b[1] for b in bounds]
+    return out
 
 
 def clustered_interval(correct: ArrayLike, level: float = 0.95) -> tuple[float, float]:

@@ -3,12 +3,15 @@ kill, --table paper, and one-line errors for bad input with nothing written."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from types import SimpleNamespace
 
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
@@ -192,13 +195,13 @@ def test_killed_run_resumes_with_the_same_numbers(
     real = attack_library.run_attack_images
     finished: list[int] = []
 
-    def killed_after_two_batches(*a, **kw):
+    def killed_after_two_batches(model, data, request, options):
         def on_batch(b: int) -> None:
             finished.append(b)
             if b == 1:
                 raise KeyboardInterrupt
 
-        return real(*a, **kw, on_batch=on_batch)
+        return real(model, data, request, dataclasses.replace(options, on_batch=on_batch))
 
     out = tmp_path / "run"
     monkeypatch.setattr(attack_library, "run_attack_images", killed_after_two_batches)
@@ -254,8 +257,12 @@ def test_table_paper_adaptive_puts_the_audits_worst_case_beside_autoattack(
         aa, worst = {"linf": (0.30, 0.10), "l2": (0.40, 0.20)}[norm]
         rows = pd.DataFrame({"attack": ["AutoAttack", "PGD", "worst case"], "robust_acc": [aa, aa + 0.05, worst]})
         rounds = [(4, 1), (3, 0)] if norm == "linf" else [(5, 2)]  # ℓ∞ converged, ℓ2 not
-        # the audit's ModelAudit, as far as the table reads it
-        return SimpleNamespace(attacks=rows, rounds=rounds, members=(SimpleNamespace(effort=True),))
+        # the audit's ModelAudit, as far as the table reads it: per image, AutoAttack's and the worst case's outcome
+        index = np.arange(len(data))
+        return SimpleNamespace(attacks=rows, rounds=rounds, members=(SimpleNamespace(effort=True),),
+                               correct=np.ones(len(data), bool),
+                               broken_by={"AutoAttack": (index >= round(aa * len(data)))[None]},
+                               worst=(index < round(worst * len(data)))[None])
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
     result = invoke(checkpoint, tiny_data, "--table", "paper", "--adaptive", "--images", "10", "--out", str(tmp_path))

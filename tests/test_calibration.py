@@ -19,7 +19,7 @@ from conftest import single_thread
 from hahrobust.attacks.pgd import PGDConfig
 from hahrobust.cli import app
 from hahrobust.cli.train import parse_adversarial
-from hahrobust.data import ImageSet, balanced_subset, load_cifar10
+from hahrobust.data import ImageSet, load_cifar10
 from hahrobust.errors import HahrobustError
 from hahrobust.models import build
 from hahrobust.nn import KWinnersTakeAll

@@ -111,6 +111,32 @@ def test_numeric_columns_that_are_not_metrics_do_not_become_keys() -> None:
     assert comparison.status == Status.OK
 
 
+
+def test_counts_and_intervals_added_since_an_expectation_leave_it_usable() -> None:
+    """Results whose accuracies carry n and a Wilson interval (issue 32) check against an expected file written
+    before them: the bounds are not compared and an n the expectation lacks is not matched on; one it has is."""
+    newer = EXPECTED.assign(n=100, accuracy_low=EXPECTED["accuracy"] - 0.1, accuracy_high=EXPECTED["accuracy"] + 0.1)
+    comparison = compare(ResultsFile("noise-sweep", newer, None), ResultsFile("noise-sweep", EXPECTED, None))
+    assert comparison.status == Status.OK and comparison.table["verdict"].value_counts().to_dict() == {"ok": 4}
+    older = compare(ResultsFile("noise-sweep", EXPECTED, None), ResultsFile("noise-sweep", newer, None))
+    assert older.status == Status.UNUSABLE and older.problems == ["different columns: n"]
+    other_n = compare(ResultsFile("noise-sweep", newer.assign(n=50), None), ResultsFile("noise-sweep", newer, None))
+    assert other_n.status == Status.UNUSABLE
+
+
+def test_an_interval_not_measured_is_a_number_in_json_not_a_key(tmp_path: Path) -> None:
+    """JSON spells an unmeasured accuracy's bounds "nan": they still read as numbers, so bounds that differ between
+    two runs never make their rows differ."""
+    def written(name: str, low: float) -> Path:
+        rows = EXPECTED.assign(n=100, accuracy_low=[low, "nan", 0.8, 0.2], accuracy_high=[0.9, "nan", 0.95, 0.4])
+        document = {"command": "noise-sweep", "settings": {"seed": 0}, "columns": list(rows.columns),
+                    "rows": rows.to_dict(orient="records")}
+        (tmp_path / name).write_text(json.dumps(document))
+        return tmp_path / name
+
+    result = runner.invoke(app, ["check", str(written("a.json", 0.7)), "-e", str(written("b.json", 0.71))])
+    assert result.exit_code == 0, result.output
+
 def test_cli_exit_codes(tmp_path: Path) -> None:
     expected = tmp_path / "expected.csv"
     EXPECTED.to_csv(expected, index=False)
@@ -212,3 +238,14 @@ def test_check_real_noise_sweep_output(make_checkpoint, tiny_data: Path, tmp_pat
     better.write_text(json.dumps(document))
     result = runner.invoke(app, ["check", str(produced), "-e", str(better)])
     assert result.exit_code == 1 and "regression" in result.output
+
+
+def test_the_data_hash_is_compared_when_both_results_record_it() -> None:
+    """data_sha256 (the images' content hash) tells two machines' data apart whatever the path; an expectation
+    written before results recorded it still compares (its settings cannot say)."""
+    older = ResultsFile("noise-sweep", EXPECTED, {"seed": 0, "data": "/a/cifar.tar.gz"})
+    newer = ResultsFile("noise-sweep", EXPECTED, {"seed": 0, "data": "../b/cifar.tar.gz", "data_sha256": "ab"})
+    assert compare(newer, older).status is Status.OK
+    other = ResultsFile("noise-sweep", EXPECTED, {"seed": 0, "data": "/a/cifar.tar.gz", "data_sha256": "cd"})
+    unusable = compare(newer, other)
+    assert unusable.status is Status.UNUSABLE and "data_sha256" in unusable.problems[0]

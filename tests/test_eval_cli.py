@@ -35,7 +35,7 @@ COMMANDS = {
     ),
     "noise-sweep": (
         ["--sigmas", "0,0.1", "--repeats", "2"],
-        ["model", "noise", "sigma", "repeats", "accuracy", "accuracy_std"],
+        ["model", "noise", "sigma", "repeats", "accuracy", "accuracy_std", "n", "accuracy_low", "accuracy_high"],
         "| σ   | HaH",
     ),
 }

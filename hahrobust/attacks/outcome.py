@@ -17,12 +17,18 @@ import pandas as pd
 import torch
 
 from hahrobust.attacks.norms import within
+from hahrobust.stats import accuracy_intervals
 
-#: Columns of the table :func:`hahrobust.attacks.run.run_attack` returns.
+#: Columns of the table :func:`hahrobust.attacks.run.run_attack` returns: each accuracy with its 95 % Wilson
+#: interval over the images (``X_low``, ``X_high``; the success rate's over the ``success_rate_n`` attacked ones).
 COLUMNS = (
     "attack", "norm", "eps", "n", "clean_acc", "robust_acc", "success_rate",
     "median_distance", "mean_distance", "unfound", "seed", "seconds",
+    "clean_acc_low", "clean_acc_high", "robust_acc_low", "robust_acc_high",
+    "success_rate_n", "success_rate_low", "success_rate_high",
 )
+#: The accuracies of :data:`COLUMNS` and the column counting each one's images.
+ACCURACIES = {"clean_acc": "n", "robust_acc": "n", "success_rate": "success_rate_n"}
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ def summary_rows(
     seed: int, seconds: Sequence[float],
 ) -> pd.DataFrame:
     """One row per ε (columns :data:`COLUMNS`) from per-image outcomes: ``correct`` [N], ``robust`` [len(eps), N]
-    and, for minimum-norm attacks, ``dist`` [N]."""
+    and, for minimum-norm attacks, ``dist`` [N]; each accuracy with the Wilson interval of its count."""
     count = len(correct)
     clean_acc = correct.sum() / count if count else math.nan  # an audit's survivors-only member may get no image
     rows = []
@@ -109,9 +115,10 @@ def summary_rows(
             # Fraction of the correctly classified images the attack fooled.
             "success_rate": float((clean_acc - robust_acc) / clean_acc) if clean_acc > 0 else math.nan,
             "median_distance": math.nan, "mean_distance": math.nan, "unfound": math.nan, "seed": seed,
-            "seconds": seconds[j],
+            "seconds": seconds[j], "success_rate_n": int(correct.sum()),
         }
         if dist is not None:
             row.update(distance_summary(dist, correct))
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    return accuracy_intervals(pd.DataFrame(rows, columns=[c for c in COLUMNS if not c.endswith(("_low", "_high"))]),
+                              ACCURACIES)[list(COLUMNS)]

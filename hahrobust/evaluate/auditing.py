@@ -18,6 +18,7 @@ from hahrobust.evaluate.opening import bpda_types_for, load_transfer_source
 from hahrobust.nn.surrogate import SurrogateKind
 from hahrobust.evaluate.audit_figures import draw_audit, draw_diagnostics
 from hahrobust.results import Layout, Result
+from hahrobust.stats import interval_columns
 from hahrobust.studies.audit import (
     AuditConfig, Member, ModelAudit, audit_model, check_audit_norm, default_ensemble,
     verdict,
@@ -35,6 +36,8 @@ NOTES = (
     "add, and their own robust accuracy over all images is not measured (—). The worst case is monotone in ε.",
     "forward/backward: image-passes through the model (and the transfer source) each member spent, clean "
     "predictions and verification included; the worst case's are the ensemble's total (diagnostics not included).",
+    "In brackets: the Wilson 95 % interval of the robust accuracy over all the images (robust_acc_n; the CSV and "
+    "JSON give clean_acc's too).",
 )
 ATTACK_LAYOUT = Layout(
     title="Robust accuracy per attack and the per-image worst case (audit)",
@@ -42,6 +45,7 @@ ATTACK_LAYOUT = Layout(
     values=("robust_acc", "first_breaks", "only_breaks", "n", "forward_passes", "backward_passes"),
     formats={"robust_acc": "{:.1%}", "first_breaks": "{:.0f}", "only_breaks": "{:.0f}", "n": "{:.0f}",
              "forward_passes": "{:,.0f}", "backward_passes": "{:,.0f}"},
+    intervals=interval_columns("robust_acc"),
     labels={"norm_label": "norm", "eps_label": "ε", "robust_acc": "robust", "first_breaks": "first",
             "only_breaks": "only", "forward_passes": "forward", "backward_passes": "backward"},
     notes=NOTES,

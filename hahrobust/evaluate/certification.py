@@ -21,6 +21,7 @@ from hahrobust.metrics.smoothing import (
 )
 from hahrobust.provenance import slug
 from hahrobust.results import Figure, Layout, Result
+from hahrobust.stats import interval_columns
 
 NAME = "certify"
 
@@ -33,7 +34,8 @@ NOTES = (
     "bound on the smoothed classifier's robust accuracy that no attack can lower); in brackets: the Wilson 95 % "
     "interval over the images. Radii in [0, 1]-pixel ℓ2 units (the audit's ε).",
     "Abstain: CERTIFY abstained. Mean radius: over the correctly certified images. PREDICT: Cohen et al.'s "
-    "prediction (two-sided binomial test of the top two counts, abstain when p > α) on CERTIFY's n samples.",
+    "prediction (two-sided binomial test of the top two counts, abstain when p > α) on CERTIFY's n samples; its "
+    "accuracy with the Wilson 95 % interval over the images.",
     "Noise per image, σ and phase from a generator seeded by (seed, σ, image, n0|n): the same for every model "
     "(paired), batch size, device and process count. The step curves are in certify-curve.*; every image's "
     "certificate in certify-images.csv.",
@@ -45,11 +47,12 @@ def layout(radii: tuple[float, ...]) -> Layout:
         title="Certified ℓ2 accuracy of the smoothed classifiers (randomized smoothing)",
         index=("model", "sigma"),
         columns=("radius",),
-        values=("certified_acc_ci", "abstain_rate", "mean_radius_correct", "predict_acc"),
-        formats={"sigma": "{:g}", "radius": "{:g}", "abstain_rate": "{:.1%}", "mean_radius_correct": "{:.3f}",
-                 "predict_acc": "{:.1%}"},
+        values=("certified_acc", "abstain_rate", "mean_radius_correct", "predict_acc"),
+        formats={"sigma": "{:g}", "radius": "{:g}", "certified_acc": "{:.1%}", "abstain_rate": "{:.1%}",
+                 "mean_radius_correct": "{:.3f}", "predict_acc": "{:.1%}"},
+        intervals=interval_columns("certified_acc", "predict_acc"),
         labels={"sigma": "σ"},
-        header={"certified_acc_ci": "r = {radius}", "abstain_rate": "abstain", "mean_radius_correct": "mean radius",
+        header={"certified_acc": "r = {radius}", "abstain_rate": "abstain", "mean_radius_correct": "mean radius",
                 "predict_acc": "PREDICT acc."},
         drop_empty_columns=True,  # abstention, mean radius and PREDICT are per σ: shown once, under r = 0
         notes=NOTES,
@@ -64,8 +67,10 @@ CURVE_LAYOUT = Layout(
     index=("model", "sigma", "radius"),
     values=("certified_acc",),
     formats={"certified_acc": "{:.1%}", "sigma": "{:g}", "radius": "{:g}"},
+    intervals=interval_columns("certified_acc"),
     labels={"sigma": "σ", "certified_acc": "certified accuracy"},
-    notes=("The fraction of images certified correct with radius ≥ r, on a grid of r: Cohen et al.'s step curve.",),
+    notes=("The fraction of images certified correct with radius ≥ r, on a grid of r: Cohen et al.'s step curve; "
+           "in brackets the Wilson 95 % interval over the n images.",),
     figure=Figure(kind="line", x="radius", y=("certified_acc",), facet="sigma", percent=("certified_acc",),
                   xlabel="ℓ2 radius r", ylabels={"certified_acc": "certified accuracy"}, ylim=(0.0, 1.0)),
 )
@@ -124,7 +129,9 @@ def certify(
     table = certified_accuracy(images, levels)
     table["certified_acc_ci"] = [f"{a:.1%} [{lo:.1%}, {hi:.1%}]" for a, lo, hi in
                                  zip(table["certified_acc"], table["certified_acc_low"], table["certified_acc_high"])]
-    for column in ("abstain_rate", "mean_radius_correct", "predict_acc"):  # per σ: kept in the r = 0 row of the table
+    added = ["predict_acc_low", "predict_acc_high"]  # after the columns the table had before them
+    table = table.reindex(columns=[*(c for c in table.columns if c not in added), *added])
+    for column in ("abstain_rate", "mean_radius_correct", "predict_acc", *added):  # per σ: in the table's r = 0 row
         table.loc[table["radius"] != levels[0], column] = float("nan")
     # "n" is the number of images among the common settings: Cohen et al.'s N is n_samples here.
     all_settings = {**common_settings(data, seed=seed, batch_size=batch_size, device=device),

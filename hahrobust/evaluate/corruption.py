@@ -12,7 +12,7 @@ from hahrobust.data.corruptions import BENCHMARK, SEVERITIES
 from hahrobust.data import ImageSet
 from hahrobust.evaluate._common import Models, as_device, common_settings, loaded, origins
 from hahrobust.results import Result
-from hahrobust.studies.corruption import check_reference, corruption_accuracy, layout, summarize
+from hahrobust.studies.corruption import accuracy_rows, check_reference, corruption_correct, layout, summarize
 
 NAME = "corruption-sweep"
 
@@ -31,15 +31,16 @@ def corruption_sweep(
     progress: Progress | None = None,
 ) -> Result:
     """Each model's accuracy per corruption and severity on ``data`` (generated per image from ``seed``, or read
-    from ``source``), the means, and with ``reference`` (a model label) the CE and relative CE."""
+    from ``source``), the means, and with ``reference`` (a model label) the CE and relative CE; every accuracy with
+    ``n`` and its 95 % interval (the means' clustered over their images: :func:`summarize`)."""
     device = as_device(device)
     opened = loaded(models, device)
     check_reference(reference, [m.label for m in opened])
     source = source or GeneratedCorruptions(data, seed)
     official = isinstance(source, OfficialCorruptions)
-    raw = corruption_accuracy({m.label: m.model for m in opened}, data, source, corruptions, severities,
-                              batch_size=batch_size, device=device, progress=progress)
-    rows, notes = summarize(raw, reference)
+    outcomes = corruption_correct({m.label: m.model for m in opened}, data, source, corruptions, severities,
+                                  batch_size=batch_size, device=device, progress=progress)
+    rows, notes = summarize(accuracy_rows(outcomes), reference, outcomes)
     settings = {
         **common_settings(data, seed=seed, batch_size=batch_size, device=device),
         "corruptions": list(corruptions),

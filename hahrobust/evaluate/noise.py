@@ -11,6 +11,7 @@ from hahrobust.data import ImageSet
 from hahrobust.evaluate._common import Models, as_device, common_settings, loaded, origins, per_model
 from hahrobust.metrics.noise import DEFAULT_SIGMAS, check_noise, check_repeats, check_sigmas, noise_accuracy
 from hahrobust.results import Figure, Layout, Result
+from hahrobust.stats import accuracy_intervals, interval_columns
 
 NAME = "noise-sweep"
 
@@ -21,11 +22,14 @@ LAYOUT = Layout(
     values=("accuracy",),
     formats={"accuracy": "{:.2%}", "sigma": "{:g}"},
     errors={"accuracy": "accuracy_std"},
+    intervals=interval_columns("accuracy"),
     labels={"sigma": "σ", "accuracy": "accuracy"},
     notes=(
         "Noise of standard deviation σ added to the [0, 1] image and clipped to [0, 1]; uniform noise is "
         "U(−√3σ, √3σ). Drawn per image and repeat from a generator seeded by (seed, repeat, image index); "
         "one draw per repeat serves every σ. ± is the standard deviation over repeats; σ = 0 is the clean accuracy.",
+        "In brackets: the Wilson 95 % interval over the n images, at the mean's nearest count of them (the images "
+        "are the sampling unit; more draws per image only steady each image's outcome, so it errs wide).",
     ),
     figure=Figure(
         kind="line", x="sigma", y=("accuracy",), err={"accuracy": "accuracy_std"}, percent=("accuracy",),
@@ -47,7 +51,8 @@ def noise_sweep(
     progress: Progress | None = None,
 ) -> Result:
     """Each model's accuracy on ``data`` under noise of each σ (rows: model × σ, mean and std over ``repeats``
-    draws, seeded per image and repeat: the same numbers whatever the batch size)."""
+    draws, seeded per image and repeat: the same numbers whatever the batch size), with ``n`` (the images) and the
+    Wilson interval ``accuracy_low``/``accuracy_high`` (:func:`hahrobust.stats.accuracy_intervals`)."""
     levels = check_sigmas(list(sigmas))
     kind, repeats = check_noise(noise), check_repeats(repeats)
     device = as_device(device)
@@ -56,6 +61,7 @@ def noise_sweep(
         m.model, data, levels, noise=kind, repeats=repeats, seed=seed, batch_size=batch_size, device=device,
         progress=progress, description=f"{kind} noise {m.label}",
     ))
+    rows = accuracy_intervals(rows.assign(n=len(data)), ["accuracy"])
     settings = {**common_settings(data, seed=seed, batch_size=batch_size, device=device),
                 "sigmas": list(levels), "noise": kind, "repeats": repeats}
     return Result(NAME, rows, settings, origins(opened), LAYOUT)

@@ -30,6 +30,7 @@ from hahrobust.provenance import slug
 from hahrobust.results import Figure, Layout, Result
 from hahrobust.studies.audit import AuditConfig, default_ensemble, member_journal
 from hahrobust.studies.minimum_norm import best_rows
+from hahrobust.stats import interval_columns
 from hahrobust.studies.paper_table import (PAPER_CONDITIONS, audited_columns, convergence_notes, paper_layout,
                                             paper_table)
 
@@ -87,6 +88,7 @@ def attack_layout(attacks: list[str], norms: list[str]) -> Layout:
             "clean_acc": "{:.1%}", "robust_acc": "{:.1%}", "success_rate": "{:.1%}",
             "median_distance": "{:.4g}", "mean_distance": "{:.4g}", "unfound": "{:.0f}",
         },
+        intervals=interval_columns("clean_acc", "robust_acc"),  # the rows carry them (attacks.outcome)
         labels={
             "norm_label": "norm", "eps_label": "ε", "clean_acc": "clean", "robust_acc": "robust",
             "success_rate": "success", "median_distance": "median dist.", "mean_distance": "mean dist.",

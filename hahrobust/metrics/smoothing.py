@@ -46,6 +46,7 @@ from hahrobust.data import ImageSet
 from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.seeding import derived_seed
+from hahrobust.stats import accuracy_intervals, wilson_interval  # wilson_interval: re-exported
 
 #: Cohen et al.'s CIFAR-10 protocol (their Table/Figure settings) and their reported radii.
 DEFAULT_N0, DEFAULT_N, DEFAULT_ALPHA = 100, 100_000, 0.001
@@ -301,19 +302,12 @@ def certify_set(
 # --------------------------------------------------------------------------------------------- summaries
 
 
-def wilson_interval(k: int, n: int) -> tuple[float, float]:
-    """The Wilson score 95 % interval of k successes in n (statsmodels)."""
-    if n == 0:
-        return math.nan, math.nan
-    low, high = proportion_confint(k, n, alpha=0.05, method="wilson")
-    return float(low), float(high)
-
-
 def certified_accuracy(images: pd.DataFrame, radii: Sequence[float]) -> pd.DataFrame:
     """Per σ and radius r: the fraction of images certified correct with radius ≥ r (``certified_acc``, with its
     Wilson 95 % interval and ``n``), plus per σ the abstention rate, the mean radius of the correctly certified
-    images, and PREDICT's accuracy and abstention rate. ``images``: :func:`certify_set`'s rows (optionally
-    with a leading ``model`` column, kept as a key)."""
+    images, and PREDICT's accuracy (``predict_acc``, with its interval, appended as ``predict_acc_low``/``_high``)
+    and abstention rate. ``images``: :func:`certify_set`'s rows (optionally with a leading ``model`` column, kept
+    as a key)."""
     keys = [k for k in ("model", "sigma") if k in images.columns]
     rows = []
     for key, part in images.groupby(keys, sort=False):
@@ -323,16 +317,17 @@ def certified_accuracy(images: pd.DataFrame, radii: Sequence[float]) -> pd.DataF
         radius_ = part["radius"].to_numpy()
         for r in radii:
             hits = int((correct & (radius_ >= r)).sum())
-            low, high = wilson_interval(hits, count)
             rows.append({
                 **dict(zip(keys, key)), "radius": float(r), "n": count, "certified": hits,
-                "certified_acc": hits / count, "certified_acc_low": low, "certified_acc_high": high,
+                "certified_acc": hits / count,
                 "abstain_rate": float((part["prediction"] == ABSTAIN).mean()),
                 "mean_radius_correct": float(radius_[correct].mean()) if correct.any() else math.nan,
                 "predict_acc": float(part["predict_correct"].mean()),
                 "predict_abstain_rate": float((part["predicted"] == ABSTAIN).mean()),
             })
-    return pd.DataFrame(rows)
+    table = accuracy_intervals(pd.DataFrame(rows), ["certified_acc", "predict_acc"])
+    first = [*keys, "radius", "n", "certified", "certified_acc", "certified_acc_low", "certified_acc_high"]
+    return table[[*first, *(c for c in table.columns if c not in first)]]
 
 
 def paired_comparison(images: pd.DataFrame, first: str, second: str, radii: Sequence[float]) -> pd.DataFrame:
@@ -358,11 +353,12 @@ def paired_comparison(images: pd.DataFrame, first: str, second: str, radii: Sequ
 
 def certified_curve(images: pd.DataFrame, step: float = 0.005, stop: float | None = None) -> pd.DataFrame:
     """Certified accuracy on a fine radius grid (0, step, …, past the largest radius): the step curve of
-    Cohen et al.'s figures, as rows (model, sigma, radius, certified_acc) for a line plot."""
+    Cohen et al.'s figures, as rows (model, sigma, radius, certified_acc, n and its Wilson interval) for a line
+    plot."""
     top = stop if stop is not None else float(images["radius"].max()) + 2 * step
     grid = np.round(np.arange(0.0, max(top, step) + step / 2, step), 10)
     return certified_accuracy(images, grid)[[*[k for k in ("model", "sigma") if k in images.columns],
-                                             "radius", "certified_acc"]]
+                                             "radius", "certified_acc", "n", "certified_acc_low", "certified_acc_high"]]
 
 
 __all__ = [

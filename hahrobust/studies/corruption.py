@@ -4,11 +4,12 @@ relative CE of each model against a reference model.
 
 Two steps, usable from a notebook:
 
-- :func:`corruption_accuracy`: one row per model × (clean test set, and every corruption × severity), each
-  set from a :mod:`hahrobust.data.cifar10c` source (generated and cached, or the official files). Correct
-  predictions are counted per batch and summed over ranks, so the table is the same for any batch size and
-  process count; the corrupted images themselves depend only on (seed, corruption, severity, image index).
-- :func:`summarize`: the tidy result table (see :data:`COLUMNS`), means and CE added.
+- :func:`corruption_correct`: per model × (clean test set, and every corruption × severity) and image, correct or
+  not, each set from a :mod:`hahrobust.data.cifar10c` source (generated and cached, or the official files).
+  Batches are classified per rank and gathered, so the outcomes are the same for any batch size and process
+  count; the corrupted images themselves depend only on (seed, corruption, severity, image index).
+  :func:`corruption_accuracy`: their accuracies, one row per set.
+- :func:`summarize`: the tidy result table (see :data:`COLUMNS`), means, CE and 95 % intervals added.
 
 The paper's CE normalises by AlexNet's errors; here the reference is a model of the same comparison (the
 baseline), so CE < 100 % reads "fewer errors under this corruption than the reference".
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from rich.progress import Progress
@@ -31,14 +33,19 @@ from hahrobust.data.corruptions import BENCHMARK, FAMILIES, SEVERITIES, family_o
 from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics._progress import progress_task
-from hahrobust.metrics.accuracy import accuracy
+from hahrobust.metrics.accuracy import correct_per_image
 from hahrobust.results import Figure, Layout
+from hahrobust.stats import accuracy_intervals, clustered_interval
 
 #: Columns of :func:`summarize`'s table. ``severity`` is 0 for the clean test set, 1–5, or ``"mean"`` (over the
 #: swept severities); ``corruption`` is a corruption name, ``"clean"``, or ``"mean (<family>)"`` / ``"mean (all)"``
 #: (over the swept corruptions of that family / all of them). ``ce`` and ``relative_ce`` fill the ``"mean"``
-#: rows when a reference model is given.
-COLUMNS = ("model", "family", "corruption", "severity", "accuracy", "ce", "relative_ce")
+#: rows when a reference model is given. ``n``: the images of each set; ``accuracy_low``/``accuracy_high``: the
+#: accuracy's 95 % interval (:func:`summarize` says which).
+COLUMNS = ("model", "family", "corruption", "severity", "accuracy", "ce", "relative_ce", "n", "accuracy_low",
+           "accuracy_high")
+#: Per (model, corruption, severity): whether each image of that set was classified correctly, bool [N].
+Outcomes = Mapping[tuple[str, str, int], np.ndarray]
 
 CLEAN = "clean"
 MEAN = "mean"
@@ -51,6 +58,53 @@ def check_reference(reference: str | None, labels: Sequence[str]) -> str | None:
 
 
 @torch.no_grad()
+def corruption_correct(
+    models: Mapping[str, nn.Module],
+    clean: ImageSet,
+    source: CorruptionSource,
+    corruptions: Sequence[str],
+    severities: Sequence[int] = SEVERITIES,
+    *,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    shard: Shard | None = None,
+) -> dict[tuple[str, str, int], np.ndarray]:
+    """Whether each model classifies each image correctly (:data:`Outcomes`), on ``clean`` (corruption ``"clean"``,
+    severity 0) and on every corruption × severity that ``source`` gives.
+
+    One corrupted set is held at a time: it is generated (or read from the cache or the files), every model
+    is evaluated on it, and it is dropped.
+    """
+    shard = shard or distributed.current()
+    sets = [(name, severity) for name in corruptions for severity in severities]
+    to_generate = sum(not source.cached(name, severity) for name, severity in sets) * source.own_images()
+    outcomes: dict[tuple[str, str, int], np.ndarray] = {}
+
+    def evaluate(name: str, severity: int, data: ImageSet, advance: Callable[[], None]) -> None:
+        for label, model in models.items():
+            outcomes[label, name, severity] = correct_per_image(model, data, batch_size=batch_size, device=device,
+                                                                shard=shard)
+            advance()
+
+    with (
+        progress_task(progress if to_generate else None, "corrupting test images", to_generate) as generated,
+        progress_task(progress, "evaluating", (1 + len(sets)) * len(models)) as evaluated,
+    ):
+        evaluate(CLEAN, 0, clean, evaluated)
+        for name, severity in sets:
+            evaluate(name, severity, source(name, severity, generated), evaluated)
+    return outcomes
+
+
+def accuracy_rows(outcomes: Outcomes) -> pd.DataFrame:
+    """One row per set of :func:`corruption_correct`'s outcomes: ``model``, ``corruption``, ``severity``,
+    ``accuracy`` (a fraction) and ``n`` (the set's images)."""
+    return pd.DataFrame([{"model": label, "corruption": name, "severity": severity,
+                          "accuracy": int(hits.sum()) / len(hits), "n": len(hits)}
+                         for (label, name, severity), hits in outcomes.items()])
+
+
 def corruption_accuracy(
     models: Mapping[str, nn.Module],
     clean: ImageSet,
@@ -64,33 +118,13 @@ def corruption_accuracy(
     shard: Shard | None = None,
 ) -> pd.DataFrame:
     """Accuracy (a fraction) of each model on ``clean`` (corruption ``"clean"``, severity 0) and on every
-    corruption × severity that ``source`` gives; columns ``model``, ``corruption``, ``severity``, ``accuracy``.
-
-    One corrupted set is held at a time: it is generated (or read from the cache or the files), every model
-    is evaluated on it, and it is dropped.
-    """
-    shard = shard or distributed.current()
-    sets = [(name, severity) for name in corruptions for severity in severities]
-    to_generate = sum(not source.cached(name, severity) for name, severity in sets) * source.own_images()
-    rows = []
-
-    def evaluate(name: str, severity: int, data: ImageSet, advance: Callable[[], None]) -> None:
-        for label, model in models.items():
-            rows.append({"model": label, "corruption": name, "severity": severity,
-                         "accuracy": accuracy(model, data, batch_size=batch_size, device=device, shard=shard)})
-            advance()
-
-    with (
-        progress_task(progress if to_generate else None, "corrupting test images", to_generate) as generated,
-        progress_task(progress, "evaluating", (1 + len(sets)) * len(models)) as evaluated,
-    ):
-        evaluate(CLEAN, 0, clean, evaluated)
-        for name, severity in sets:
-            evaluate(name, severity, source(name, severity, generated), evaluated)
-    return pd.DataFrame(rows)
+    corruption × severity that ``source`` gives (:func:`accuracy_rows` of :func:`corruption_correct`)."""
+    return accuracy_rows(corruption_correct(models, clean, source, corruptions, severities, batch_size=batch_size,
+                                            device=device, progress=progress, shard=shard))
 
 
-def summarize(raw: pd.DataFrame, reference: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+def summarize(raw: pd.DataFrame, reference: str | None = None,
+              outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The result table (:data:`COLUMNS`) from :func:`corruption_accuracy`'s rows, and notes on undefined values.
 
     Per model: the clean row; per family, each corruption's rows for every severity and its ``"mean"`` row
@@ -103,8 +137,15 @@ def summarize(raw: pd.DataFrame, reference: str | None = None) -> tuple[pd.DataF
     with E = 1 − accuracy (Hendrycks & Dietterich, Sec. 3, with the reference in AlexNet's place); a family's
     or all corruptions' CE is the mean of its corruptions' CEs (mCE). A ratio whose reference denominator is
     not positive is undefined (NaN; a note names it) and left out of the means.
+
+    Intervals (95 %): a row of one set (clean, a corruption at a severity) has Wilson's interval of its count of
+    ``n``. A mean row pools sets of the same images: with ``outcomes`` (:func:`corruption_correct`'s), the
+    clustered interval of its per-image outcomes (:func:`hahrobust.stats.clustered_interval`); without them, the
+    Wilson interval at the mean's nearest count of one set's n images, which errs wide (the clustered interval's
+    effective n is never below n − 1). ``raw`` without ``n`` gives NaN n and intervals.
     """
     accuracy_of = raw.set_index(["model", "corruption", "severity"])["accuracy"].to_dict()
+    images_of = raw.set_index(["model", "corruption", "severity"])["n"].to_dict() if "n" in raw.columns else {}
     models = list(pd.unique(raw["model"]))
     swept = raw[raw["corruption"] != CLEAN]
     corruptions = list(pd.unique(swept["corruption"]))
@@ -127,25 +168,40 @@ def summarize(raw: pd.DataFrame, reference: str | None = None) -> tuple[pd.DataF
                 ratio(drop[model], drop[reference], "relative CE", name))
 
     rows: list[dict[str, object]] = []
+    pooled: list[list[tuple[str, int]]] = []  # per row: the sets its accuracy pools
+
+    def add(new: list[dict[str, object]], sets: list[list[tuple[str, int]]]) -> None:
+        rows.extend(new)
+        pooled.extend(sets)
+
     for model in models:
-        rows.append(_row(model, CLEAN, CLEAN, 0, accuracy_of[model, CLEAN, 0]))
+        add([_row(model, CLEAN, CLEAN, 0, accuracy_of[model, CLEAN, 0])], [[(CLEAN, 0)]])
         per_corruption: dict[str, tuple[float, float, float]] = {}  # name -> (mean accuracy, CE, relative CE)
         for family in families:
             members = [c for c in corruptions if family_of(c) == family]
             for name in members:
                 values = [accuracy_of[model, name, s] for s in severities]
-                rows += [_row(model, family, name, s, a) for s, a in zip(severities, values)]
+                add([_row(model, family, name, s, a) for s, a in zip(severities, values)],
+                    [[(name, s)] for s in severities])
                 per_corruption[name] = (sum(values) / len(values), *errors(model, name))
-                rows.append(_row(model, family, name, MEAN, *per_corruption[name]))
+                add([_row(model, family, name, MEAN, *per_corruption[name])], [[(name, s) for s in severities]])
             if len(families) > 1:
-                rows += _means(model, family, members, severities, accuracy_of, per_corruption)
-        rows += _means(model, "all", corruptions, severities, accuracy_of, per_corruption)
+                add(*_means(model, family, members, severities, accuracy_of, per_corruption))
+        add(*_means(model, "all", corruptions, severities, accuracy_of, per_corruption))
     notes = [
         f"{kind} is undefined for {', '.join(sorted(names))}: the reference {reference} "
         + ("made no errors there" if kind == "CE" else "lost no accuracy there") + "; left out of the means"
         for kind, names in undefined.items() if names
     ]
-    return pd.DataFrame(rows, columns=list(COLUMNS)), notes
+    table = pd.DataFrame(rows, columns=list(COLUMNS[:7]))
+    table["n"] = [images_of.get((r["model"], *sets[0]), math.nan) for r, sets in zip(rows, pooled)]
+    table = accuracy_intervals(table, ["accuracy"])
+    if outcomes is not None:
+        for i, (row, sets) in enumerate(zip(rows, pooled)):
+            if len(sets) > 1:
+                per_image = np.stack([outcomes[row["model"], c, s] for c, s in sets])  # type: ignore[index]
+                table.loc[i, ["accuracy_low", "accuracy_high"]] = clustered_interval(per_image)
+    return table[list(COLUMNS)], notes
 
 
 def _row(model: str, family: str, corruption: str, severity: int | str, accuracy: float,
@@ -157,12 +213,14 @@ def _row(model: str, family: str, corruption: str, severity: int | str, accuracy
 def _means(
     model: str, family: str, members: Sequence[str], severities: Sequence[int],
     accuracy_of: Mapping[tuple[str, str, int], float], per_corruption: Mapping[str, tuple[float, float, float]],
-) -> list[dict[str, object]]:
-    """``mean (<family>)`` rows: per severity the mean accuracy over ``members``, then their mean and mCEs."""
+) -> tuple[list[dict[str, object]], list[list[tuple[str, int]]]]:
+    """``mean (<family>)`` rows: per severity the mean accuracy over ``members``, then their mean and mCEs; and
+    the sets each row pools."""
     label = f"mean ({family})"
     rows = [_row(model, family, label, s, _mean([accuracy_of[model, c, s] for c in members])) for s in severities]
     columns = list(zip(*(per_corruption[c] for c in members)))
-    return [*rows, _row(model, family, label, MEAN, *(_mean(column) for column in columns))]
+    sets = [[(c, s) for c in members] for s in severities] + [[(c, s) for c in members for s in severities]]
+    return [*rows, _row(model, family, label, MEAN, *(_mean(column) for column in columns))], sets
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -185,6 +243,9 @@ def layout(
     notes = [
         f"Corruptions of Hendrycks & Dietterich (ICLR 2019), {source}. Severity 0 is the clean test set; "
         "'mean' averages the swept severities; 'mean (family)' and 'mean (all)' average the swept corruptions.",
+        "The CSV and JSON give each accuracy's n (images per set) and 95 % interval (accuracy_low, accuracy_high): "
+        "Wilson's for one set, for a mean the clustered interval over its images (a corruption's sets hold the same "
+        "images); the table leaves them out to stay readable.",
     ]
     if reference is not None:
         notes.append(

@@ -21,6 +21,7 @@ from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.models import HebbNetConfig, resolve_config
 from hahrobust.results import Figure, Layout, Result
+from hahrobust.stats import accuracy_intervals, interval_columns
 from hahrobust.training.hebbian import best_path, train_hebbnet
 from hahrobust.training.hebbian_config import MODEL_NAME, HebbianTrainConfig, default_zca, plan
 from hahrobust.training import run_paths
@@ -56,6 +57,9 @@ TABLE2: tuple[SweepRow, ...] = (
     SweepRow(7, "Layer 3-4-5 Hebbian", "GGHHHG", 62.43),
     SweepRow(8, "Layer 2-3-4-5 Hebbian", "GHHHHG", 47.24),
 )
+
+#: The test images behind the paper's accuracies (CIFAR-10's test set): its rows' n, for their Wilson intervals.
+PAPER_TEST_IMAGES = 10_000
 
 #: Named row sets for ``--rows``; "core" is the qualitative pattern in 10 rows (groups 1-4).
 ROW_SETS: dict[str, tuple[str, ...]] = {
@@ -144,15 +148,17 @@ def sweep_hebbnet(
                 train_data, test_data, path, model_config=configs[row.layers], config=config, base=base,
                 dataset=dataset, device=device, resume=resume, overwrite=overwrite, progress=progress,
             ).metadata
-        metrics = metadata["metrics"]
+        metrics, images = metadata["metrics"], metadata["split"]
         seconds = sum(float(h.get("seconds") or 0.0) for h in metadata.get("history", []))
         common = {"group": str(row.group), "description": row.description, "layers": row.layers}
         records.append({
             **common, "source": "measured", "accuracy": metrics["test_acc"], "val_acc": metrics.get("val_acc"),
             "train_acc": metrics.get("train_acc"), "train_seconds": seconds, "zca": configs[row.layers].zca,
+            "n": images["test_n"], "val_acc_n": images["val_n"], "train_acc_n": images["train_n"],
         })
         if row.paper is not None:
-            records.append({**common, "source": "paper (Table 2)", "accuracy": row.paper / 100})
+            records.append({**common, "source": "paper (Table 2)", "accuracy": row.paper / 100,
+                            "n": PAPER_TEST_IMAGES, "val_acc_n": 0, "train_acc_n": 0})  # 0: not measured
         if progress is not None and task is not None:
             progress.advance(task)
     if progress is not None and task is not None:
@@ -170,9 +176,13 @@ def sweep_hebbnet(
         "(the paper: 40,000 / 10,000 / 10,000, width 1, 2 and 20).",
         "Hebbian layers trained bottom-up by WTA (teacher groups above conv1) and frozen; gradient layers above "
         "by SGD; gradient layers below come from the sweep's GGGGGG network; the best validation epoch is scored.",
+        f"In brackets: the Wilson 95 % interval over the n test images (the paper's: its {PAPER_TEST_IMAGES:,}); "
+        "the CSV and JSON also give the validation and training accuracies' (val_acc_n, train_acc_n images).",
     ]
+    table = accuracy_intervals(pd.DataFrame.from_records(records),
+                               {"accuracy": "n", "val_acc": "val_acc_n", "train_acc": "train_acc_n"})
     return Result(
-        command="hebbian-sweep", rows=pd.DataFrame.from_records(records), settings=settings,
+        command="hebbian-sweep", rows=table, settings=settings,
         checkpoints={r.layers: paths[r.layers] for r in rows}, layout=SWEEP_LAYOUT, notes=notes,
     )
 
@@ -183,6 +193,7 @@ SWEEP_LAYOUT = Layout(
     columns=("source",),
     values=("accuracy",),
     formats={"accuracy": "{:.2%}"},
+    intervals=interval_columns("accuracy"),
     labels={"layers": "L1-L5 + classifier"},
     notes=("Layers: conv1-conv4, fc5, classifier; G gradient descent, H Hebbian, R frozen random init.",),
     figure=Figure(kind="bar", x="layers", y=("accuracy",), hue="source", percent=("accuracy",), ylim=(0.0, 1.0),
