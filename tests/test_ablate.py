@@ -112,7 +112,7 @@ def test_adaptive_adds_the_worst_case_beside_each_adversarial_column(
     fills the adversarial column and its worst case the column beside it; the cached plain evaluation is not
     taken for the adaptive one."""
     out = tmp_path / "ablation"
-    assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline")).exit_code == 0
+    assert runner.invoke(app, ablate_args(tiny_data, out, "--variants", "all,baseline")).exit_code == 0
     seen: list[tuple[str, ...]] = []
 
     def audit(model, data, *, norm, eps, ensemble, **kw):
@@ -120,15 +120,17 @@ def test_adaptive_adds_the_worst_case_beside_each_adversarial_column(
         return fake_audit(len(data), *((0.5, 0.25) if norm == "linf" else (0.4, 0.2)))
 
     monkeypatch.setattr(audit_module, "audit_model", audit)
-    result = runner.invoke(app, ablate_args(tiny_data, out, "--variants", "baseline", "--adaptive", "--resume"))
+    result = runner.invoke(app, ablate_args(tiny_data, out, "--variants", "all,baseline", "--adaptive", "--resume"))
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "ablate.csv")
-    assert table["condition"].tolist() == [
-        "Clean", "Noisy (σ = 0.1)", "Adv ℓ∞ (ε = 2/255)", "Worst case ℓ∞ (ε = 2/255)", "Adv ℓ2 (ε = 0.25)",
-        "Worst case ℓ2 (ε = 0.25)",
-    ]
-    assert table["accuracy"].iloc[2:].tolist() == pytest.approx([0.5, 0.25, 0.4, 0.2])
-    assert len(seen) == 2 and all("AutoAttack" not in names and "PGD" in names for names in seen)
+    conditions = ["Clean", "Noisy (σ = 0.1)", "Adv ℓ∞ (ε = 2/255)", "Worst case ℓ∞ (ε = 2/255)",
+                  "Adv ℓ2 (ε = 0.25)", "Worst case ℓ2 (ε = 0.25)"]
+    assert table["condition"].tolist() == conditions * 2
+    assert table["accuracy"].iloc[2:6].tolist() == pytest.approx([0.5, 0.25, 0.4, 0.2])
+    assert len(seen) == 4 and all("AutoAttack" not in names and "PGD" in names for names in seen)
+    # --adaptive's paired tests cover the worst-case columns too (the fake audits agree per image: no difference)
+    paired = pd.read_csv(out / "ablate-paired.csv")
+    assert paired["condition"].tolist() == conditions and (paired.loc[2:, "difference"] == 0).all()
     assert "Worst ℓ∞ converged after 1 round; Worst ℓ2 converged after 1 round" in (out / "ablate.md").read_text()
 
 

@@ -9,15 +9,12 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import train_tiny_vgg11
-from hahrobust.checkpoint import checkpoint_metadata, save_checkpoint
 from hahrobust.cli import app
 from hahrobust.data import balanced_subset, load_cifar10
 from hahrobust.errors import HahrobustError
@@ -25,45 +22,13 @@ from hahrobust.evaluate import open_models
 from hahrobust.metrics.noise import noise_accuracy, noise_correct
 from hahrobust.metrics.snr import snr, snr_per_image, to_db
 from hahrobust.metrics.sparsity import hoyer_per_image, sparsity
-from hahrobust.models import resolve_config
 from hahrobust.regression import Status, compare, read_results
-from hahrobust.report import resolve, run_report
 from hahrobust.report.claims import PLAIN_ONLY
 from hahrobust.report.rules import VERDICTS
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
 
-#: AutoAttack dominates (≈ 3 s per image and norm on the robust tiny baseline): few attacked images.
-#: One cheap corruption (its 5 severities) covers the corruption step, its claim, table and figure.
-TINY = dict(images=20, attack_images=4, steps=3, restarts=1, repeats=1, corruptions="gaussian_noise")
-
-
-@pytest.fixture(scope="module")
-def pair(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two trained tiny VGG-11 checkpoints: HaH (thresholded) and the plain baseline."""
-    folder = tmp_path_factory.mktemp("report-pair")
-    train = load_cifar10(tiny_data, "train", cache_dir=folder / "cache")
-    paths = []
-    for name, hah in (("hah-vgg11", True), ("vgg11", False)):
-        model = train_tiny_vgg11(train, epochs=4, hah=hah).eval()
-        family, _ = resolve_config(name, width=0.125)
-        path = folder / f"{name}.safetensors"
-        save_checkpoint(path, model, checkpoint_metadata(model, name, family, seed=0))
-        paths.append(path)
-    return paths[0], paths[1]
-
-
-def _report(pair: tuple[Path, Path], tiny_data: Path, out: Path, **kwargs):
-    models = open_models(list(pair))
-    test = load_cifar10(tiny_data, "test")
-    return run_report(models, test, resolve("quick", **TINY), out=out, seed=0, batch_size=8, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def whole(pair, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One uninterrupted report, shared by the tests that only read it."""
-    out = tmp_path_factory.mktemp("whole")
-    return _report(pair, tiny_data, out), out
+from report_support import TINY, _report, pair, whole  # noqa: F401 — fixtures (pytest finds them here)
 
 
 def test_a_killed_report_resumes_to_the_identical_report(pair, whole, tiny_data: Path, tmp_path: Path) -> None:
@@ -95,47 +60,6 @@ def test_a_killed_report_resumes_to_the_identical_report(pair, whole, tiny_data:
         assert (tmp_path / "killed" / name).read_bytes() == (folder / name).read_bytes(), name
     comparison = compare(read_results(tmp_path / "killed" / "report.json"), read_results(folder / "report.json"))
     assert comparison.status == Status.OK
-
-
-def test_steps_in_two_worker_processes_give_the_identical_report(pair, whole, tiny_data: Path, tmp_path: Path) -> None:
-    """--jobs 2: every step in a spawned worker (audits first), one thread each as here: the same files, byte for
-    byte; a resume in one process reads the workers' steps back (same header: the steps' threads)."""
-    parallel = _report(pair, tiny_data, tmp_path / "jobs", jobs=2)
-    assert set(parallel.seconds) == set(whole[0].seconds)  # every step ran in a worker
-    for name in ("report.json", "report.md", "report.html"):
-        assert (tmp_path / "jobs" / name).read_bytes() == (whole[1] / name).read_bytes(), name
-    again = _report(pair, tiny_data, tmp_path / "jobs", resume=True)
-    assert again.seconds == {}
-
-    class Killed(Exception):
-        pass
-
-    def kill(step: str) -> None:
-        raise Killed  # at the first step a worker finishes: the other worker is stopped mid-step
-
-    with pytest.raises(Killed):
-        _report(pair, tiny_data, tmp_path / "killed", jobs=2, after_step=kill)
-    assert not (tmp_path / "killed" / "report.json").exists()
-    resumed = _report(pair, tiny_data, tmp_path / "killed", resume=True, jobs=2)
-    assert 0 < len(resumed.seconds) < len(whole[0].seconds)
-    assert (tmp_path / "killed" / "report.json").read_bytes() == (whole[1] / "report.json").read_bytes()
-    with pytest.raises(HahrobustError, match="--jobs must be at least 1"):
-        _report(pair, tiny_data, tmp_path / "zero", jobs=0)
-    with pytest.raises(HahrobustError, match="on cuda run one job"):
-        _report(pair, tiny_data, tmp_path / "zero", jobs=2, device="cuda")
-    assert not (tmp_path / "zero").exists()
-
-
-def test_the_jobs_benchmark_runs_both_ways_and_finds_the_same_files(pair, tiny_data: Path, tmp_path: Path) -> None:
-    """benchmarks/report_jobs.py through the command line (timings are never tested, only that it reports)."""
-    extra = "--images 20 --attack-images 4 --steps 3 --restarts 1 --repeats 1"
-    done = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "report_jobs.py"),
-                           str(pair[0]), str(pair[1]), "--data", str(tiny_data), "--extra", extra, "--jobs", "2",
-                           "--json", str(tmp_path / "jobs.json")],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads((tmp_path / "jobs.json").read_text())
-    assert all(result["same_files"].values()) and result["speedup"] > 0
 
 
 def test_under_torchrun_the_report_is_refused_in_one_line(monkeypatch, pair, tmp_path: Path) -> None:

@@ -24,17 +24,11 @@ def accuracy(
     description: str = "accuracy",
     shard: Shard | None = None,
 ) -> float:
-    """Fraction of ``data`` that ``model`` (switched to eval mode) classifies correctly; under torchrun each
-    rank classifies its batches and the counts are summed."""
-    shard = shard or distributed.current()
-    model.eval()
-    correct = 0
-    with progress_task(progress, description, shard.own_count(num_batches(len(data), batch_size, False))) as advance:
-        for x, y, _ in batches(data, batch_size, device=device, shard=shard):
-            correct += int((model(x).argmax(dim=1) == y).sum())
-            advance()
-    (correct,) = distributed.all_sum([correct], shard)
-    return correct / len(data)
+    """Fraction of ``data`` that ``model`` (switched to eval mode) classifies correctly: the mean of
+    :func:`correct_per_image` (under torchrun each rank classifies its batches)."""
+    hits = correct_per_image(model, data, batch_size=batch_size, device=device, progress=progress,
+                             description=description, shard=shard)
+    return int(hits.sum()) / len(data)
 
 
 

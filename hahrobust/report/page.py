@@ -46,50 +46,6 @@ def _number(value: Any, column: str) -> str:
     return str(value)
 
 
-def _accuracy_cells(table: pd.DataFrame) -> list[str]:
-    """Each row's accuracy as shown: percent [Wilson interval] (count/n)."""
-    return [f"{100 * r.accuracy:.1f} % [{100 * r.low:.1f}, {100 * r.high:.1f}] ({r.k}/{r.n})" for r in table.itertuples()]
-
-
-def _display(name: str, table: pd.DataFrame) -> pd.DataFrame:
-    if name == "table1":
-        frame = table.assign(accuracy=_accuracy_cells(table),
-                             paper=[f"{p:.1f} %" if np.isfinite(p) else "—" for p in table["paper"]])
-        return frame[["model", "item", "accuracy", "paper"]].rename(columns={"item": "condition", "paper": "paper's"})
-    if name == "corruptions":  # pooled counts, intervals over the images (hahrobust.stats.clustered_interval)
-        frame = table.assign(accuracy=[f"{cell[:-1]}; {images} images)" for cell, images in
-                                       zip(_accuracy_cells(table), table["images"])])
-        return frame[["model", "item", "accuracy"]].rename(columns={"item": "corruption"})
-    columns = {"sparsity": ["model", "item", "hoyer", "hoyer_std", "n"], "snr": ["model", "item", "snr_db", "n"],
-               "noise": ["model", "item", "accuracy", "accuracy_std", "n"],
-               "distances": ["model", "item", "mean_distance", "median_distance", "unfound", "n"]}[name]
-    return table[columns].rename(columns={"item": ""})
-
-
-def _claims_frame(judged: list[Judged]) -> pd.DataFrame:
-    rows = [j.row() for j in judged]
-    return pd.DataFrame([{
-        "claim": r["text"], "verdict": r["verdict"], **{k.upper(): _number(r[k], "a" if r["measure"] == "accuracy" else "")
-                                                         for k in "ab"},
-        "effect [95 % CI]": f"{_number(r['effect'], '')} [{_number(r['low'], '')}, {_number(r['high'], '')}]",
-        "simultaneous CI": f"[{_number(r['joint_low'], '')}, {_number(r['joint_high'], '')}]",
-        "n": r["n"], "p": _number(r["p_value"], "p_value"), "p (Holm)": _number(r["p_holm"], "p_holm"),
-        "test": r["test"], "why": r["reason"]} for r in rows])
-
-
-def _md_table(frame: pd.DataFrame) -> str:
-    text = frame.map(lambda v: _number(v, "")) if not frame.empty else frame
-    return text.to_markdown(index=False)
-
-
-def _html_table(frame: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_number(v, str(c)))}</td>" for c, v in zip(frame.columns, row))
-                   + "</tr>" for row in frame.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-
 #: What each verdict word means, one sentence each, in the order the answer lists them.
 MEANING = {
     "holds": "the claim is supported: Holm-adjusted p ≤ 0.05 in the claimed direction.",
