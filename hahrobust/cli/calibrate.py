@@ -20,6 +20,7 @@ from hahrobust import distributed
 from hahrobust.cli._common import console, handle_errors, make_progress
 from hahrobust.cli._eval import ATTACK_BATCH_SIZE, DATA, DEVICE, N, OUT, OVERWRITE, SEED, EvalOptions, finish, load_test_set, open_session
 from hahrobust.errors import HahrobustError
+from hahrobust.regression import LATER_SETTINGS
 from hahrobust.evaluate.calibration import NAME, CaseResult, calibrate_case, calibration_settings, calibration_table
 from hahrobust.provenance import write_atomically
 from hahrobust.results import write
@@ -118,7 +119,11 @@ def _finished(out_dir: Path, c: Case, settings: dict[str, Any]) -> CaseResult | 
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise HahrobustError(f"{path}: unreadable case record ({exc}); remove it to run the case again") from None
-    if record.get("settings") != json.loads(json.dumps(settings)):
+    current = json.loads(json.dumps(settings))
+    recorded = record.get("settings")
+    if isinstance(recorded, dict):  # a record from before a setting existed (data_sha256) cannot be asked for it
+        current = {k: v for k, v in current.items() if k not in LATER_SETTINGS or k in recorded}
+    if recorded != current:
         raise HahrobustError(f"{path}: the case ran under other settings; remove its folder or use another --out")
     return CaseResult.from_record(c, record)
 
