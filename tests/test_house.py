@@ -52,16 +52,22 @@ def _imports() -> list[tuple[str, str, str]]:
         if path == PACKAGE / "__init__.py":
             continue  # the package face: re-exports, above every layer
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{a.name}" if node.module == "hahrobust" else node.module for a in node.names]
-            for target in targets:
-                if target.startswith("hahrobust"):
-                    found.append((str(path.relative_to(ROOT)), _unit(module), _unit(target)))
+        for target in _imported_names(path):
+            if target.startswith("hahrobust"):
+                found.append((str(path.relative_to(ROOT)), _unit(module), _unit(target)))
     return found
+
+
+def _imported_names(path: Path) -> list[str]:
+    """Every absolute import in ``path``, anywhere (functions, ``if TYPE_CHECKING:``), as a dotted name:
+    ``import a.b`` → ``a.b``; ``from a.b import c`` → ``a.b.c``."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names += [f"{node.module}.{a.name}" for a in node.names]
+    return names
 
 
 def test_every_room_is_in_a_layer() -> None:
@@ -110,16 +116,10 @@ def _module_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in package.rglob("*.py"):
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-        for node in ast.walk(ast.parse(path.read_text())):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [f"{node.module}.{a.name}" for a in node.names]
-            for name in names:
-                target = _module_of(name) if name.startswith("hahrobust") else None
-                if target and target != module and _unit(target) == _unit(module) and not target.endswith("__init__"):
-                    graph.setdefault(module.removesuffix(".__init__"), set()).add(target)
+        for name in _imported_names(path):
+            target = _module_of(name) if name.startswith("hahrobust") else None
+            if target and target != module and _unit(target) == _unit(module) and not target.endswith("__init__"):
+                graph.setdefault(module.removesuffix(".__init__"), set()).add(target)
     return graph
 
 
