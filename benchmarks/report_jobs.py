@@ -43,16 +43,20 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--extra", default="", help="more report options, e.g. '--images 20 --attack-images 4'")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep both reports here (KEEP/one, KEEP/jobs) instead of in a temporary folder")
     args = parser.parse_args()
     extra = ["--data", args.data, "--budget", args.budget, *args.extra.split()]
     with tempfile.TemporaryDirectory() as tmp:
-        one, many = Path(tmp) / "one", Path(tmp) / "jobs"
+        folder = args.keep if args.keep is not None else Path(tmp)
+        one, many = folder / "one", folder / "jobs"
         seconds_one = report(args.model, args.baseline, one, extra, threads=1)
         seconds_jobs = report(args.model, args.baseline, many, [*extra, "--jobs", str(args.jobs)], threads=args.jobs)
         same = {name: (one / name).read_bytes() == (many / name).read_bytes() for name in FILES}
     from hahrobust.provenance import git_commit, versions
 
-    result = {"settings": vars(args) | {"json": str(args.json) if args.json else None},
+    result = {"settings": vars(args) | {"json": str(args.json) if args.json else None,
+                                        "keep": str(args.keep) if args.keep else None},
               "versions": versions(), "git_commit": git_commit(), "cpus": os.cpu_count(),
               "seconds": {"one process": seconds_one, f"--jobs {args.jobs}": seconds_jobs},
               "speedup": seconds_one / seconds_jobs, "same_files": same}
