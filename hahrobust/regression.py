@@ -69,6 +69,11 @@ VOLATILE_SETTINGS = {"out", "device", "batch_size", "data", "checkpoints", "resu
 LATER_SETTINGS = {"data_sha256"}
 
 
+def unshared_later_settings(one: dict[str, Any], other: dict[str, Any]) -> set[str]:
+    """The :data:`LATER_SETTINGS` that only one of two settings records has: not comparable, so left out."""
+    return {name for name in LATER_SETTINGS if (name in one) != (name in other)}
+
+
 #: Columns of :attr:`Comparison.table`.
 TABLE_COLUMNS = ["key", "metric", "expected", "actual", "delta", "tolerance", "unit", "verdict"]
 
@@ -259,5 +264,5 @@ def _describe(keys: list[str], key: Any) -> str:
 
 def _differing_settings(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     names = (set(actual) | set(expected)) - VOLATILE_SETTINGS
-    names -= {name for name in LATER_SETTINGS if name not in actual or name not in expected}
+    names -= unshared_later_settings(actual, expected)
     return sorted(name for name in names if actual.get(name) != expected.get(name))

@@ -20,7 +20,7 @@ from hahrobust import distributed
 from hahrobust.cli._common import console, handle_errors, make_progress
 from hahrobust.cli._eval import ATTACK_BATCH_SIZE, DATA, DEVICE, N, OUT, OVERWRITE, SEED, EvalOptions, finish, load_test_set, open_session
 from hahrobust.errors import HahrobustError
-from hahrobust.regression import LATER_SETTINGS
+from hahrobust.regression import unshared_later_settings
 from hahrobust.evaluate.calibration import NAME, CaseResult, calibrate_case, calibration_settings, calibration_table
 from hahrobust.provenance import write_atomically
 from hahrobust.results import write
@@ -122,7 +122,7 @@ def _finished(out_dir: Path, c: Case, settings: dict[str, Any]) -> CaseResult | 
     current = json.loads(json.dumps(settings))
     recorded = record.get("settings")
     if isinstance(recorded, dict):  # a record from before a setting existed (data_sha256) cannot be asked for it
-        current = {k: v for k, v in current.items() if k not in LATER_SETTINGS or k in recorded}
+        current = {k: v for k, v in current.items() if k not in unshared_later_settings(current, recorded)}
     if recorded != current:
         raise HahrobustError(f"{path}: the case ran under other settings; remove its folder or use another --out")
     return CaseResult.from_record(c, record)

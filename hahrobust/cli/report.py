@@ -16,6 +16,7 @@ from hahrobust.cli._eval import CHECKPOINTS, DATA, DEVICE, LABEL, SEED, EvalOpti
 from hahrobust.distributed import require_single_process
 from hahrobust.errors import HahrobustError
 from hahrobust.report import BUDGETS, resolve, run_report
+from hahrobust.report.page import masking_word
 
 NAME = "report"
 HELP = ("The paper's whole evaluation of MODEL against BASELINE (clean, sparsity, SNR, noise, Table 1 with the audit's "
@@ -75,8 +76,8 @@ def command(
     for j in report.judged:
         table.add_row(j.claim.key, j.final, f"{j.p_adjusted:.2g}")
     console.print(table)
-    for line in report.masking.values():
-        console.print(f"masking: {line.split(' — ', 1)[0]}", markup=False, highlight=False)
+    for side, label in report.labels.items():
+        console.print(f"masking: {label}: {masking_word(report, side)}", markup=False, highlight=False)
     console.print(f"each claim's effect, intervals and reason: {out / 'report.md'}", highlight=False, soft_wrap=True)
     if report.seconds:
         console.print(f"steps run now: {sum(report.seconds.values()):.0f} s ({torch.get_num_threads()} threads)")

@@ -31,7 +31,6 @@ def accuracy(
     return int(hits.sum()) / len(data)
 
 
-
 @torch.no_grad()
 def correct_per_image(
     model: nn.Module,

@@ -109,17 +109,17 @@ def rules(report: Any) -> list[str]:
             "verdicts that rest on an interval use the simultaneous one."]
 
 
-def _masking_word(report: Any, side: str) -> str:
+def masking_word(report: Any, side: str) -> str:
     """The audit's verdict word for one model ("masked", "no sign of masking", …), without its evidence."""
     return report.masking[side].split(" — ", 1)[0].removeprefix(f"{report.labels[side]}: ")
 
 
-def answer(report: Any) -> tuple[list[tuple[str, ...]], list[str]]:
-    """The headline rows and one sentence per verdict word used (with how many claims have it)."""
+def answer(report: Any) -> tuple[list[tuple[str, ...]], list[tuple[str, str]]]:
+    """The headline rows, and per verdict word used: the word and "(k of m claims): what it means"."""
     counts = pd.Series([j.final for j in report.judged]).value_counts()
-    sentences = [f"{word} ({counts[word]} of {len(report.judged)} claims): {MEANING[word]}"
-                 for word in MEANING if word in counts]
-    return headline_rows([j.row() for j in report.judged], HEADLINE), sentences
+    words = [(word, f"({counts[word]} of {len(report.judged)} claims): {MEANING[word]}")
+             for word in MEANING if word in counts]
+    return headline_rows([j.row() for j in report.judged], HEADLINE), words
 
 
 def _sections(report: Any) -> list[tuple[str, str, pd.DataFrame, list[Judged], str]]:
@@ -134,13 +134,13 @@ def _md_table(frame: pd.DataFrame) -> str:
 
 
 def markdown(report: Any, figures: dict[str, str]) -> str:
-    headline, sentences = answer(report)
+    headline, words = answer(report)
     parts = [f"# hahrobust report: {report.labels['a']} vs {report.labels['b']}", "",
              f"Budget **{report.settings['budget']['name']}**; A = {report.labels['a']}, B = {report.labels['b']}. "
              "Every accuracy: percent [95 % Wilson interval] (count/n).", "", "## The answer", "",
-             _md_table(pd.DataFrame(headline, columns=list(HEADER))), "", *[f"- **{s.split(' (', 1)[0]}** ("
-                                                                             f"{s.split(' (', 1)[1]}" for s in sentences],
-             *[f"- Masking, {report.labels[s]}: **{_masking_word(report, s)}**" for s in report.masking], ""]
+             _md_table(pd.DataFrame(headline, columns=list(HEADER))), "",
+             *[f"- **{word}** {meaning}" for word, meaning in words],
+             *[f"- Masking, {report.labels[s]}: **{masking_word(report, s)}**" for s in report.masking], ""]
     for title, says, frame, judged, fig in _sections(report):
         parts += [f"## {title}", ""] + ([f"Paper: {says}", ""] if says else [])
         parts += [f"![{title}]({figures[fig]})", "", _md_table(frame), ""]
@@ -172,16 +172,15 @@ def _html_table(frame: pd.DataFrame, bold_last: bool = False) -> str:
 
 def html_page(report: Any, pngs: dict[str, bytes]) -> str:
     title = f"hahrobust report: {report.labels['a']} vs {report.labels['b']}"
-    headline, sentences = answer(report)
+    headline, words = answer(report)
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<p>Budget <b>{html.escape(report.settings['budget']['name'])}</b>; A = "
              f"{html.escape(report.labels['a'])}, B = {html.escape(report.labels['b'])}. Every accuracy: percent "
              "[95 % Wilson interval] (count/n).</p><h2>The answer</h2>",
              _html_table(pd.DataFrame(headline, columns=list(HEADER)), bold_last=True), "<ul class='answer'>",
-             *[f"<li><b>{html.escape(s.split(' (', 1)[0])}</b> ({html.escape(s.split(' (', 1)[1])}</li>"
-               for s in sentences],
-             *[f"<li>Masking, {html.escape(report.labels[s])}: <b>{html.escape(_masking_word(report, s))}</b></li>"
+             *[f"<li><b>{html.escape(word)}</b> {html.escape(meaning)}</li>" for word, meaning in words],
+             *[f"<li>Masking, {html.escape(report.labels[s])}: <b>{html.escape(masking_word(report, s))}</b></li>"
                for s in report.masking], "</ul>"]
     for head, says, frame, judged, fig in _sections(report):
         parts.append(f"<h2>{html.escape(head)}</h2>")
