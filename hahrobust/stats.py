@@ -519,6 +519,21 @@ def holm(p_values: ArrayLike, alpha: float = 0.05) -> HolmResult:
                       tuple(map(int, multipliers)))
 
 
+def zero_breaks_bound(n: int, alpha: float = 0.05) -> float:
+    """The most images one more attack round is expected to break, at confidence 1 − ``alpha``, when a round with
+    fresh randomness broke none of ``n``: n·(1 − α^(1/n)), below −ln α ≈ 3.0 for every n.
+
+    Image i breaks in a round with its own probability pᵢ, independently (fresh seeds), so P(0 of n) = Π(1 − pᵢ)
+    ≤ (1 − p̄)^n (the arithmetic–geometric mean inequality). Every p̄ above 1 − α^(1/n) would make the observed
+    zero less likely than α; the expected breaks of one more such round, n·p̄, are therefore at most the bound
+    (the "rule of three" for a proportion, here over heterogeneous images; ``tests/test_stats.py`` checks it).
+    """
+    if n < 0:
+        raise HahrobustError(f"image count must be ≥ 0, got {n}")
+    _check_probabilities(alpha=alpha)
+    return n * (1 - alpha ** (1 / n)) if n else 0.0
+
+
 @dataclass(frozen=True)
 class MaskingTest(_Record):
     """:func:`masking_test`'s cells, its one-sided exact p, the smallest p attainable with b + c discordant images

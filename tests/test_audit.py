@@ -21,13 +21,15 @@ from hahrobust.attacks import GradientPath, PGDConfig, run_attack
 from hahrobust.attacks.gradients import EOT, jitter
 from hahrobust.cli import app
 from hahrobust.data import ImageSet, balanced_subset, load_cifar10
+from hahrobust import stats
 from hahrobust.errors import HahrobustError
 from hahrobust.models import build
 from hahrobust.nn.layers import FractionalThreshold, MeanThreshold
 from hahrobust.nn.surrogate import BPDA, Surrogate, register_surrogate, surrogate_gradients, surrogate_layers
 from hahrobust.attacks.square import SquareConfig
 from hahrobust.studies.audit import (
-    WORST, AuditConfig, Member, ModelAudit, all_members, audit_model, convergence_text, judge, verdict,
+    WORST, AuditConfig, Member, ModelAudit, all_members, audit_model, convergence_bound, convergence_text, judge,
+    verdict,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
@@ -263,7 +265,8 @@ def test_worst_case_is_monotone_in_eps_and_never_above_any_attack(plain_and_mask
 def test_survivors_members_attack_only_what_is_left_and_effort_runs_in_rounds_until_one_breaks_nothing(
     plain_and_masked,
 ) -> None:
-    """Square and more effort run on the images no earlier member broke; their breaks lower the worst case; more
+    """More effort and then Square (black-box members run last) attack the images no earlier member broke; their
+    breaks lower the worst case; more
     effort's rounds stop at the first that breaks nothing (or the round limit), and the verdict says which."""
     _, masked, data = plain_and_masked
     ensemble = (
@@ -276,9 +279,11 @@ def test_survivors_members_attack_only_what_is_left_and_effort_runs_in_rounds_un
     rows = audited.attacks.set_index("attack")
     pgd_only = run_attack(masked, data, attack="pgd", norm="linf", eps=eps, config=FAST.pgd)
     survivors = round(float(pgd_only["robust_acc"].iloc[0]) * len(data))
-    assert rows.loc["Square", "n"] == survivors  # only what plain PGD left
-    assert rows.loc["more effort", "n"] == survivors - rows.loc["Square", "first_breaks"]
-    assert rows.loc["Square", "first_breaks"] > 0  # logits only: the quantiser does not blind it
+    assert rows.loc["more effort", "n"] == survivors  # only what plain PGD left
+    assert rows.loc["Square", "n"] == survivors - rows.loc["more effort", "first_breaks"]  # black-box last
+    assert list(rows.index[:3]) == ["PGD", "more effort", "Square"]
+    without_rounds = audit_model(masked, data, norm="linf", eps=eps, ensemble=ensemble[:2], config=FAST)
+    assert without_rounds.attacks.set_index("attack").loc["Square", "first_breaks"] > 0  # logits only: not blinded
     assert rows.loc["more effort", "first_breaks"] > 0  # BPDA sees through the quantiser on the rest
     assert pd.isna(rows.loc["more effort", "robust_acc"]) and pd.isna(rows.loc["Square", "robust_acc"])
     assert 1 <= len(audited.rounds) <= FAST.effort_rounds
@@ -286,7 +291,7 @@ def test_survivors_members_attack_only_what_is_left_and_effort_runs_in_rounds_un
     assert broke in (0, attacked) or len(audited.rounds) == FAST.effort_rounds  # stopped for a reason
     text = convergence_text(audited)
     assert text.startswith({0: "converged after", attacked: "every survivor broken"}.get(broke, "not converged"))
-    assert (rows["forward_passes"] > 0).all() and rows.loc[WORST, "forward_passes"] == rows["forward_passes"].iloc[:-1].sum()
+    assert (rows.loc[rows["n"] > 0, "forward_passes"] > 0).all() and rows.loc[WORST, "forward_passes"] == rows["forward_passes"].iloc[:-1].sum()
     shown = audited.diagnostics.set_index("indicator")["value"]
     assert shown["white-box ≤ black-box"].startswith(f"{rows.loc['Square', 'first_breaks']} images broken only by Square")
 
@@ -412,3 +417,21 @@ def test_the_waterfall_colours_a_member_by_the_verdicts_own_rule() -> None:
         expected = RED if member.changes_gradient else GREY if member.plain else BLUE
         assert colours[member.name] == expected, member.name
     assert {m.name for m in all_members() if m.twin} and colours["smooth twin"] == RED and "worst case" not in colours
+
+
+def test_converged_rounds_state_their_cost_and_the_bound_on_one_more_round(plain_and_masked) -> None:
+    """A round that breaks nothing ends the rounds; the verdict states its passes per survivor and
+    stats.zero_breaks_bound of its survivors, and a round that broke something gets no bound."""
+    model, _, data = plain_and_masked
+    ensemble = (Member("PGD", "white-box", "pgd", survivors=False),
+                Member("more effort", "adaptive", "pgd", gradient="bpda", effort=True))
+    audited = audit_model(model, data, norm="linf", eps=[1 / 255], ensemble=ensemble, config=FAST)
+    attacked, broke = audited.rounds[-1]
+    assert broke == 0 and attacked > 0  # a smooth model at a small ε: PGD already found every break
+    per_survivor = audited.passes[f"more effort round {len(audited.rounds)}"].total / attacked
+    bound = stats.zero_breaks_bound(attacked)
+    assert convergence_bound(audited) == (f" (the last round, {per_survivor:,.0f} passes per survivor, broke 0 of "
+                                          f"{attacked}: one more is expected to break at most {bound:.1f}, 95 % bound)")
+    assert convergence_bound(audited) in verdict("plain", [audited])
+    unconverged = replace(audited, rounds=[(attacked, 1)])
+    assert convergence_bound(unconverged) == "" and "not converged" in verdict("plain", [unconverged])

@@ -384,3 +384,21 @@ def test_censored_signed_rank_bootstrap_matches_a_per_resample_loop() -> None:
 def test_holm_reports_each_claims_multiplier() -> None:
     result = stats.holm([0.04, 0.001, float("nan"), 0.02])
     assert result.multipliers == (1, 3, 0, 2)
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 17, 200])
+def test_zero_breaks_bound_is_exact_for_equal_images_and_holds_for_unequal_ones(n: int) -> None:
+    """At the bound, equal per-image break probabilities make "0 of n" exactly as likely as α; any unequal
+    probabilities with the same expected breaks make it less likely (so the observed zero rejects them too), and
+    the bound stays below −ln α ≈ 3.0."""
+    bound = stats.zero_breaks_bound(n, alpha=0.05)
+    assert (1 - bound / n) ** n == pytest.approx(0.05)
+    assert bound < -math.log(0.05)
+    rng = np.random.default_rng(n)
+    for _ in range(200):
+        p = rng.dirichlet(np.full(n, 0.3)) * bound  # unequal, summing to the bound
+        if (p <= 1).all():
+            assert np.prod(1 - p) <= 0.05 + 1e-12
+    assert stats.zero_breaks_bound(0) == 0.0
+    with pytest.raises(HahrobustError):
+        stats.zero_breaks_bound(-1)

@@ -18,13 +18,15 @@ PGD·EOT (pgd-eot)      adaptive      gradients averaged over jittered copies (w
 BPDA sweep             adaptive      PGD·BPDA at temperatures 0.03, 0.3, 1 and straight-through (per-image best)
 smooth twin            adaptive      PGD on the model with sigmoid masks in the forward too, verified on the model
 transfer               transfer      PGD on the transfer source, verified on the model
-Square (square)        black-box     Square Attack, logits only, 5,000 queries, one batched call
 … (plain twin)         control       per gradient-changing member: its budget, plain gradients, random starts,
                                      on the images every plain reference member left robust (the masking test)
 SPSA (spsa)            zeroth-order  finite-difference gradient of the exact model's margin, 100 steps × 128
                                      directions: opt-in (``--include spsa``)
-more effort            adaptive      rounds of the strongest PGD (first 4× steps, 2× restarts, then doubling both),
-                                     all 9 targets, fresh seeds, until a round breaks nothing (Carlini et al.)
+more effort            adaptive      rounds of PGD·BPDA from random starts (margin loss, untargeted and towards
+                                     the 3 likeliest wrong classes; 4× steps, doubling), fresh seeds, until a
+                                     round breaks nothing (Carlini et al.; its bound: ``convergence_bound``)
+Square (square)        black-box     Square Attack, logits only, 5,000 queries, one batched call, on what every
+                                     gradient attack left (after the rounds)
 AutoAttack             standard      Croce & Hein's standard ensemble on every image: opt-in (``--include autoattack``)
 =====================  ============  ==============================================================
 
@@ -46,7 +48,6 @@ no BPDA ran) is named in a warning asking for ``--bpda``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +68,12 @@ from hahrobust.stats import accuracy_intervals
 from hahrobust.studies.audit_diagnostics import clean_predictions, diagnose, is_stochastic
 from hahrobust.studies.audit_members import (
     AUDIT_NORMS, DEFAULT_ENSEMBLE, TWIN_SEED_OFFSET, AuditConfig, Kind, Member, all_members, default_ensemble,
-    member_config, members_for, plain_twin,
+    effort_config, member_config, members_for, plain_twin,
 )
 from hahrobust.studies.audit_result import ModelAudit
-from hahrobust.studies.audit_verdict import Judgement, convergence_text, judge, judge_all, verdict
+from hahrobust.studies.audit_verdict import (
+    Judgement, convergence_bound, convergence_text, judge, judge_all, verdict,
+)
 
 WORST = "worst case"
 
@@ -218,20 +221,17 @@ def audit_model(
 
 def _effort_rounds(member: Member, config: AuditConfig, robust: np.ndarray, attack, rounds: list[tuple[int, int]],
                    seed: int) -> np.ndarray:
-    """Convergence: rounds of the strongest PGD on the survivors (round r: effort_steps·2^(r−1) × the steps and
-    effort_restarts·2^(r−1) × the restarts), all nine targets, a fresh seed per round; stop at the first round that
-    breaks nothing or after ``config.effort_rounds``."""
+    """Convergence: rounds of PGD·BPDA on the survivors (:func:`effort_config`: random starts, margin loss, the top
+    wrong classes, steps doubling per round), a fresh seed per round; stop at the first round that breaks nothing
+    or after ``config.effort_rounds``."""
     broken = np.zeros_like(robust)
     for r in range(1, config.effort_rounds + 1):
         where = np.flatnonzero((robust & ~broken).any(axis=0))
         if not len(where):
             break
-        factor_steps, factor_restarts = config.effort_steps * 2 ** (r - 1), config.effort_restarts * 2 ** (r - 1)
-        pgd_config = replace(config.pgd, steps=config.pgd.steps * factor_steps,
-                             restarts=config.pgd.restarts * factor_restarts, targeted=config.effort_targets)
         path = GradientPath(member.gradient, temperature=config.temperature,  # type: ignore[arg-type]
                             eot_samples=config.eot_samples, eot_sigma=config.eot_sigma)
-        found = attack(member, f"{member.name} round {r}", where, pgd_config, path, seed + 1_000_003 * r)
+        found = attack(member, f"{member.name} round {r}", where, effort_config(config, r), path, seed + 1_000_003 * r)
         new = found & ~broken & robust
         broken |= found
         rounds.append((len(where), int(new.any(axis=0).sum())))
@@ -286,6 +286,6 @@ def member_journal(journal_dir: Path, stem: str, norm: str, member: str) -> Path
 
 __all__ = [
     "AUDIT_NORMS", "DEFAULT_ENSEMBLE", "WORST", "AuditConfig", "Judgement", "Kind", "Member", "ModelAudit", "all_members",
-    "audit_model", "check_audit_norm", "convergence_text", "default_ensemble", "judge", "member_config",
+    "audit_model", "check_audit_norm", "convergence_bound", "convergence_text", "default_ensemble", "effort_config", "judge", "member_config",
     "member_journal", "members_for", "plain_twin", "judge_all", "verdict",
 ]

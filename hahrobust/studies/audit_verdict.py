@@ -117,7 +117,8 @@ def verdict(label: str, audits: Sequence[ModelAudit], alpha: float = 0.05) -> st
     evidence = "; ".join(j.line() for j in judgements)
     fired = sorted({i for a in audits for i in a.diagnostics.loc[a.diagnostics["fired"].astype(bool), "indicator"]})
     warnings = [w for a in audits for w in a.warnings]
-    convergence = "; ".join(f"{SYMBOLS[a.norm]} {convergence_text(a)}" for a in audits if a.rounds or _has_effort(a))
+    convergence = "; ".join(f"{SYMBOLS[a.norm]} {convergence_text(a)}{convergence_bound(a)}" for a in audits
+                            if a.rounds or _has_effort(a))
     tail = f" — {evidence}" + (f"; more effort: {convergence}" if convergence else "")
     if any(j.significant for j in judgements):
         return f"{label}: masked{tail}"
@@ -148,3 +149,18 @@ def convergence_text(audit: ModelAudit) -> str:
     if broke == attacked:
         return f"every survivor broken after {rounds} (nothing left to attack)"
     return f"not converged: the last round broke {broke} of {attacked}"
+
+
+def convergence_bound(audit: ModelAudit, alpha: float = 0.05) -> str:
+    """What a converged audit's last round shows, as a clause: its cost per survivor and the most images one more
+    round like it is expected to break (:func:`hahrobust.stats.zero_breaks_bound`, at 1 − ``alpha``); empty when
+    the rounds did not converge."""
+    if not audit.rounds or audit.rounds[-1][1] != 0:
+        return ""
+    attacked, last = audit.rounds[-1][0], len(audit.rounds)
+    effort = next(m for m in audit.members if m.effort)
+    cost = audit.passes.get(f"{effort.name} round {last}")
+    spent = f", {cost.total / attacked:,.0f} passes per survivor" if cost is not None else ""
+    return (f" (the last round{spent}, broke 0 of {attacked}: one more is expected to break at most "
+            f"{stats.zero_breaks_bound(attacked, alpha):.1f}, {100 * (1 - alpha):g} % bound)")
+
