@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads for the audits")
     parser.add_argument("--parts", default="autoattack,audit", help="which measurements to run")
     parser.add_argument("--json", type=Path, required=True, help="results; measurements already in it are skipped")
+    parser.add_argument("--journal", type=Path, help="keep each audit member's journal here: a killed or changed "
+                        "audit reuses every member whose settings did not change (passes are counted either way)")
     args = parser.parse_args()
     data = balanced_subset(load_cifar10(args.data, "test"), args.images, seed=0)
     models = {label: load_checkpoint(path)[0] for label, path in REFERENCE.items()}
@@ -76,10 +78,15 @@ def main() -> None:
                         "autoattack", norm, [EPS[norm]], AutoAttackConfig("standard")))
                     row = {"passes": sum(outcome.passes), "robust": float(outcome.table["robust_acc"].iloc[0])}
                 else:
-                    audit = audit_model(models[label], data, norm=norm, eps=[EPS[norm]], transfer_source=source)
+                    journal = args.journal / f"threads-{threads}" if args.journal else None
+                    if journal is not None:
+                        journal.mkdir(parents=True, exist_ok=True)
+                    audit = audit_model(models[label], data, norm=norm, eps=[EPS[norm]], transfer_source=source,
+                                        journal_dir=journal, journal_stem=label, resume=journal is not None)
                     row = {"passes": sum(c.total for c in audit.passes.values()),
                            "robust": float(audit.worst[0].mean()), "convergence": convergence_text(audit),
                            "rounds": [list(r) for r in audit.rounds],
+                           "breaks": {str(r.attack): int(r.first_breaks) for r in audit.attacks.itertuples()},
                            "members": {k: v.total for k, v in audit.passes.items()}}
                 measured[key] = row | {"model": label, "norm": norm, "what": what, "threads": threads,
                                        "seconds": time.perf_counter() - start}

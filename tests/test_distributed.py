@@ -217,7 +217,8 @@ def test_readme_torchrun_example_writes_the_single_process_table(
     command: str, single_run: Path, make_checkpoint, tiny_data: Path, tmp_path: Path, one_thread: None
 ) -> None:
     """The README's torchrun line, as written but for the files, 2 processes, a subset of the tiny test set in
-    several batches (so both ranks work) and, for attack, a 5-step PGD, gives the table one process gives."""
+    several batches (so both ranks work), for attack a 5-step PGD and for certify 100 noise draws, gives the table
+    one process gives."""
     words = readme_torchrun_examples()[command]
     launcher, rest = words[: words.index("-m")], words[words.index("-m") :]
     assert launcher == ["torchrun", "--standalone", "--nproc-per-node", "8"]  # what torchrun() runs, with 2
@@ -225,6 +226,8 @@ def test_readme_torchrun_example_writes_the_single_process_table(
              "$D": str(tiny_data)}
     rest = [files.get(word, word) for word in rest]
     rest[rest.index("--images") + 1] = "20"
+    if "--samples" in rest:  # certify: 100 noise draws per image still certify some and give the same table twice
+        rest[rest.index("--samples") + 1] = "100"
     speed = ["--batch-size", "6", "--device", "cpu", *(["--steps", "5", "--restarts", "1"] if command in ("attack", "audit") else [])]
     if command == "audit":  # the per-image-seeded members (AutoAttack's draws cover a whole batch); Square's
         # batch independence is tested in test_attack_cli, and 1,000 one-image queries per survivor are slow here

@@ -134,7 +134,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(pair, tiny_data: Path,
     assert code == 0, output
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     code, output = _cli(hah, base, *common[:-1], "4", "--out", str(out), "--resume")
-    assert code == 2 and "other settings (budget)" in output, output
+    assert code == 2 and "other settings (audit, budget)" in output, output  # --steps is the audit's PGD too
     code, output = _cli(hah, base, *common, "--out", str(out))
     assert code == 2 and "--resume" in output, output
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing changed or half-written

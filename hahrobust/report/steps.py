@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,9 @@ def header(pair: Pair, threads: int) -> dict[str, Any]:
     """What changes a number (the store refuses a resume under another): budget, seed, models, images, threads."""
     return {
         "budget": pair.budget.settings(), "seed": pair.seed, "batch_size": pair.batch_size,  # AutoAttack depends on it
+        # every audit setting, not only the budget's few: a changed schedule (e.g. the convergence rounds') must
+        # not resume onto audit steps run under the old one
+        "audit": asdict(pair.budget.audit_config()),
         "models": {s: _model_id(m) for s, m in pair.models.items()},
         "images": {"stats": data_fingerprint(pair.stats_set), "attack": data_fingerprint(pair.attack_set)},
         "threads": threads,  # each step's (step_threads)

@@ -86,16 +86,17 @@ class AuditConfig:
     temperature: float = 0.1  # BPDA sigmoid width (× the channel's std)
     # Convergence (Carlini et al.: more effort must not lower robust accuracy): rounds of PGD·BPDA on the survivors,
     # each with fresh seeds and every restart from a random start. Measured on the small HaH model's hardest
-    # survivors (runs/probe in issue 33's note): breaks come late in a long annealed run (steps 760-960 of 1,000),
-    # from the margin loss towards the closest or a top-ranked wrong class; cross-entropy restarts (most of the first
-    # schedule's doubled restarts) broke none. So a round is effort_restarts restarts: one untargeted margin ascent
-    # and effort_targets targeted at the most likely wrong classes (MALT's choice of targets), effort_steps × PGD's
-    # steps, doubled each round (restarts are not: that quadrupled the first schedule's rounds). The rounds stop at
-    # the first that breaks nothing ("converged", with stats.zero_breaks_bound's bound on what another round would
-    # break) or after effort_rounds ("not converged"). Per survivor: 3,200 / 6,400 / 12,800 passes (was 8 k / 32 k / 128 k).
+    # survivors (issue 33's note): breaks come late in a long annealed run (steps 760-960 of 1,000), from the margin
+    # loss towards the closest or a top-ranked wrong class; cross-entropy restarts (most of the first schedule's
+    # doubled restarts) broke none. So a round is effort_restarts restarts: one untargeted margin ascent and
+    # effort_targets targeted at the most likely wrong classes (MALT's choice of targets), effort_steps × PGD's
+    # steps (3,200 passes per survivor at most). Rounds repeat at that size until one breaks nothing ("converged":
+    # stats.zero_breaks_bound bounds what one more would break, whatever its size, so a doubled last round shows
+    # nothing a same-size one does not; doubling cost the first schedule 8 k + 32 k + 128 k passes per survivor)
+    # or effort_rounds have run ("not converged").
     effort_steps: int = 4
     effort_restarts: int = 4
-    effort_rounds: int = 3
+    effort_rounds: int = 5
     effort_targets: int = 3
     unbounded_eps: dict[str, float] = field(default_factory=lambda: {"linf": 0.5, "l2": 50.0})
     unstable_radius: float = 1e-3  # ℓ∞ radius of the "tiny" noise (a quarter of a grey level)
@@ -185,10 +186,11 @@ def members_for(
     return [*(m for m in chosen if not m.effort and m not in last), *controls, *(m for m in chosen if m.effort), *last]
 
 
-def effort_config(config: AuditConfig, round_number: int) -> PGDConfig:
-    """Convergence round ``round_number``'s PGD (1-based; see :class:`AuditConfig`): random starts, the margin loss,
-    ``effort_targets`` targeted restarts of ``effort_restarts``, ``effort_steps``·2^(r−1) × PGD's steps."""
-    return replace(config.pgd, steps=config.pgd.steps * config.effort_steps * 2 ** (round_number - 1),
+def effort_config(config: AuditConfig) -> PGDConfig:
+    """A convergence round's PGD (see :class:`AuditConfig`): random starts, the margin loss, ``effort_targets``
+    targeted restarts of ``effort_restarts``, ``effort_steps`` × PGD's steps; the same in every round (a round's
+    randomness comes from its seed)."""
+    return replace(config.pgd, steps=config.pgd.steps * config.effort_steps,
                    restarts=config.effort_restarts, targeted=min(config.effort_targets, config.effort_restarts - 1),
                    loss="margin", clean_start=False)
 
