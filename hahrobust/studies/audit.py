@@ -286,6 +286,6 @@ def member_journal(journal_dir: Path, stem: str, norm: str, member: str) -> Path
 
 __all__ = [
     "AUDIT_NORMS", "DEFAULT_ENSEMBLE", "WORST", "AuditConfig", "Judgement", "Kind", "Member", "ModelAudit", "all_members",
-    "audit_model", "check_audit_norm", "convergence_bound", "convergence_text", "default_ensemble", "effort_config", "judge", "member_config",
-    "member_journal", "members_for", "plain_twin", "judge_all", "verdict",
+    "audit_model", "check_audit_norm", "convergence_bound", "convergence_text", "default_ensemble", "effort_config",
+    "judge", "member_config", "member_journal", "members_for", "plain_twin", "judge_all", "verdict",
 ]
