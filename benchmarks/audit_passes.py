@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from hahrobust.attacks.autoattack import AutoAttackConfig  # noqa: E402
 from hahrobust.attacks.run import AttackRequest, run_attack_images  # noqa: E402
 from hahrobust.checkpoint import load_checkpoint  # noqa: E402
 from hahrobust.data import balanced_subset, load_cifar10  # noqa: E402
-from hahrobust.provenance import git_commit, versions  # noqa: E402
+from hahrobust.provenance import git_commit, versions, write_atomically  # noqa: E402
 from hahrobust.studies.audit import AuditConfig, audit_model, convergence_text  # noqa: E402
 
 REFERENCE = {"HaH": ROOT / "checkpoints" / "hah-vgg16-small.safetensors",
@@ -114,9 +113,8 @@ def _write(args: argparse.Namespace, measured: dict[str, dict]) -> None:
     payload = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "audit_config": str(AuditConfig()), "versions": versions(), "git_commit": git_commit(),
                "measured": measured, "rows": _rows(measured)}
-    temporary = args.json.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, args.json)  # never a half-written results file
+    # never a half-written results file
+    write_atomically(args.json, lambda path: path.write_text(json.dumps(payload, indent=2) + "\n"), "the results")
 
 
 def _table(args: argparse.Namespace, measured: dict[str, dict]) -> None:

@@ -25,7 +25,7 @@ from hahrobust.evaluate._common import as_device, common_settings, origins
 from hahrobust.evaluate.auditing import AuditResult, audit
 from hahrobust.evaluate.opening import LoadedModel
 from hahrobust.results import Layout, Result
-from hahrobust.studies.audit import AuditConfig, default_ensemble, effort_config, judge_all
+from hahrobust.studies.audit import AuditConfig, default_ensemble, judge_all
 from hahrobust.studies.calibration import Case, calibration_rows, ensemble_attack, self_test_members
 from hahrobust.studies.self_test import SelfTestResult, self_test
 
@@ -116,7 +116,8 @@ def calibration_settings(data: ImageSet, *, norms: Sequence[str], rounds: int | 
     return {
         **common_settings(data, seed=seed, batch_size=batch_size, device=device), "norms": list(norms),
         "eps": {p: list(DEFAULT_EPS[p]) for p in norms}, "effort_rounds": _config(rounds).effort_rounds,
-        "effort": asdict(effort_config(_config(rounds))),  # the rounds' PGD: a case run under another schedule is redone
+        # every audit setting (the rounds' schedule among them): a case run under another audit config is redone
+        "audit": asdict(_config(rounds)),
         "self_test_images": self_test_images, "self_test_members": [m.name for m in self_test_members()],
     }
 
