@@ -64,6 +64,7 @@ def command(
     test_subset: Optional[int] = typer.Option(None, help="Score each epoch on a class-balanced subset of N test images."),
     adversarial: Optional[str] = typer.Option(None, help="PGD adversarial training at NORM:EPS, e.g. linf:2/255 (Madry et al. 2018; random start, steps of 2.5·ε/steps)."),
     adversarial_steps: Optional[int] = typer.Option(None, help="PGD steps per batch in adversarial training.", show_default="3"),
+    noise_sigma: Optional[float] = typer.Option(None, "--noise-sigma", help="Gaussian data augmentation: N(0, σ²) noise on every training image (Cohen et al. 2019's base classifiers for certification).", show_default="0: clean"),
     width: Optional[float] = typer.Option(None, help="Channel-width multiplier (0.25: 16…128 channels)."),
     hah_blocks: Optional[int] = typer.Option(None, help="Number of leading conv blocks that are HaH blocks."),
     lam: Optional[float] = typer.Option(None, help="Anti-Hebbian weight λ in the HaH cost (paper 0.1, authors' code 1.0)."),
@@ -101,6 +102,7 @@ def command(
     train_flags = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, augment=augment,
         train_subset=train_subset, test_subset=test_subset, adversarial_steps=adversarial_steps,
+        noise_sigma=noise_sigma,
         **parse_adversarial(adversarial),
     )
     hebbian = dict(layers=rules, rule=rule, hebbian_layers=hebbian_layers, zca=zca, base=base)
@@ -108,6 +110,8 @@ def command(
     if resolve_config(model)[0] == "hebbnet":  # Amato et al. 2019: its own trainer (hahrobust/training/hebbian.py)
         if amp != "off" or channels_last or compile_model or sync_bn:
             raise HahrobustError("--amp, --channels-last, --compile and --sync-bn apply to the VGG family, not hebb-net")
+        if adversarial is not None or adversarial_steps is not None or noise_sigma is not None:
+            raise HahrobustError("--adversarial, --adversarial-steps and --noise-sigma apply to the VGG family, not hebb-net")
         return _train_hebbnet(
             out, preset_name, model_flags, {**train_flags, **hebbian_train}, **hebbian, data=data,
             download=download, device=device, resume=resume, overwrite=overwrite,

@@ -45,6 +45,9 @@ class TrainConfig:
     adversarial_norm: str | None = None  # "linf" | "l2"
     adversarial_eps: float = 0.0
     adversarial_steps: int = 3
+    # Gaussian data augmentation (Cohen et al. 2019 train the base classifiers they certify so): every training
+    # image gets N(0, σ²) noise in [0, 1]-pixel units, not clipped, as certification adds it. 0 trains on clean images.
+    noise_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
@@ -58,6 +61,10 @@ class TrainConfig:
         if self.adversarial_norm is not None and not (self.adversarial_eps > 0 and self.adversarial_steps >= 1):
             raise HahrobustError(f"adversarial training needs ε > 0 and ≥ 1 step, got ε = {self.adversarial_eps} "
                                  f"and {self.adversarial_steps} steps")
+        if not (self.noise_sigma >= 0 and self.noise_sigma < float("inf")):
+            raise HahrobustError(f"training noise σ must be a finite number ≥ 0, got {self.noise_sigma}")
+        if self.noise_sigma > 0 and self.adversarial_norm is not None:
+            raise HahrobustError("noise training and adversarial training are separate recipes; choose one")
         if any(not 0 < m <= 1 for m in self.lr_milestones):
             raise HahrobustError(f"lr milestones are fractions of the epochs in (0, 1], got {self.lr_milestones}")
 

@@ -25,6 +25,7 @@ from hahrobust.metrics import accuracy
 from hahrobust.models import HahrobustModel, from_config, resolve_config
 from hahrobust.training.adversarial import adversarial_batch
 from hahrobust.training.config import Runtime, TrainConfig
+from hahrobust.training.noise import noisy_batch
 from hahrobust.training.state import TrainState, json_roundtrip, load_state, save_final, save_progress
 
 
@@ -238,6 +239,8 @@ def _train_epoch(
             global_size = min(config.batch_size, len(data) - number * config.batch_size)
             if config.adversarial_norm is not None:
                 x = adversarial_batch(model, x, y, indices, config, epoch)
+            elif config.noise_sigma > 0:
+                x = noisy_batch(x, indices, config.noise_sigma, seed=config.seed, epoch=epoch)
             logits, loss, hah = step(x, y, shard.loss_scale(len(y), global_size))
             loss_sum += loss.item() * len(y)
             hah_sum += (hah.item() if hah is not None else 0.0) * len(y)
