@@ -13,9 +13,14 @@ from typing import Any
 from hahrobust.errors import HahrobustError
 from hahrobust.models.base import HahrobustModel, InputNormalization
 from hahrobust.models.hebbnet import HebbNet, HebbNetConfig
+from hahrobust.models.softhebb import SoftHebb, SoftHebbConfig
+from hahrobust.models.sparse_coding import SparseCodingConfig, SparseCodingNet
 from hahrobust.models.vgg import PAPER_ALPHA, VGG, VGGConfig
 
-FAMILIES: dict[str, tuple[type, type[HahrobustModel]]] = {"vgg": (VGGConfig, VGG), "hebbnet": (HebbNetConfig, HebbNet)}
+FAMILIES: dict[str, tuple[type, type[HahrobustModel]]] = {
+    "vgg": (VGGConfig, VGG), "hebbnet": (HebbNetConfig, HebbNet), "softhebb": (SoftHebbConfig, SoftHebb),
+    "sparse-coding": (SparseCodingConfig, SparseCodingNet),
+}
 
 
 class ModelName(str, Enum):
@@ -28,7 +33,10 @@ class ModelName(str, Enum):
     HAH_VGG16 = "hah-vgg16"
     HAH_VGG19 = "hah-vgg19"
     KWTA_VGG16 = "kwta-vgg16"  # Xiao et al. 2020: k-winners-take-all in place of every ReLU (γ = 0.1)
+    LWTA_VGG16 = "lwta-vgg16"  # Panousis et al. 2021 (deterministic): local winner-take-all blocks of 2 channels
     HEBB_NET = "hebb-net"  # Amato et al. 2019: per-layer Hebbian / gradient / random (``layers="HHGGGG"``)
+    SOFTHEBB = "softhebb"  # Journé et al. 2023: soft-WTA Hebbian convolutions without labels, a linear readout
+    SPARSE_CODING = "sparse-coding-vgg16"  # Bakiskan et al. 2021: a sparse ternary patch code in front of a VGG-16
 
 
 # Baselines have no HaH block (implicit weight norm everywhere). HaH variants follow the paper: the
@@ -43,7 +51,10 @@ REGISTRY: dict[ModelName, tuple[str, dict[str, Any]]] = {
     ModelName.HAH_VGG16: ("vgg", {"arch": "vgg16", "hah_blocks": 6}),
     ModelName.HAH_VGG19: ("vgg", {"arch": "vgg19", "hah_blocks": 6}),
     ModelName.KWTA_VGG16: ("vgg", {"arch": "vgg16", "hah_blocks": 0, "activation": "kwta"}),
+    ModelName.LWTA_VGG16: ("vgg", {"arch": "vgg16", "hah_blocks": 0, "activation": "lwta"}),
     ModelName.HEBB_NET: ("hebbnet", {}),
+    ModelName.SOFTHEBB: ("softhebb", {}),
+    ModelName.SPARSE_CODING: ("sparse-coding", {}),
 }
 
 
@@ -88,6 +99,6 @@ def build(name: str, **overrides: Any) -> HahrobustModel:
 
 __all__ = [
     "FAMILIES", "REGISTRY", "PAPER_ALPHA", "HahrobustModel", "HebbNet", "HebbNetConfig", "InputNormalization",
-    "ModelName", "VGG",
+    "ModelName", "SoftHebb", "SoftHebbConfig", "SparseCodingConfig", "SparseCodingNet", "VGG",
     "VGGConfig", "build", "from_config", "make_config", "model_names", "resolve_config",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hahrobust.data import CIFAR10_MEAN, CIFAR10_STD
+from hahrobust.data import CIFAR10_MEAN, CIFAR10_STD, ImageSet
 from hahrobust.nn import HaHBlock
 
 
@@ -57,6 +57,12 @@ class HahrobustModel(nn.Module):
         for block, alpha in zip(self._hah_blocks(), self.loss_weights()):
             block.record_cost = enabled and alpha > 0
             block.cost = None
+
+    def fit_unsupervised(self, data: ImageSet, *, seed: int, device: torch.device) -> dict[str, float]:
+        """Learn the layers this model learns without labels (a dictionary, Hebbian filters) from ``data``; the trainer
+        calls it once, before the first supervised epoch, and keeps what it returns (figures for the log). A pure
+        function of (weights at initialisation, data, seed) on the CPU. Most models learn nothing here."""
+        return {}
 
     def hah_objective(self) -> torch.Tensor | None:
         """Σ α_l·L_l over the blocks of the last forward pass (to be *subtracted* from the loss, Eq. 5)."""

@@ -11,6 +11,7 @@ from torch import nn
 
 from hahrobust.models.base import HahrobustModel, InputNormalization
 from hahrobust.nn import HaHBlock, ImplicitNormConv2d, KWinnersTakeAll
+from hahrobust.nn.competition import LocalWinnerTakeAll
 
 #: Conv widths per architecture; "M" is a 2×2 max-pool. Five pools take 32×32 to 1×1.
 VGG_LAYOUTS: dict[str, list[int | str]] = {
@@ -42,24 +43,29 @@ class VGGConfig:
     k_ratio: float = 0.1  # K = ceil(k_ratio·N) winners in the HaH cost (Eq. 4)
     lam: float = 0.1  # anti-Hebbian weight λ (paper 0.1; the authors' code effectively 1.0)
     # The regular blocks' activation: "kwta" is k-winners-take-all (Xiao et al. 2020), a defence known to be
-    # broken by adaptive attacks (Tramèr et al. 2020): the audit's known positive.
-    activation: Literal["relu", "kwta"] = "relu"
+    # broken by adaptive attacks (Tramèr et al. 2020): the audit's known positive. "lwta" is local winner-take-all
+    # blocks (Panousis et al. 2021, deterministic): of every group of lwta_units channels only the largest passes.
+    activation: Literal["relu", "kwta", "lwta"] = "relu"
     kwta_ratio: float = 0.1  # the fraction of a layer's C·H·W values k-WTA keeps (Xiao et al.'s sparsity ratio)
+    lwta_units: int = 2  # Panousis et al.'s U = 2 (their best CIFAR-10 setting)
 
     def channels(self, c: int) -> int:
         return max(1, round(c * self.width))
 
 
 class ConvBlock(nn.Module):
-    """A regular block: ImplicitNormConv2d → ReLU (or k-WTA) → BatchNorm2d."""
+    """A regular block: ImplicitNormConv2d → ReLU (or k-WTA, or LWTA) → BatchNorm2d."""
 
-    def __init__(self, in_channels: int, out_channels: int, activation: str = "relu", kwta_ratio: float = 0.1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, activation: str = "relu", kwta_ratio: float = 0.1,
+                 lwta_units: int = 2) -> None:
         super().__init__()
         self.conv = ImplicitNormConv2d(in_channels, out_channels, 3, padding=1)
-        if activation not in ("relu", "kwta"):
-            raise ValueError(f"unknown activation {activation!r} (expected relu or kwta)")
-        # The attribute keeps its name for either activation, so a ReLU model's weight names never change.
-        self.relu: nn.Module = nn.ReLU() if activation == "relu" else KWinnersTakeAll(kwta_ratio)
+        activations = {"relu": nn.ReLU, "kwta": lambda: KWinnersTakeAll(kwta_ratio),
+                       "lwta": lambda: LocalWinnerTakeAll(lwta_units)}
+        if activation not in activations:
+            raise ValueError(f"unknown activation {activation!r} (expected {', '.join(activations)})")
+        # The attribute keeps its name for every activation, so a ReLU model's weight names never change.
+        self.relu: nn.Module = activations[activation]()
         self.norm = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +99,8 @@ class VGG(HahrobustModel):
                     keep=config.keep, norm=config.norm, k_ratio=config.k_ratio, lam=config.lam,
                 )
             else:
-                layers[f"block{n_block}"] = ConvBlock(in_channels, out_channels, config.activation, config.kwta_ratio)
+                layers[f"block{n_block}"] = ConvBlock(in_channels, out_channels, config.activation, config.kwta_ratio,
+                                                       config.lwta_units)
             in_channels = out_channels
         self.features = nn.Sequential(layers)
         self.classifier = nn.Linear(in_channels, config.num_classes)

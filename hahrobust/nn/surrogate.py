@@ -67,8 +67,7 @@ class Surrogate:
         else:
             if tau is None:
                 tau = inferred_threshold(z, exact)
-            spread = _spread(z.detach())
-            scale = (self.temperature * spread).clamp_min(torch.finfo(z.dtype).tiny)
+            scale = (self.temperature * spread(z.detach())).clamp_min(torch.finfo(z.dtype).tiny)
             smooth = z * torch.sigmoid((z - tau) / scale)
         if self.smooth_forward:  # a different model: smooth everywhere (a transfer source, verified on the exact one)
             return smooth
@@ -76,7 +75,7 @@ class Surrogate:
         return exact.detach() + (smooth - smooth.detach())
 
 
-def _spread(z: torch.Tensor) -> torch.Tensor:
+def spread(z: torch.Tensor) -> torch.Tensor:
     """The sigmoid's width unit per image and channel: the channel's standard deviation over its map, or, for a
     1×1 map (one value: no spread of its own), the image's over all channels, broadcastable to ``z``. Without the
     fallback a 1×1 map's std is NaN and the NaN reaches the forward pass, which must stay exact."""

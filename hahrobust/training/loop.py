@@ -22,6 +22,7 @@ from hahrobust.data import ImageSet, balanced_subset, batches, num_batches
 from hahrobust.distributed import Shard
 from hahrobust.errors import HahrobustError
 from hahrobust.metrics import accuracy
+from hahrobust.seeding import derived_seed
 from hahrobust.models import HahrobustModel, from_config, resolve_config
 from hahrobust.training.adversarial import adversarial_batch
 from hahrobust.training.config import Runtime, TrainConfig
@@ -115,7 +116,14 @@ def train(
             if state.settings != settings:
                 problem = f"{state_path}: --resume with different settings than the interrupted run"
     _raise_on_all(problem, shard)
-    if shard.distributed:  # every rank continues from rank 0's state
+    unsupervised: dict[str, float] = {}
+    if state.epochs_done == 0 and shard.is_main:  # layers learned without labels (a dictionary, Hebbian filters)
+        start = time.perf_counter()
+        unsupervised = {f"unsupervised_{k}": v for k, v in model.fit_unsupervised(train_data, seed=config.seed,
+                                                                                   device=device).items()}
+        if unsupervised:
+            unsupervised["unsupervised_seconds"] = time.perf_counter() - start
+    if shard.distributed:  # every rank continues from rank 0's state (and its unsupervised layers)
         model_state, optim_state, state = distributed.broadcast((model.state_dict(), optimizer.state_dict(), state), shard)
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optim_state)
@@ -125,6 +133,8 @@ def train(
     task = progress.add_task("training", total=None) if progress else None
     for epoch in range(state.epochs_done, config.epochs):
         row = _train_epoch(model, step, optimizer, train_data, config, epoch, device, progress, task, runtime, shard)
+        if epoch == 0:
+            row.update(unsupervised)
         row["test_acc"] = accuracy(
             model, test_data, device=device, progress=progress, description="test accuracy", shard=shard
         )
@@ -220,6 +230,9 @@ def _train_epoch(
     shard: Shard,
 ) -> dict[str, Any]:
     lr = config.lr_at(epoch)
+    # Dropout (SoftHebb's readout) draws from the global generator: seeded per epoch, a resumed run draws as an
+    # uninterrupted one. Models without random layers draw nothing from it.
+    torch.manual_seed(derived_seed("train-epoch", config.seed, epoch))
     for group in optimizer.param_groups:
         group["lr"] = lr
     model.train()
