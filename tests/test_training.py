@@ -49,9 +49,22 @@ def test_same_seed_same_weights(splits, tmp_path: Path) -> None:
         assert torch.equal(value, b.model.state_dict()[key]), key
 
 
-def test_interrupted_run_resumes_to_identical_weights(splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+RESUMED_RUNS = {
+    "hah-vgg11": ("hah-vgg11", MODEL, CONFIG),
+    # Gaussian data augmentation: the noise of each image and epoch comes from the seed, not the global generator
+    "noise": ("vgg11", MODEL, TrainConfig(epochs=3, batch_size=32, lr=3e-3, augment=True, seed=11, noise_sigma=0.25)),
+    # a dictionary learned before epoch 1 (not again on resume) and a readout with dropout
+    "sparse-coding": ("sparse-coding-vgg16", {"width": 0.125, "atoms": 24, "keep": 4, "dictionary_patches": 500}, CONFIG),
+    "softhebb": ("softhebb", {"width": 0.05}, CONFIG),
+}
+
+
+@pytest.mark.parametrize("run", list(RESUMED_RUNS))
+def test_interrupted_run_resumes_to_identical_weights(run: str, splits, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    name, model, config = RESUMED_RUNS[run]
     reference = tmp_path / "reference.safetensors"
-    train("hah-vgg11", *splits, reference, config=CONFIG, model_overrides=MODEL)
+    train(name, *splits, reference, config=config, model_overrides=model)
 
     out = tmp_path / "interrupted.safetensors"
     real_batches = loop_module.batches
@@ -64,16 +77,16 @@ def test_interrupted_run_resumes_to_identical_weights(splits, tmp_path: Path, mo
 
     monkeypatch.setattr(loop_module, "batches", interrupting_batches)
     with pytest.raises(KeyboardInterrupt):
-        train("hah-vgg11", *splits, out, config=CONFIG, model_overrides=MODEL)
+        train(name, *splits, out, config=config, model_overrides=model)
     assert not out.exists() and run_paths(out)[0].exists()
     monkeypatch.setattr(loop_module, "batches", real_batches)
 
     with pytest.raises(HahrobustError, match="--resume"):
-        train("hah-vgg11", *splits, out, config=CONFIG, model_overrides=MODEL)
+        train(name, *splits, out, config=config, model_overrides=model)
     with pytest.raises(HahrobustError, match="different settings"):
-        train("hah-vgg11", *splits, out, config=TrainConfig(epochs=3, batch_size=32, lr=3e-3, augment=True, seed=12),
-              model_overrides=MODEL, resume=True)
-    train("hah-vgg11", *splits, out, config=CONFIG, model_overrides=MODEL, resume=True)
+        train(name, *splits, out, config=TrainConfig(epochs=3, batch_size=32, lr=3e-3, augment=True, seed=12),
+              model_overrides=model, resume=True)
+    train(name, *splits, out, config=config, model_overrides=model, resume=True)
 
     expected, resumed = _weights(reference), _weights(out)
     for key, value in expected.items():
@@ -91,7 +104,9 @@ def test_existing_checkpoint_is_not_overwritten(splits, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("fields", "message"),
-    [({"epochs": 0}, "epochs"), ({"epochs": -3}, "epochs"), ({"batch_size": 0}, "batch size"), ({"lr": 0.0}, "learning rate")],
+    [({"epochs": 0}, "epochs"), ({"epochs": -3}, "epochs"), ({"batch_size": 0}, "batch size"), ({"lr": 0.0}, "learning rate"),
+     ({"noise_sigma": -0.1}, "noise σ"), ({"noise_sigma": float("nan")}, "noise σ"),
+     ({"noise_sigma": 0.25, "adversarial_norm": "linf", "adversarial_eps": 0.01}, "choose one")],
 )
 def test_bad_training_settings(fields: dict, message: str) -> None:
     with pytest.raises(HahrobustError, match=message):
