@@ -71,6 +71,12 @@ COMMANDS: dict[str, Entry] = {
         "The paper's whole evaluation of a model pair in one command: every claim with its statistics and a verdict "
         "computed by a stated rule, as Markdown, self-contained HTML and JSON.",
     ),
+    "leaderboard": Entry(
+        "leaderboard", "Studies",
+        "Many models against one baseline, ranked by the audit's worst case (AutoAttack's rank beside it): clean, "
+        "noise, AutoAttack, worst case with verdict and convergence, certified accuracy, each with its interval and "
+        "a paired test, Holm over the table; journaled, resumable, --jobs.",
+    ),
     "calibrate": Entry(
         "calibrate", "Studies",
         "The audit's verdict on defences whose truth is known (k-WTA masked, adversarial training robust, the "

@@ -128,7 +128,7 @@ def _sections(report: Any) -> list[tuple[str, str, pd.DataFrame, list[Judged], s
              [j for j in report.judged if _section(j) == name], name) for name in ORDER if name in report.tables]
 
 
-def _md_table(frame: pd.DataFrame) -> str:
+def md_table(frame: pd.DataFrame) -> str:
     text = frame.map(lambda v: _number(v, "")) if not frame.empty else frame
     return text.to_markdown(index=False)
 
@@ -138,14 +138,14 @@ def markdown(report: Any, figures: dict[str, str]) -> str:
     parts = [f"# hahrobust report: {report.labels['a']} vs {report.labels['b']}", "",
              f"Budget **{report.settings['budget']['name']}**; A = {report.labels['a']}, B = {report.labels['b']}. "
              "Every accuracy: percent [95 % Wilson interval] (count/n).", "", "## The answer", "",
-             _md_table(pd.DataFrame(headline, columns=list(HEADER))), "",
+             md_table(pd.DataFrame(headline, columns=list(HEADER))), "",
              *[f"- **{word}** {meaning}" for word, meaning in words],
              *[f"- Masking, {report.labels[s]}: **{masking_word(report, s)}**" for s in report.masking], ""]
     for title, says, frame, judged, fig in _sections(report):
         parts += [f"## {title}", ""] + ([f"Paper: {says}", ""] if says else [])
-        parts += [f"![{title}]({figures[fig]})", "", _md_table(frame), ""]
+        parts += [f"![{title}]({figures[fig]})", "", md_table(frame), ""]
         if judged:
-            parts += ["Claims:", "", _md_table(_claims_frame(judged, details=True)), ""]
+            parts += ["Claims:", "", md_table(_claims_frame(judged, details=True)), ""]
     parts += ["## Rules", "", *[f"- {r}" for r in rules(report)], "",
               "## Masking (the audit's verdict per model)", "", *[f"- {v}" for v in report.masking.values()], "",
               "## Provenance", "", "```json", json.dumps(report.provenance, indent=1, sort_keys=True, default=str), "```", ""]
@@ -159,7 +159,7 @@ CSS = ("body{font-family:sans-serif;max-width:75em;margin:1.5em auto;padding:0 1
        "details{margin:.4em 0}summary{cursor:pointer;color:#035}h2{margin:1.2em 0 .3em}")
 
 
-def _html_table(frame: pd.DataFrame, bold_last: bool = False) -> str:
+def html_table(frame: pd.DataFrame, bold_last: bool = False) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = []
     for row in frame.itertuples(index=False):
@@ -178,7 +178,7 @@ def html_page(report: Any, pngs: dict[str, bytes]) -> str:
              f"<p>Budget <b>{html.escape(report.settings['budget']['name'])}</b>; A = "
              f"{html.escape(report.labels['a'])}, B = {html.escape(report.labels['b'])}. Every accuracy: percent "
              "[95 % Wilson interval] (count/n).</p><h2>The answer</h2>",
-             _html_table(pd.DataFrame(headline, columns=list(HEADER)), bold_last=True), "<ul class='answer'>",
+             html_table(pd.DataFrame(headline, columns=list(HEADER)), bold_last=True), "<ul class='answer'>",
              *[f"<li><b>{html.escape(word)}</b> {html.escape(meaning)}</li>" for word, meaning in words],
              *[f"<li>Masking, {html.escape(report.labels[s])}: <b>{html.escape(masking_word(report, s))}</b></li>"
                for s in report.masking], "</ul>"]
@@ -188,11 +188,11 @@ def html_page(report: Any, pngs: dict[str, bytes]) -> str:
             parts.append(f"<p class='paper'>Paper: {html.escape(says)}</p>")
         data = base64.b64encode(pngs[fig]).decode("ascii")
         parts.append(f"<img alt='{html.escape(head)}' src='data:image/png;base64,{data}'>")
-        parts.append(_html_table(frame))
+        parts.append(html_table(frame))
         if judged:
-            parts.append(_html_table(_claims_frame(judged, details=False)))
+            parts.append(html_table(_claims_frame(judged, details=False)))
             parts.append("<details><summary>each claim's test and reason</summary>"
-                         + _html_table(_claims_frame(judged, details=True)[["claim", "test", "why"]]) + "</details>")
+                         + html_table(_claims_frame(judged, details=True)[["claim", "test", "why"]]) + "</details>")
     parts.append("<h2>Rules, masking evidence, provenance</h2>")
     parts.append("<details><summary>the rules the verdicts follow</summary><ul>"
                  + "".join(f"<li>{html.escape(r)}</li>" for r in rules(report)) + "</ul></details>")

@@ -76,11 +76,11 @@ def figure_png(name: str, table: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer,)):
@@ -99,7 +99,7 @@ def json_document(report: Any) -> dict[str, Any]:
                                  "p_value": j.claim.comparison.p_value, "p_holm": j.p_adjusted, "n": j.claim.comparison.n}
                                 for j in report.judged]))
     rows = pd.concat(frames, ignore_index=True).reindex(columns=ROW_COLUMNS)
-    return _jsonable({
+    return jsonable({
         "command": "report", "settings": report.settings, "columns": ROW_COLUMNS,
         "rows": rows.to_dict(orient="records"), "claims": [j.row() for j in report.judged],
         "tables": {k: t.to_dict(orient="records") for k, t in report.tables.items()},

@@ -11,12 +11,10 @@ model under test) and ``"b"`` (its baseline) in the arrays' names.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from hahrobust.nn.surrogate import surrogate_layers
 from hahrobust.provenance import git_commit, sha256_file, versions
 from hahrobust.report.budget import Budget
 from hahrobust.report.store import StepStore
+from hahrobust.report.workers import Task, run_in_workers
 from hahrobust.studies.audit import ModelAudit, audit_model, default_ensemble, judge_all, verdict
 from hahrobust.studies.paper_table import PAPER_CONDITIONS
 
@@ -287,7 +286,7 @@ def run_steps(pair: Pair, store: StepStore, progress: Progress | None = None,
         for name in steps:
             if name not in todo:
                 finished(name)
-        seconds = _run_in_workers(pair, store, todo, jobs, running, finished)
+        seconds = run_in_workers(_tasks(pair, store, todo), jobs, step_threads(jobs), running, finished, "report step")
     else:
         for name, step in steps.items():
             running([name])
@@ -323,69 +322,21 @@ def _run_step(pair: Pair, store: StepStore, name: str, step: Step, progress: Pro
     return time.perf_counter() - start
 
 
-def _worker(pair: Pair, store: StepStore, name: str, threads: int) -> float:
-    """One step in a worker process (no progress bar: the parent's console is not this process's)."""
-    torch.set_num_threads(threads)
-    return _run_step(pair, store, name, plan(pair)[name], None)
+def _store_step(pair: Pair, store: StepStore, name: str) -> None:
+    """One step computed and stored (in a worker: no progress bar, the parent's console is not this process's)."""
+    _run_step(pair, store, name, plan(pair)[name], None)
 
 
-def _audit_part(pair: Pair, side: str, norm: str, threads: int) -> float:
-    """One norm of a model's audit in a worker, into its journals: the audit step then reads both back."""
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
+def _audit_part(pair: Pair, side: str, norm: str) -> None:
+    """One norm of a model's audit, into its journals: the audit step then reads both back."""
     _audit_norm(pair, side, norm, None)
-    return time.perf_counter() - start
 
 
-def _longest_first(names: list[str]) -> list[str]:
-    return sorted(names, key=lambda name: not name.startswith("audit-"))  # stable: otherwise the plan's order
-
-
-def _run_in_workers(pair: Pair, store: StepStore, todo: list[str], jobs: int,
-                    running: Callable[[list[str]], None], finished: Callable[[str], None]) -> dict[str, float]:
-    """``todo`` in ``jobs`` spawned worker processes; the parent only waits, shows what runs and records each step
-    as it is stored. An audit, the longest step, goes first and as one part per norm (each its own journals, so
-    the two never write one file); the step itself follows its parts and reads their journals back. A worker that
-    dies (killed, out of memory) is one line; finished steps, and finished members' batches, stay stored."""
-    threads = step_threads(jobs)
-    seconds: dict[str, float] = {}
-    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools in an unknown state
-    before = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
-    futures: dict[Future[float], tuple[str, str | None]] = {}  # → (step, the audit's norm for a part)
-    parts_left: dict[str, int] = {}
-    clean = False
-    try:
-        for name in _longest_first(todo):
-            if name.startswith("audit-"):
-                parts_left[name] = len(TABLE_EPS)
-                for norm in TABLE_EPS:
-                    futures[pool.submit(_audit_part, pair, name.removeprefix("audit-"), norm, threads)] = (name, norm)
-            else:
-                futures[pool.submit(_worker, pair, store, name, threads)] = (name, None)
-        pending = set(futures)
-        while pending:
-            running([" ".join(filter(None, futures[f])) for f in pending if f.running()] or ["starting workers"])
-            done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
-            for future in done:
-                name, norm = futures[future]
-                try:
-                    seconds[name] = seconds.get(name, 0.0) + future.result()
-                except BrokenProcessPool:
-                    raise HahrobustError(f"a report worker died while running step {name} (killed, or out of "
-                                         "memory); finished steps are kept: rerun with --resume") from None
-                if norm is None:
-                    finished(name)
-                    continue
-                parts_left[name] -= 1
-                if parts_left[name] == 0:  # both norms journaled: the step reads them back and is stored
-                    step = pool.submit(_worker, pair, store, name, threads)
-                    futures[step] = (name, None)
-                    pending.add(step)
-        clean = True
-    finally:
-        if not clean:  # Ctrl-C or a failed step: stop the other steps now (their finished batches are journaled)
-            for process in set(multiprocessing.active_children()) - before:
-                process.terminate()
-        pool.shutdown(wait=clean, cancel_futures=True)
-    return seconds
+def _tasks(pair: Pair, store: StepStore, todo: list[str]) -> list[Task]:
+    """The unfinished steps as worker tasks, the audits (the longest steps) first, each as one part per norm."""
+    tasks = []
+    for name in sorted(todo, key=lambda name: not name.startswith("audit-")):  # stable: otherwise the plan's order
+        parts = tuple((norm, partial(_audit_part, pair, name.removeprefix("audit-"), norm)) for norm in TABLE_EPS) \
+            if name.startswith("audit-") else ()
+        tasks.append(Task(name, partial(_store_step, pair, store, name), parts))
+    return tasks

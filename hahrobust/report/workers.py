@@ -1,0 +1,86 @@
+"""Journaled steps side by side in worker processes (``--jobs``): the pool that ``report`` and ``leaderboard`` share.
+
+A :class:`Task` is one stored step: optional *parts* that run first, side by side (an audit's norms, each into its own
+journals, so no two workers write one file), then the step itself, which reads the parts' journals back and stores
+the step. Every callable is a picklable module-level function (or a ``functools.partial`` of one) that computes
+exactly what it would in one process and returns its seconds; the pool only decides when each runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+import torch
+
+from hahrobust.errors import HahrobustError
+
+Job = Callable[[], object]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # the step's name, shown while it runs and passed to ``finished``
+    step: Job  # computes and stores the step (after its parts)
+    parts: tuple[tuple[str, Job], ...] = ()  # (label, job) run first, side by side
+
+
+def timed(job: Job, threads: int) -> float:
+    """Run ``job`` with ``threads`` torch threads in this (worker) process; its seconds."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    job()
+    return time.perf_counter() - start
+
+
+def run_in_workers(tasks: Sequence[Task], jobs: int, threads: int, running: Callable[[list[str]], None],
+                   finished: Callable[[str], None], what: str = "a step") -> dict[str, float]:
+    """Run ``tasks`` in ``jobs`` spawned worker processes, in the order given (put the longest first); the parent only
+    waits, shows what runs and calls ``finished(name)`` as each task's step is stored. A worker that dies (killed, out
+    of memory) is one line; finished steps, and finished batches of journaled work, stay stored. Returns the seconds
+    each task took (its parts' and its step's)."""
+    seconds: dict[str, float] = {}
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools in an unknown state
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    futures: dict[Future[float], tuple[Task, str | None]] = {}  # → (task, the part's label; None for the step)
+    parts_left: dict[str, int] = {}
+    clean = False
+    try:
+        for task in tasks:
+            parts_left[task.name] = len(task.parts)
+            for label, job in task.parts:
+                futures[pool.submit(timed, job, threads)] = (task, label)
+            if not task.parts:
+                futures[pool.submit(timed, task.step, threads)] = (task, None)
+        pending = set(futures)
+        while pending:
+            running([" ".join(filter(None, (futures[f][0].name, futures[f][1]))) for f in pending if f.running()]
+                    or ["starting workers"])
+            done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+            for future in done:
+                task, label = futures[future]
+                try:
+                    seconds[task.name] = seconds.get(task.name, 0.0) + future.result()
+                except BrokenProcessPool:
+                    raise HahrobustError(f"a worker died while running {what} {task.name} (killed, or out of memory); "
+                                         "finished steps are kept: rerun with --resume") from None
+                if label is None:
+                    finished(task.name)
+                    continue
+                parts_left[task.name] -= 1
+                if parts_left[task.name] == 0:  # every part journaled: the step reads them back and is stored
+                    step = pool.submit(timed, task.step, threads)
+                    futures[step] = (task, None)
+                    pending.add(step)
+        clean = True
+    finally:
+        if not clean:  # Ctrl-C or a failed step: stop the other steps now (their finished batches are journaled)
+            for process in set(multiprocessing.active_children()) - before:
+                process.terminate()
+        pool.shutdown(wait=clean, cancel_futures=True)
+    return seconds
