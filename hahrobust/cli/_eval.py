@@ -170,6 +170,16 @@ def open_session(options: EvalOptions) -> Session:
     return Session(options, device, models, out_dir, started)
 
 
+def open_step_session(command: str, out: Path, resume: bool, options: EvalOptions) -> Session:
+    """:func:`open_session` for a command whose ``--out`` is a folder of step journals (report, leaderboard): the
+    folder is refused when it is a file, or when it holds an earlier run's files and ``--resume`` was not given (a
+    run's files are never replaced silently; its steps resume)."""
+    if out.exists() and not out.is_dir():
+        raise HahrobustError(f"--out {out}: not a folder")
+    refuse_to_replace(out, (command,), overwrite=False, resume=resume, resumable=True, overwritable=False)
+    return open_session(options)
+
+
 def session_layers(session: Session, selector: str | None, foreign_default: str | None = None) -> dict[str, list[str] | None]:
     """:func:`hahrobust.evaluate.opening.layers_for` of the session's models."""
     return layers_for(session.models, selector, foreign_default)

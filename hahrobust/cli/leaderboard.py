@@ -11,10 +11,9 @@ import typer
 from rich import box
 from rich.table import Table
 
-from hahrobust.cli._common import console, handle_errors, make_progress, refuse_to_replace
-from hahrobust.cli._eval import CHECKPOINTS, DATA, DEVICE, LABEL, SEED, EvalOptions, load_test_set, open_session
+from hahrobust.cli._common import console, handle_errors, make_progress
+from hahrobust.cli._eval import CHECKPOINTS, DATA, DEVICE, LABEL, SEED, EvalOptions, load_test_set, open_step_session
 from hahrobust.distributed import require_single_process
-from hahrobust.errors import HahrobustError
 from hahrobust.leaderboard import run_leaderboard
 from hahrobust.leaderboard.page import board_frame
 from hahrobust.report import BUDGETS, resolve
@@ -51,11 +50,8 @@ def command(
 ) -> None:
     require_single_process("leaderboard (its --jobs splits the steps between processes instead)")
     chosen = resolve(budget, images=images, attack_images=attack_images, corruptions=corruptions)
-    if out.exists() and not out.is_dir():
-        raise HahrobustError(f"--out {out}: not a folder")
-    refuse_to_replace(out, (NAME,), overwrite=False, resume=resume, resumable=True, overwritable=False)
     options = EvalOptions(checkpoints, label, None, data, batch_size, device, seed, None)
-    session = open_session(options)
+    session = open_step_session(NAME, out, resume, options)
     with make_progress() as progress:
         test = load_test_set(options, progress)
         board = run_leaderboard(session.models, test, chosen, baseline=baseline, out=out, seed=seed,

@@ -11,8 +11,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from hahrobust.cli._common import console, handle_errors, make_progress, refuse_to_replace
-from hahrobust.cli._eval import CHECKPOINTS, DATA, DEVICE, LABEL, SEED, EvalOptions, load_test_set, open_session
+from hahrobust.cli._common import console, handle_errors, make_progress
+from hahrobust.cli._eval import CHECKPOINTS, DATA, DEVICE, LABEL, SEED, EvalOptions, load_test_set, open_step_session
 from hahrobust.distributed import require_single_process
 from hahrobust.errors import HahrobustError
 from hahrobust.report import BUDGETS, resolve, run_report
@@ -57,12 +57,8 @@ def command(
                      corruptions=corruptions)
     if len(checkpoints) != 2:
         raise HahrobustError(f"a report compares two models, MODEL and BASELINE; got {len(checkpoints)}")
-    if out.exists() and not out.is_dir():
-        raise HahrobustError(f"--out {out}: not a folder")
-    # a report's files, like any command's results, are never replaced silently (its steps resume with --resume)
-    refuse_to_replace(out, (NAME,), overwrite=False, resume=resume, resumable=True, overwritable=False)
     options = EvalOptions(checkpoints, label, None, data, batch_size, device, seed, None)
-    session = open_session(options)
+    session = open_step_session(NAME, out, resume, options)
     with make_progress() as progress:
         test = load_test_set(options, progress)
         report = run_report(session.models, test, chosen, out=out, seed=seed, batch_size=batch_size,
