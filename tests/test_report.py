@@ -112,7 +112,7 @@ def _cli(*argv: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_bad_input_is_one_line_exit_2_and_nothing_written(pair, tiny_data: Path, tmp_path: Path,
+def test_bad_input_is_one_line_exit_2_and_nothing_written(pair, whole, tiny_data: Path, tmp_path: Path,
                                                           make_checkpoint) -> None:
     hah, base = (str(p) for p in pair)
     data = ["--data", str(tiny_data)]
@@ -130,10 +130,15 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(pair, tiny_data: Path,
         assert code == 2, output
         assert message in output and "Traceback" not in output and len(output.strip().splitlines()) == 1, output
         assert not out.exists()
-    code, output = _cli(hah, base, *common, "--out", str(out))
+    # the whole report's steps, resumed from the command line with its settings: every step read back, the same files
+    shutil.copytree(whole[1], out)
+    tiny = [*common, "--restarts", "1", "--repeats", "1", "--corruptions", "gaussian_noise", "--batch-size", "8"]
+    code, output = _cli(hah, base, *tiny, "--out", str(out), "--resume")
     assert code == 0, output
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    code, output = _cli(hah, base, *common[:-1], "4", "--out", str(out), "--resume")
+    assert before[out / "report.json"] == (whole[1] / "report.json").read_bytes()
+    tiny[tiny.index("--steps") + 1] = "4"
+    code, output = _cli(hah, base, *tiny, "--out", str(out), "--resume")
     assert code == 2 and "other settings (audit, budget)" in output, output  # --steps is the audit's PGD too
     code, output = _cli(hah, base, *common, "--out", str(out))
     assert code == 2 and "--resume" in output, output
