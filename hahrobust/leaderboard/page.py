@@ -21,8 +21,8 @@ from matplotlib.figure import Figure as MplFigure
 from hahrobust.leaderboard.table import MEASURES, ROW_COLUMNS
 from hahrobust.provenance import write_atomically
 from hahrobust.report.page import CSS, html_table, md_table
-from hahrobust.report.render import jsonable
 from hahrobust.results import PALETTE
+from hahrobust.results.files import jsonable
 
 LABELS = {m.key: m.label for m in MEASURES}
 MARKS = {"higher": " ▲", "lower": " ▼", "not resolved": " ≈", "": ""}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from hahrobust.attacks.norms import SYMBOLS
 from hahrobust.provenance import write_atomically
 from hahrobust.report.page import TITLES, html_page, markdown
 from hahrobust.results import PALETTE
+from hahrobust.results.files import jsonable
 
 VALUE = {"table1": "accuracy", "sparsity": "hoyer", "snr": "snr_db", "noise": "accuracy", "distances": "mean_distance",
          "corruptions": "accuracy"}
@@ -74,21 +74,6 @@ def figure_png(name: str, table: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})  # no version stamp: same bytes each run
     return buffer.getvalue()
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
-    return value
 
 
 def json_document(report: Any) -> dict[str, Any]:

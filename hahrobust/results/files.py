@@ -90,7 +90,7 @@ def _write_markdown(result: Result, path: Path) -> None:
 
 def json_document(result: Result) -> dict[str, Any]:
     """Everything in ``<command>.json``: rows plus the provenance needed to reproduce them."""
-    return _jsonable(
+    return jsonable(
         {
             "command": result.command,
             "title": result.layout.title,
@@ -114,12 +114,12 @@ def _write_json(result: Result, path: Path) -> None:
     path.write_text(json.dumps(json_document(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Plain JSON types: numpy scalars unwrapped, paths as strings, non-finite floats as strings."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
