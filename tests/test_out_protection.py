@@ -27,8 +27,9 @@ def test_every_evaluation_command_is_covered() -> None:
 def arguments(name: str, checkpoint: Path, data: Path, out: Path) -> list[str]:
     command = COMMANDS[name]
     models = [str(checkpoint)] if any(p.name == "checkpoints" for p in command.params) else []
-    models *= 2 if name == "report" else 1  # a report compares MODEL with BASELINE
-    return [name, *models, "--data", str(data), "--out", str(out)]
+    models *= 2 if name in ("report", "leaderboard") else 1  # MODEL and BASELINE
+    ranked = ["-l", "a", "-l", "b", "--baseline", "b"] if name == "leaderboard" else []
+    return [name, *models, *ranked, "--data", str(data), "--out", str(out)]
 
 
 @pytest.mark.parametrize("name", RESULT_COMMANDS)
