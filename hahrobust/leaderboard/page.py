@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
-from hahrobust.leaderboard.table import MEASURES, ROW_COLUMNS
+from hahrobust.leaderboard.table import MEASURES, ROW_COLUMNS, verdict_word
 from hahrobust.provenance import write_atomically
 from hahrobust.report.page import CSS, html_table, md_table
 from hahrobust.results import PALETTE
@@ -45,7 +45,7 @@ def board_frame(board: Any) -> pd.DataFrame:
             record[LABELS[key]] = (f"{100 * row['accuracy']:.1f} [{100 * row['low']:.1f}, {100 * row['high']:.1f}]"
                                    + MARKS[row["resolved"] if isinstance(row["resolved"], str) else ""])
         facts = board.audits[rank.model]
-        record["audit verdict"] = facts["word"].split(" (", 1)[0]  # the reasons: in the verdicts below
+        record["audit verdict"] = verdict_word(facts)  # its reasons: in the verdicts below the table
         record["converged ℓ∞ / ℓ2"] = " / ".join("yes" if facts["converged"][n] else "no" for n in ("linf", "l2"))
         record["AutoAttack rank"] = str(rank.autoattack_rank)
         records.append(record)

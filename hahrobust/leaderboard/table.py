@@ -61,8 +61,8 @@ def rows(steps: dict[str, dict[str, dict[str, Any]]], baseline: str, *, seed: in
                 continue
             outcome = np.asarray(model_steps[measure.step]["arrays"][measure.array], dtype=bool)
             record: dict[str, Any] = {"model": label, "measure": measure.key, "verdict": ""}
-            if measure.step == "audit":
-                record["verdict"] = model_steps["audit"]["facts"]["word"]
+            if measure.step == "audit":  # the word only ("masked", "suspect", …): its reasons are on the page
+                record["verdict"] = verdict_word(model_steps["audit"]["facts"])
             if outcome.ndim == 2:  # sets × images: the interval clustered by image
                 low, high = stats.clustered_interval(outcome)
                 record.update(n=outcome.shape[1], correct=int(outcome.sum()), accuracy=float(outcome.mean()),
@@ -82,6 +82,11 @@ def rows(steps: dict[str, dict[str, dict[str, Any]]], baseline: str, *, seed: in
         frame.loc[tested, "p_holm"] = stats.holm(frame.loc[tested, "p_value"].to_numpy(float), ALPHA).adjusted
     frame["resolved"] = [_resolution(d, p) for d, p in zip(frame["difference"], frame["p_holm"])]
     return frame
+
+
+def verdict_word(audit_facts: dict[str, Any]) -> str:
+    """The audit's verdict word for a model ("masked", "suspect", "no sign of masking"), without its reasons."""
+    return str(audit_facts["word"]).split(" (", 1)[0]
 
 
 def _versus(a: np.ndarray, b: np.ndarray, seed: int, resamples: int) -> dict[str, float]:
