@@ -26,12 +26,13 @@ from hahrobust.data import ImageSet
 from hahrobust.errors import HahrobustError
 from hahrobust.evaluate.opening import LoadedModel
 from hahrobust.leaderboard.page import write_leaderboard
-from hahrobust.leaderboard.steps import Board, make_board, plan, run_step, store, tasks
+from hahrobust.leaderboard.steps import Board, make_board, plan, run_step, step_label, store, tasks
 from hahrobust.leaderboard.table import ranking, rows
-from hahrobust.provenance import git_commit, sha256_file, versions
+from hahrobust.provenance import git_commit, versions
 from hahrobust.report.budget import Budget
-from hahrobust.report.steps import check_jobs, step_threads
-from hahrobust.report.workers import run_in_workers
+from hahrobust.report.steps import check_jobs, model_id, step_threads
+from hahrobust.report.store import StepStore
+from hahrobust.report.workers import run_in_workers, step_progress
 
 __all__ = ["Leaderboard", "run_leaderboard"]
 
@@ -68,7 +69,7 @@ def run_leaderboard(models: list[LoadedModel], test: ImageSet, budget: Budget, *
     names = plan(board)
     found = {(i, name): stores[i].get(name) for i in range(len(models)) for name in names}
     todo = [key for key, record in found.items() if record is None]
-    seconds = _run(board, todo, jobs, threads, progress, after_step, len(found))
+    seconds = _run(board, stores, todo, jobs, threads, progress, after_step, len(found))
     steps: dict[str, dict[str, dict[str, Any]]] = {}
     for (i, name), record in found.items():
         record = record or stores[i].get(name)
@@ -84,34 +85,22 @@ def run_leaderboard(models: list[LoadedModel], test: ImageSet, budget: Budget, *
     return Leaderboard(**{**result.__dict__, "paths": write_leaderboard(result, Path(out))})
 
 
-def _run(board: Board, todo: list[tuple[int, str]], jobs: int, threads: int, progress: Progress | None,
-         after_step: Callable[[str], None] | None, total: int) -> dict[str, float]:
-    task = progress.add_task("leaderboard", total=total, completed=total - len(todo)) if progress else None
-
-    def running(names: list[str]) -> None:
-        if progress is not None and task is not None:
-            progress.update(task, description=f"leaderboard: {', '.join(names)}")
-
-    def finished(name: str) -> None:
-        if progress is not None and task is not None:
-            progress.advance(task)
-        if after_step is not None:
-            after_step(name)
-
+def _run(board: Board, stores: list[StepStore], todo: list[tuple[int, str]], jobs: int, threads: int,
+         progress: Progress | None, after_step: Callable[[str], None] | None, total: int) -> dict[str, float]:
+    running, finished = step_progress(progress, "leaderboard", total, total - len(todo), after_step)
     if jobs > 1 and todo:
-        return run_in_workers(tasks(board, todo, threads), jobs, threads, running, finished, "leaderboard step")
+        return run_in_workers(tasks(board, stores, todo), jobs, threads, running, finished, "leaderboard step")
     seconds = {}
     for i, name in todo:
-        label = f"{board.models[i].label} {name}"
+        label = step_label(board, i, name)
         running([label])
-        seconds[label] = run_step(board, i, name, threads, progress)
+        seconds[label] = run_step(board, stores[i], i, name, progress)
         finished(label)
     return seconds
 
 
 def _provenance(board: Board) -> dict[str, Any]:
-    return {"models": {m.label: {"path": str(m.path) if m.path else None,
-                                 "sha256": sha256_file(m.path) if m.path else None,
+    return {"models": {m.label: {"path": str(m.path) if m.path else None, "sha256": model_id(m)["sha256"],
                                  "model": m.metadata.get("model"), "metrics": m.metadata.get("metrics")}
                        for m in board.models},
             "versions": versions(), "git_commit": git_commit(),

@@ -23,17 +23,16 @@ from rich.progress import Progress
 
 from hahrobust.attacks.journal import Journal, data_fingerprint
 from hahrobust.attacks.run import AttackRequest, RunOptions, run_attack_images
-from hahrobust.data import ImageSet, balanced_subset
+from hahrobust.data import ImageSet
 from hahrobust.data.cifar10c import GENERATOR_VERSION, GeneratedCorruptions
-from hahrobust.data.corruptions import require_generator_libraries
 from hahrobust.errors import HahrobustError
 from hahrobust.evaluate.opening import LoadedModel
 from hahrobust.metrics.noise import noise_correct
 from hahrobust.metrics.smoothing import certify_set
 from hahrobust.metrics.smoothing import settings as smoothing_settings
-from hahrobust.provenance import sha256_file, slug
+from hahrobust.provenance import slug
 from hahrobust.report.budget import Budget
-from hahrobust.report.steps import NOISY_SIGMA, TABLE_EPS
+from hahrobust.report.steps import NOISY_SIGMA, TABLE_EPS, budget_subsets, model_id
 from hahrobust.report.store import StepStore
 from hahrobust.report.workers import Task
 from hahrobust.studies.audit import ModelAudit, audit_model, default_ensemble, verdict
@@ -91,14 +90,8 @@ def make_board(models: list[LoadedModel], baseline: int, test: ImageSet, budget:
             raise HahrobustError(f"{m.label} does not take the data's images ({str(exc).splitlines()[0]})") from None
         if classes <= int(test.labels.max()):
             raise HahrobustError(f"{m.label} gives {classes} classes, the data has {int(test.labels.max()) + 1}")
-    if budget.corruptions:
-        require_generator_libraries()
-    for what, n in (("--images", budget.images), ("--attack-images", budget.attack_images)):
-        if n is not None and n > len(test):
-            raise HahrobustError(f"{what} {n}: the test set has {len(test)} images")
-    subset = (lambda n: test if n is None else balanced_subset(test, n, seed))
-    return Board(tuple(models), baseline, subset(budget.images), subset(budget.attack_images), budget, seed,
-                 batch_size, device, out)
+    stats_set, attack_set = budget_subsets(test, budget, seed)
+    return Board(tuple(models), baseline, stats_set, attack_set, budget, seed, batch_size, device, out)
 
 
 def plan(board: Board) -> tuple[str, ...]:
@@ -114,15 +107,11 @@ def header(board: Board, index: int, threads: int) -> dict[str, Any]:
     return {
         "budget": board.budget.settings(), "audit": asdict(board.budget.audit_config()), "seed": board.seed,
         "batch_size": board.batch_size,  # AutoAttack depends on it
-        "model": _model_id(board.models[index]), "transfer_source": _model_id(source),
+        "model": model_id(board.models[index]), "transfer_source": model_id(source),
         "images": {"stats": data_fingerprint(board.stats_set), "attack": data_fingerprint(board.attack_set)},
         "certify": smoothing_settings([CERTIFY_SIGMA], CERTIFY_N0, board.certify_samples(), CERTIFY_ALPHA, board.seed),
         "noise_sigma": NOISY_SIGMA, "threads": threads,
     }
-
-
-def _model_id(m: LoadedModel) -> dict[str, Any]:
-    return {"label": m.label, "sha256": sha256_file(m.path) if m.path is not None else None}
 
 
 def store(board: Board, index: int, threads: int, resume: bool) -> StepStore:
@@ -133,10 +122,14 @@ def store(board: Board, index: int, threads: int, resume: bool) -> StepStore:
 Arrays = dict[str, np.ndarray]
 
 
+def _correct(board: Board, m: LoadedModel, data: ImageSet, progress: Progress | None, what: str) -> np.ndarray:
+    """Per image of ``data``, whether ``m`` classifies it correctly."""
+    return noise_correct(m.model, data, [0.0], repeats=1, batch_size=board.batch_size, device=board.device,
+                         progress=progress, description=f"{what} {m.label}")[0, 0]
+
+
 def _clean(board: Board, m: LoadedModel, index: int, progress: Progress | None) -> tuple[Arrays, dict[str, Any]]:
-    correct = noise_correct(m.model, board.stats_set, [0.0], repeats=1, batch_size=board.batch_size,
-                            device=board.device, progress=progress, description=f"clean {m.label}")[0, 0]
-    return {"correct": correct}, {}
+    return {"correct": _correct(board, m, board.stats_set, progress, "clean")}, {}
 
 
 def _noise(board: Board, m: LoadedModel, index: int, progress: Progress | None) -> tuple[Arrays, dict[str, Any]]:
@@ -189,7 +182,7 @@ def _certify(board: Board, m: LoadedModel, index: int, progress: Progress | None
     n = board.certify_samples()
     header = {"command": "leaderboard-certify", **smoothing_settings([CERTIFY_SIGMA], CERTIFY_N0, n, CERTIFY_ALPHA,
                                                                      board.seed),
-              "model": _model_id(m), "data": data_fingerprint(board.attack_set)}
+              "model": model_id(m), "data": data_fingerprint(board.attack_set)}
     journal = Journal(board.folder(index) / "journal" / "certify.jsonl", header, resume=True)
     images = certify_set(m.model, board.attack_set, [CERTIFY_SIGMA], n0=CERTIFY_N0, n=n, alpha=CERTIFY_ALPHA,
                          batch_size=max(board.batch_size, 100), seed=board.seed, device=board.device, journal=journal,
@@ -205,9 +198,7 @@ def _corruptions(board: Board, m: LoadedModel, index: int, progress: Progress | 
     sets = [(name, severity) for name in board.budget.corruptions for severity in board.budget.severities]
     correct = np.zeros((len(sets), len(board.stats_set)), dtype=bool)
     for k, (name, severity) in enumerate(sets):
-        correct[k] = noise_correct(m.model, source(name, severity), [0.0], repeats=1, batch_size=board.batch_size,
-                                   device=board.device, progress=progress,
-                                   description=f"{name} {severity} {m.label}")[0, 0]
+        correct[k] = _correct(board, m, source(name, severity), progress, f"{name} {severity}")
     return {"correct": correct}, {"sets": [list(x) for x in sets], "generator": GENERATOR_VERSION}
 
 
@@ -217,12 +208,11 @@ STEPS: dict[str, Callable[..., tuple[Arrays, dict[str, Any]]]] = {
 }
 
 
-def run_step(board: Board, index: int, name: str, threads: int, progress: Progress | None = None) -> float:
-    """Compute one step of one model and store it (its store was opened, and its header checked, before); its
-    seconds."""
+def run_step(board: Board, store: StepStore, index: int, name: str, progress: Progress | None = None) -> float:
+    """Compute one step of one model and put it in the model's ``store``; its seconds."""
     start = time.perf_counter()
     arrays, facts = STEPS[name](board, board.models[index], index, progress)
-    store(board, index, threads, resume=True).put(name, arrays, facts)
+    store.put(name, arrays, facts)
     return time.perf_counter() - start
 
 
@@ -230,9 +220,14 @@ def _audit_part(board: Board, index: int, norm: str) -> None:
     audit_norm(board, index, norm, None)
 
 
-def tasks(board: Board, todo: list[tuple[int, str]], threads: int) -> list[Task]:
+def step_label(board: Board, index: int, name: str) -> str:
+    """A (model, step) pair as the progress bar and the seconds name it: ``"HaH audit"``."""
+    return f"{board.models[index].label} {name}"
+
+
+def tasks(board: Board, stores: list[StepStore], todo: list[tuple[int, str]]) -> list[Task]:
     """Unfinished (model, step) pairs as worker tasks: the audits first (the longest steps), each one part per norm."""
     ordered = sorted(todo, key=lambda item: item[1] != "audit")
-    return [Task(f"{board.models[i].label} {name}", partial(run_step, board, i, name, threads),
+    return [Task(step_label(board, i, name), partial(run_step, board, stores[i], i, name),
                  tuple((norm, partial(_audit_part, board, i, norm)) for norm in TABLE_EPS) if name == "audit" else ())
             for i, name in ordered]

@@ -63,14 +63,11 @@ def rows(steps: dict[str, dict[str, dict[str, Any]]], baseline: str, *, seed: in
             record: dict[str, Any] = {"model": label, "measure": measure.key, "verdict": ""}
             if measure.step == "audit":  # the word only ("masked", "suspect", …): its reasons are on the page
                 record["verdict"] = verdict_word(model_steps["audit"]["facts"])
-            if outcome.ndim == 2:  # sets × images: the interval clustered by image
-                low, high = stats.clustered_interval(outcome)
-                record.update(n=outcome.shape[1], correct=int(outcome.sum()), accuracy=float(outcome.mean()),
-                              low=low, high=high)
-            else:
-                low, high = stats.wilson_interval(int(outcome.sum()), len(outcome))
-                record.update(n=len(outcome), correct=int(outcome.sum()), accuracy=float(outcome.mean()),
-                              low=low, high=high)
+            # sets × images (CIFAR-10-C): the interval clustered by image; n is the images
+            low, high = (stats.clustered_interval(outcome) if outcome.ndim == 2
+                         else stats.wilson_interval(int(outcome.sum()), len(outcome)))
+            record.update(n=outcome.shape[-1], correct=int(outcome.sum()), accuracy=float(outcome.mean()),
+                          low=low, high=high)
             if label != baseline:
                 record.update(_versus(outcome, np.asarray(steps[baseline][measure.step]["arrays"][measure.array],
                                                           dtype=bool), seed, resamples))

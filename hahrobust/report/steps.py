@@ -39,7 +39,7 @@ from hahrobust.nn.surrogate import surrogate_layers
 from hahrobust.provenance import git_commit, sha256_file, versions
 from hahrobust.report.budget import Budget
 from hahrobust.report.store import StepStore
-from hahrobust.report.workers import Task, run_in_workers
+from hahrobust.report.workers import Task, run_in_workers, step_progress
 from hahrobust.studies.audit import ModelAudit, audit_model, default_ensemble, judge_all, verdict
 from hahrobust.studies.paper_table import PAPER_CONDITIONS
 
@@ -92,14 +92,21 @@ def check_pair(models: list[LoadedModel], data: ImageSet) -> None:
 def make_pair(models: list[LoadedModel], test: ImageSet, budget: Budget, *, seed: int, batch_size: int,
               device: torch.device, out: Path) -> Pair:
     check_pair(models, test)
+    stats_set, attack_set = budget_subsets(test, budget, seed)
+    return Pair(dict(zip(SIDES, models)), stats_set, attack_set, budget, seed, batch_size, device, out / "journal")
+
+
+def budget_subsets(test: ImageSet, budget: Budget, seed: int) -> tuple[ImageSet, ImageSet]:
+    """The class-balanced ``images`` and ``attack_images`` subsets of ``test`` (None: all of it), after checking that
+    the budget fits the test set and that a budget naming corruptions has their generator's libraries (one line
+    each, before any step runs)."""
     if budget.corruptions:
         require_generator_libraries()  # before any step: a missing extra is reported first
     for what, n in (("--images", budget.images), ("--attack-images", budget.attack_images)):
         if n is not None and n > len(test):
             raise HahrobustError(f"{what} {n}: the test set has {len(test)} images")
     subset = (lambda n: test if n is None else balanced_subset(test, n, seed))
-    return Pair(dict(zip(SIDES, models)), subset(budget.images), subset(budget.attack_images), budget, seed,
-                batch_size, device, out / "journal")
+    return subset(budget.images), subset(budget.attack_images)
 
 
 def header(pair: Pair, threads: int) -> dict[str, Any]:
@@ -109,20 +116,21 @@ def header(pair: Pair, threads: int) -> dict[str, Any]:
         # every audit setting, not only the budget's few: a changed schedule (e.g. the convergence rounds') must
         # not resume onto audit steps run under the old one
         "audit": asdict(pair.budget.audit_config()),
-        "models": {s: _model_id(m) for s, m in pair.models.items()},
+        "models": {s: model_id(m) for s, m in pair.models.items()},
         "images": {"stats": data_fingerprint(pair.stats_set), "attack": data_fingerprint(pair.attack_set)},
         "threads": threads,  # each step's (step_threads)
     }
 
 
-def _model_id(m: LoadedModel) -> dict[str, Any]:
+def model_id(m: LoadedModel) -> dict[str, Any]:
+    """A model as a step header names it: its label and its file's SHA-256 (None for an in-memory model)."""
     return {"label": m.label, "sha256": sha256_file(m.path) if m.path is not None else None}
 
 
 def provenance(pair: Pair) -> dict[str, Any]:
     """The models' files, hashes and training metadata, the software versions and the git commit."""
     return {
-        "models": {s: {**_model_id(m), "path": str(m.path) if m.path else None, "metadata": m.metadata}
+        "models": {s: {**model_id(m), "path": str(m.path) if m.path else None, "metadata": m.metadata}
                    for s, m in pair.models.items()},
         "versions": versions(), "git_commit": git_commit(),
         "images": {"stats": pair.stats_set.source, "attack": pair.attack_set.source},
@@ -267,18 +275,7 @@ def run_steps(pair: Pair, store: StepStore, progress: Progress | None = None,
     in one process (its own seed, images and batches, :func:`step_threads` threads), so the report is the same
     file; only the per-step progress bars are not shown, the overall one names what runs and advances."""
     steps = plan(pair)
-    task = progress.add_task("report", total=len(steps)) if progress is not None else None
-
-    def running(names: list[str]) -> None:
-        if progress is not None and task is not None:
-            progress.update(task, description=f"report: {', '.join(names)}")
-
-    def finished(name: str) -> None:
-        if progress is not None and task is not None:
-            progress.advance(task)
-        if after_step is not None:
-            after_step(name)
-
+    running, finished = step_progress(progress, "report", len(steps), after_step=after_step)
     seconds: dict[str, float] = {}
     found = {name: store.get(name) for name in steps}  # each stored step read once
     todo = [name for name, record in found.items() if record is None]

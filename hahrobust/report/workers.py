@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import torch
+from rich.progress import Progress
 
 from hahrobust.errors import HahrobustError
 
@@ -27,6 +28,27 @@ class Task:
     name: str  # the step's name, shown while it runs and passed to ``finished``
     step: Job  # computes and stores the step (after its parts)
     parts: tuple[tuple[str, Job], ...] = ()  # (label, job) run first, side by side
+
+
+def step_progress(progress: Progress | None, what: str, total: int, done: int = 0,
+                  after_step: Callable[[str], None] | None = None,
+                  ) -> tuple[Callable[[list[str]], None], Callable[[str], None]]:
+    """(running, finished) for a run of ``total`` steps, ``done`` of them found stored: ``running(names)`` shows what
+    runs on one overall bar named ``what``; ``finished(name)`` advances it and calls ``after_step(name)`` (tests kill
+    a run there)."""
+    task = progress.add_task(what, total=total, completed=done) if progress is not None else None
+
+    def running(names: list[str]) -> None:
+        if progress is not None and task is not None:
+            progress.update(task, description=f"{what}: {', '.join(names)}")
+
+    def finished(name: str) -> None:
+        if progress is not None and task is not None:
+            progress.advance(task)
+        if after_step is not None:
+            after_step(name)
+
+    return running, finished
 
 
 def timed(job: Job, threads: int) -> float:
