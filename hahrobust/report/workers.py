@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -62,30 +63,33 @@ def timed(job: Job, threads: int) -> float:
 def run_in_workers(tasks: Sequence[Task], jobs: int, threads: int, running: Callable[[list[str]], None],
                    finished: Callable[[str], None], what: str = "a step") -> dict[str, float]:
     """Run ``tasks`` in ``jobs`` spawned worker processes, in the order given (put the longest first); the parent only
-    waits, shows what runs and calls ``finished(name)`` as each task's step is stored. A worker that dies (killed, out
-    of memory) is one line; finished steps, and finished batches of journaled work, stay stored. Returns the seconds
-    each task took (its parts' and its step's)."""
+    waits, shows what runs and calls ``finished(name)`` as each task's step is stored. At most ``jobs`` jobs are handed
+    out at a time, and a step whose parts are all journaled goes before every waiting job, so each finished step is
+    stored at once (a killed run loses no more than the jobs that were running). A worker that dies (killed, out of
+    memory) is one line; finished steps, and finished batches of journaled work, stay stored. Returns the seconds each
+    task took (its parts' and its step's)."""
     seconds: dict[str, float] = {}
+    waiting: deque[tuple[Task, str | None, Job]] = deque()  # (task, the part's label or None for the step, job)
+    for task in tasks:
+        waiting.extend((task, label, job) for label, job in task.parts)
+        if not task.parts:
+            waiting.append((task, None, task.step))
+    parts_left = {task.name: len(task.parts) for task in tasks}
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools in an unknown state
     before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
-    futures: dict[Future[float], tuple[Task, str | None]] = {}  # → (task, the part's label; None for the step)
-    parts_left: dict[str, int] = {}
+    pending: dict[Future[float], tuple[Task, str | None]] = {}
     clean = False
     try:
-        for task in tasks:
-            parts_left[task.name] = len(task.parts)
-            for label, job in task.parts:
-                futures[pool.submit(timed, job, threads)] = (task, label)
-            if not task.parts:
-                futures[pool.submit(timed, task.step, threads)] = (task, None)
-        pending = set(futures)
-        while pending:
-            running([" ".join(filter(None, (futures[f][0].name, futures[f][1]))) for f in pending if f.running()]
-                    or ["starting workers"])
-            done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+        while waiting or pending:
+            while waiting and len(pending) < jobs:
+                task, label, job = waiting.popleft()
+                pending[pool.submit(timed, job, threads)] = (task, label)
+            running([" ".join(filter(None, (task.name, label))) for future, (task, label) in pending.items()
+                     if future.running()] or ["starting workers"])
+            done, _ = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
             for future in done:
-                task, label = futures[future]
+                task, label = pending.pop(future)
                 try:
                     seconds[task.name] = seconds.get(task.name, 0.0) + future.result()
                 except BrokenProcessPool:
@@ -95,10 +99,8 @@ def run_in_workers(tasks: Sequence[Task], jobs: int, threads: int, running: Call
                     finished(task.name)
                     continue
                 parts_left[task.name] -= 1
-                if parts_left[task.name] == 0:  # every part journaled: the step reads them back and is stored
-                    step = pool.submit(timed, task.step, threads)
-                    futures[step] = (task, None)
-                    pending.add(step)
+                if parts_left[task.name] == 0:  # every part journaled: the step reads them back and is stored next
+                    waiting.appendleft((task, None, task.step))
         clean = True
     finally:
         if not clean:  # Ctrl-C or a failed step: stop the other steps now (their finished batches are journaled)
