@@ -151,3 +151,18 @@ def test_certify_throughput_benchmark_rejects_a_partial_batch(tmp_path: Path) ->
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )
     assert proc.returncode == 2 and "multiple of --batch-size" in proc.stderr
+
+
+def test_sparse_code_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "sparse_code.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sparse_code.py"), "--batch-size", "2", "--rounds", "2",
+         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr  # 1 would mean the two implementations disagree
+    record = json.loads(out.read_text())
+    assert record["same"] == {"logits": True, "gradients": True}
+    assert set(record["seconds"]) == {"conv", "matmul"} and all(len(t) == 2 for t in record["seconds"].values())
+    assert record["ratio"] == pytest.approx(statistics.median(
+        c / m for c, m in zip(record["seconds"]["conv"], record["seconds"]["matmul"])))
+    assert "conv / matmul" in proc.stdout

@@ -78,6 +78,8 @@ SELECTION_CASES = [
     # (rows, n, k): plain rows, chunked rows (n > SORT_CHUNK, padded and not), k beyond a chunk
     (5, 1, 1), (7, 16, 2), (3, 64, 64), (4, 512, 103), (4, 1024, 205), (3, 1024, 922),
     (2, 1600, 320), (2, 1025, 1), (2, 2048, 2048), (6, 5, 3),
+    # kth_largest's partition (k ≤ n/16, n ≥ 256): a sparse code's 15 of 500, at the boundary, just past it
+    (3, 500, 15), (2, 256, 16), (2, 256, 17), (2, 255, 15),
 ]
 
 
@@ -122,6 +124,10 @@ def test_selection_along_a_middle_dim_and_for_half_precision() -> None:
     assert torch.equal(top.sort(dim=1, descending=True).values, x.topk(3, dim=1).values)
     with pytest.raises(ValueError, match="k must be"):
         kth_largest(x, 10, dim=1)
+    # the partition branch along a middle dim (a sparse code's [B, atoms, H, W], stored atoms-last or not)
+    code = tie_free(2, 3, 4, 500, seed=2)
+    for c in (code.permute(0, 3, 1, 2), code.permute(0, 3, 1, 2).contiguous()):
+        assert torch.equal(kth_largest(c, 15, dim=1), c.topk(15, dim=1).values.amin(dim=1, keepdim=True))
 
 
 def test_chunk_size_is_what_the_chunked_cases_exercise() -> None:

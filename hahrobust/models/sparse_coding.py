@@ -63,11 +63,23 @@ class SparseCodingNet(HahrobustModel):
         return [f"backbone.{name}" for name in self.backbone.block_names()]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The dictionary coefficients of every patch: [B, atoms, H', W']."""
-        return F.conv2d(self.normalize(x), self.dictionary, stride=self.config.stride)
+        """The dictionary coefficients of every patch: [B, atoms, H', W'], stored atoms-last (each patch's
+        coefficients contiguous), so the code's per-patch selection sorts rows without a transposing copy."""
+        c = self.config
+        patches = F.unfold(self.normalize(x), c.patch, stride=c.stride)  # [B, 3·patch², H'·W']
+        side = (32 - c.patch) // c.stride + 1
+        coefficients = patches.transpose(1, 2) @ self.dictionary.flatten(1).T  # [B, H'·W', atoms]
+        return coefficients.view(len(x), side, side, c.atoms).permute(0, 3, 1, 2)
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """The decoder (a transposed convolution) as one matrix product and a fold: what ``self.decoder`` computes."""
+        c = self.config
+        rows = code.permute(0, 2, 3, 1).reshape(len(code), -1, c.atoms)  # a view of an atoms-last code
+        columns = (rows @ self.decoder.weight.flatten(1)).transpose(1, 2)  # [B, 3·patch², H'·W']
+        return F.fold(columns, (32, 32), c.patch, stride=c.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.decoder(self.code(self.encode(x))))
+        return self.backbone(self.decode(self.code(self.encode(x))))
 
     def fit_unsupervised(self, data: ImageSet, *, seed: int, device: torch.device) -> dict[str, float]:
         """Learn the dictionary from ``data``'s patches and start the decoder from it (its transpose reconstructs)."""
