@@ -20,7 +20,7 @@ from hahrobust.data import load_cifar10
 from hahrobust.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REGRESSION, HahrobustError
 from hahrobust.evaluate import open_models
 from hahrobust.leaderboard import run_leaderboard
-from hahrobust.leaderboard.table import MEASURES
+from hahrobust.leaderboard.table import MEASURES, rows
 from hahrobust.models import build, resolve_config
 from hahrobust.report import resolve
 
@@ -155,3 +155,21 @@ def test_rows_are_tidy_for_check(whole) -> None:
     csv = pd.read_csv(out / "leaderboard.csv")
     assert list(csv.columns)[:3] == ["model", "measure", "verdict"]
     assert np.allclose(csv["accuracy"], board.rows["accuracy"])
+
+
+def test_the_worst_case_counts_what_autoattack_broke() -> None:
+    """An image AutoAttack broke and no audit member did is not robust in the worst case (the audit does not run
+    AutoAttack): the worst case is never above AutoAttack's figure, for the model and for the baseline it is tested
+    against."""
+    audit_robust = np.array([1, 1, 1, 0, 0, 0, 0, 0], dtype=bool)
+    aa_robust = np.array([1, 0, 1, 1, 0, 0, 0, 0], dtype=bool)  # broke image 1, which the audit left
+
+    def steps(worst: np.ndarray, aa: np.ndarray) -> dict:
+        return {"audit": {"arrays": {"linf.worst": worst, "l2.worst": worst}, "facts": {"word": "no sign of masking"}},
+                "autoattack-linf": {"arrays": {"robust": aa}, "facts": {}}}
+
+    table = rows({"A": steps(audit_robust, aa_robust), "B": steps(aa_robust, aa_robust)}, "B", seed=0, resamples=100)
+    worst = table.set_index(["model", "measure"])["correct"]
+    assert worst[("A", "worst-linf")] == 2 and worst[("A", "autoattack-linf")] == 3  # images 0 and 2
+    assert worst[("A", "worst-l2")] == 3  # no AutoAttack ℓ2 step here: the audit's alone
+    assert worst[("B", "worst-linf")] == 3

@@ -28,7 +28,8 @@ LABELS = {m.key: m.label for m in MEASURES}
 MARKS = {"higher": " ▲", "lower": " ▼", "not resolved": " ≈", "": ""}
 READING = ("Every accuracy: percent [95 % Wilson interval] on n images (CIFAR-10-C: clustered by image). ▲/▼: above/"
            "below the baseline on the same images, resolved by a paired test after Holm over the whole table; ≈: the "
-           "difference is inside the noise (not resolved). Ranked by the audit's worst case (ℓ∞, then ℓ2; equal ones share a rank), "
+           "difference is inside the noise (not resolved). Worst case: per image, broken by any of the audit's attacks or "
+           "by AutoAttack. Ranked by the worst case (ℓ∞, then ℓ2; equal ones share a rank), "
            "not by AutoAttack, whose rank stands beside it: a worst case is an upper bound a stronger attack may lower, "
            "and AutoAttack's is a looser one.")
 
