@@ -6,11 +6,13 @@ convert), and its headline of claims is the committed report's (generated, not r
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -95,3 +97,20 @@ def test_generated_claim_tables_are_the_reports_own() -> None:
     for page in marked:
         text = page.read_text(encoding="utf-8")
         assert update_text(text, page.parent) == text, f"{page.relative_to(ROOT)}: run python -m hahrobust.report.summary --update {page.relative_to(ROOT)}"
+
+
+def test_the_committed_leaderboards_ranked_table_is_the_runs_own() -> None:
+    """docs/results/leaderboard.md quotes the ranked table of the committed board verbatim, and that table is what
+    the page module renders from the board's JSON today (no retyped or stale figure)."""
+    import pandas as pd
+
+    from hahrobust.leaderboard.page import board_frame
+    from hahrobust.report.page import md_table
+
+    folder = ROOT / "docs" / "results" / "leaderboard"
+    document = json.loads((folder / "leaderboard.json").read_text(encoding="utf-8"))
+    board = SimpleNamespace(rows=pd.DataFrame(document["rows"]), ranking=pd.DataFrame(document["ranking"]),
+                            baseline=document["settings"]["baseline"], audits=document["audits"])
+    table = md_table(board_frame(board))
+    assert table in (folder / "leaderboard.md").read_text(encoding="utf-8")
+    assert table in (ROOT / "docs" / "results" / "leaderboard.md").read_text(encoding="utf-8")
