@@ -229,6 +229,20 @@ def test_adaptive_distances_take_the_audits_breaks_as_upper_bounds() -> None:
                                     "linf.worst": np.array([False, True, False, False])}}}
     assert distances(steps, "a", "linf", adaptive=False).tolist() == found.tolist()
     assert distances(steps, "a", "linf", adaptive=True).tolist() == pytest.approx([eps, 0.5, 0.001, 0.5])
+    # an image AutoAttack broke at ε and the audit did not is at most ε away too: the worst case counts both
+    steps["autoattack-a-linf"] = {"arrays": {"robust": np.array([False, False, False, False])}}
+    assert distances(steps, "a", "linf", adaptive=True).tolist() == pytest.approx([eps, eps, 0.001, 0.5])
+
+
+def test_the_worst_case_counts_what_autoattack_broke() -> None:
+    """The audit does not run AutoAttack: an image only AutoAttack broke is not robust in the worst case, so the
+    worst case is never above AutoAttack's figure (without an AutoAttack step, the audit's alone)."""
+    from hahrobust.report.claims import worst_case
+
+    arrays = {"audit-a": {"linf.worst": np.array([True, True, False]), "l2.worst": np.array([True, True, False])},
+              "autoattack-a-linf": {"robust": np.array([True, False, True])}}
+    assert worst_case(arrays, "a", "linf").tolist() == [True, False, False]
+    assert worst_case(arrays, "a", "l2").tolist() == [True, True, False]
 
 
 def test_the_summary_script_refuses_a_missing_or_foreign_file_in_one_line(tmp_path: Path) -> None:
