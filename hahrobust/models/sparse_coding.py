@@ -47,6 +47,11 @@ class SparseCodingConfig:
         if (32 - self.patch) % self.stride:
             raise ValueError(f"patches of {self.patch} at stride {self.stride} do not tile a 32×32 image")
 
+    @property
+    def positions(self) -> int:
+        """Patch positions along each side of a 32×32 image (the code's H' = W')."""
+        return (32 - self.patch) // self.stride + 1
+
 
 class SparseCodingNet(HahrobustModel):
     def __init__(self, config: SparseCodingConfig) -> None:
@@ -67,9 +72,8 @@ class SparseCodingNet(HahrobustModel):
         coefficients contiguous), so the code's per-patch selection sorts rows without a transposing copy."""
         c = self.config
         patches = F.unfold(self.normalize(x), c.patch, stride=c.stride)  # [B, 3·patch², H'·W']
-        side = (32 - c.patch) // c.stride + 1
         coefficients = patches.transpose(1, 2) @ self.dictionary.flatten(1).T  # [B, H'·W', atoms]
-        return coefficients.view(len(x), side, side, c.atoms).permute(0, 3, 1, 2)
+        return coefficients.view(len(x), c.positions, c.positions, c.atoms).permute(0, 3, 1, 2)
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         """The decoder (a transposed convolution) as one matrix product and a fold: what ``self.decoder`` computes."""
@@ -97,8 +101,8 @@ def sample_patches(data: ImageSet, config: SparseCodingConfig, seed: int) -> tor
     generator = torch.Generator().manual_seed(derived_seed("dictionary-patches", seed))
     n = config.dictionary_patches
     chosen = torch.randint(len(data), (n,), generator=generator)
-    top = torch.randint(0, (32 - config.patch) // config.stride + 1, (n,), generator=generator) * config.stride
-    left = torch.randint(0, (32 - config.patch) // config.stride + 1, (n,), generator=generator) * config.stride
+    top = torch.randint(0, config.positions, (n,), generator=generator) * config.stride
+    left = torch.randint(0, config.positions, (n,), generator=generator) * config.stride
     rows = torch.arange(config.patch)
     ys = (top[:, None] + rows[None, :])[:, None, :, None]
     xs = (left[:, None] + rows[None, :])[:, None, None, :]
