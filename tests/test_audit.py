@@ -28,8 +28,8 @@ from hahrobust.nn.layers import FractionalThreshold, MeanThreshold
 from hahrobust.nn.surrogate import BPDA, Surrogate, register_surrogate, surrogate_gradients, surrogate_layers
 from hahrobust.attacks.square import SquareConfig
 from hahrobust.studies.audit import (
-    WORST, AuditConfig, Member, ModelAudit, all_members, audit_model, convergence_bound, convergence_text, judge,
-    verdict,
+    WORST, AuditConfig, Member, ModelAudit, all_members, audit_model, convergence_bound, convergence_text, effort_config,
+    judge, verdict,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
@@ -145,7 +145,8 @@ def test_bad_gradient_settings_are_refused(bad: dict) -> None:
 # ------------------------------------------------------------------------------------------- the audit
 
 FAST = AuditConfig(pgd=PGDConfig(steps=20, restarts=2), eot=PGDConfig(steps=10, restarts=1), eot_samples=2,
-                   effort_steps=2, effort_restarts=1, effort_rounds=2, square=SquareConfig(queries=100, per_image=False))
+                   effort_steps=2, effort_restarts=1, effort_rounds=2, long_steps=3, long_rounds=1,
+                   square=SquareConfig(queries=100, per_image=False))
 GRADIENT_ONLY = (
     Member("PGD", "white-box", "pgd", survivors=False),
     Member("PGD·BPDA", "adaptive", "pgd", gradient="bpda"),
@@ -286,9 +287,10 @@ def test_survivors_members_attack_only_what_is_left_and_effort_runs_in_rounds_un
     assert without_rounds.attacks.set_index("attack").loc["Square", "first_breaks"] > 0  # logits only: not blinded
     assert rows.loc["more effort", "first_breaks"] > 0  # BPDA sees through the quantiser on the rest
     assert pd.isna(rows.loc["more effort", "robust_acc"]) and pd.isna(rows.loc["Square", "robust_acc"])
-    assert 1 <= len(audited.rounds) <= FAST.effort_rounds
+    assert 1 <= len(audited.rounds) <= FAST.effort_rounds + FAST.long_rounds
     attacked, broke = audited.rounds[-1]
-    assert broke in (0, attacked) or len(audited.rounds) == FAST.effort_rounds  # stopped for a reason
+    # stopped for a reason: a round broke nothing, nothing was left, or the long rounds ran out
+    assert broke in (0, attacked) or audited.passes.get(f"more effort long round {FAST.long_rounds}") is not None
     text = convergence_text(audited)
     assert text.startswith({0: "converged after", attacked: "every survivor broken"}.get(broke, "not converged"))
     assert (rows.loc[rows["n"] > 0, "forward_passes"] > 0).all() and rows.loc[WORST, "forward_passes"] == rows["forward_passes"].iloc[:-1].sum()
@@ -435,3 +437,23 @@ def test_converged_rounds_state_their_cost_and_the_bound_on_one_more_round(plain
     assert convergence_bound(audited) in verdict("plain", [audited])
     unconverged = replace(audited, rounds=[(attacked, 1)])
     assert convergence_bound(unconverged) == "" and "not converged" in verdict("plain", [unconverged])
+
+
+def test_a_thresholded_model_gets_long_rounds_after_the_short_ones_and_a_smooth_one_does_not(plain_and_masked) -> None:
+    """The rounds come in two sizes (AuditConfig): short margin rounds, then, through BPDA only, long ones whose
+    untargeted restart ascends the cross-entropy; the bound names the last round that ran, a long one here."""
+    model, masked, data = plain_and_masked
+    ensemble = (Member("PGD", "white-box", "pgd", survivors=False),
+                Member("more effort", "adaptive", "pgd", gradient="bpda", effort=True))
+    config = replace(FAST, effort_rounds=1, long_rounds=1)
+    short, long = effort_config(config), effort_config(config, long=True)
+    assert (short.steps, long.steps) == (config.pgd.steps * config.effort_steps, config.pgd.steps * config.long_steps)
+    assert short.loss == "margin" and long.loss is None and not short.clean_start and not long.clean_start
+    audited = audit_model(masked, data, norm="linf", eps=[0.5 / 255], ensemble=ensemble, config=config)
+    assert audited.rounds[0][0] > audited.rounds[0][1]  # survivors left for the long round
+    assert [k for k in audited.passes if "round" in k] == ["more effort round 1", "more effort long round 1"]
+    if audited.rounds[-1][1] == 0:
+        per_survivor = audited.passes["more effort long round 1"].total / audited.rounds[-1][0]
+        assert f"{per_survivor:,.0f} passes per survivor" in convergence_bound(audited)
+    smooth = audit_model(model, data, norm="linf", eps=[0.5 / 255], ensemble=ensemble, config=config)
+    assert not any("long round" in k for k in smooth.passes)

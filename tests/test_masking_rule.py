@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from hahrobust import stats
-from hahrobust.studies.audit import Member, ModelAudit, judge_all, plain_twin
+from hahrobust.studies.audit import Member, ModelAudit, judge_all, lead_decides, plain_twin
+from hahrobust.studies.audit_verdict import LEAD_WEIGHT
 
 ALPHA = 0.05
 N_IMAGES = 200  # audited images; the reference's survivors are the hard ones among them
@@ -78,3 +79,47 @@ def test_holm_over_norms_and_eps_makes_masked_harder_to_earn() -> None:
     assert judge_all([one])[0].significant
     pair = judge_all([one, quiet])
     assert pair[0].p_holm == pytest.approx(2 / 32) and not pair[0].significant and pair[0].tests == 2
+
+
+EOT = Member("PGD·EOT", "adaptive", "pgd", gradient="bpda+eot")
+EOT_TWIN = plain_twin(EOT)
+
+
+def _gated(rng: np.random.Generator, extra_runs: int, masked: int = 0) -> ModelAudit:
+    """Two gradient-changing members (BPDA, EOT) with their twins, as the audit runs them: EOT's twin only when the
+    lead pair (BPDA and its twin) does not decide alone (:func:`lead_decides`, a family of two tests)."""
+    q = np.where(np.arange(N_IMAGES) < 160, 1.0, rng.uniform(0, 0.3, N_IMAGES))
+    q_plain = q.copy()
+    q_plain[160:160 + masked] = 0.0
+    q_adaptive = q_plain.copy()
+    q_adaptive[160:160 + masked] = 0.5
+    reference = (rng.random((5, N_IMAGES)) < q_plain).any(axis=0)
+    draw = lambda p: (rng.random((extra_runs, N_IMAGES)) < p).any(axis=0) & ~reference  # noqa: E731
+    bpda, twin, eot, eot_twin = draw(q_adaptive), draw(q_plain), draw(q_adaptive), draw(q_plain)
+    broken = {PGD.name: reference[None], BPDA.name: bpda[None], EOT.name: eot[None], TWIN.name: twin[None]}
+    members = [PGD, BPDA, EOT, TWIN]
+    correct = np.ones(N_IMAGES, dtype=bool)
+    if not lead_decides(correct, reference[None], bpda[None], twin[None], gradient_changing=2, family=2):
+        broken[EOT_TWIN.name] = eot_twin[None]
+        members.append(EOT_TWIN)
+    worst = ~np.logical_or.reduce([b[0] for b in broken.values()])[None]
+    return ModelAudit("linf", [2 / 255], tuple(members), pd.DataFrame(), pd.DataFrame({"indicator": [], "fired": []}),
+                      correct, broken, worst, ~reference[None], {}, [])
+
+
+@pytest.mark.parametrize("extra_runs", [1, 3, 20])
+def test_the_gate_keeps_false_masked_at_most_alpha(extra_runs: int) -> None:
+    """Skipping the chain's twins when the lead pair decides keeps the false-"masked" rate at or below α."""
+    rng = np.random.default_rng(100 + extra_runs)
+    called = sum(judge_all([_gated(rng, extra_runs)], ALPHA)[0].significant for _ in range(SIMULATIONS))
+    assert called / SIMULATIONS <= ALPHA
+
+
+def test_the_gate_finds_real_masking_and_skips_the_chain_when_the_lead_decides() -> None:
+    rng = np.random.default_rng(8)
+    audits = [_gated(rng, 3, masked=10) for _ in range(SIMULATIONS)]
+    assert sum(judge_all([a], ALPHA)[0].significant for a in audits) / SIMULATIONS >= 0.8
+    skipped = [a for a in audits if EOT_TWIN not in a.members]
+    assert len(skipped) / SIMULATIONS > 0.25  # the lead pair decided alone often (0.295 at LEAD_WEIGHT 0.2)
+    judged = judge_all([skipped[0]], ALPHA)[0]
+    assert judged.pair == "PGD·BPDA and its twin" and judged.p_value == pytest.approx(judged.masking.p_value / LEAD_WEIGHT)

@@ -61,6 +61,7 @@ class Budget:
         return replace(
             default, pgd=replace(default.pgd, steps=self.pgd_steps, restarts=self.pgd_restarts),
             eot=replace(default.eot, steps=max(1, self.pgd_steps // 2)), effort_rounds=self.effort_rounds,
+            long_rounds=min(self.effort_rounds, default.long_rounds),
             square=replace(default.square, queries=self.square_queries))
 
     def aa_config(self) -> AutoAttackConfig:

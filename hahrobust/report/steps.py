@@ -220,7 +220,8 @@ def _audit(side: str) -> Step:
         judged = judge_all(audits)
         facts = {"verdict": verdict(m.label, audits), "members": {a.norm: [x.name for x in a.members] for a in audits},
                  "judgements": {a.norm: [j.line() for j in judged if j.norm == a.norm] for a in audits},
-                 "masking": {a.norm: [j.masking.to_dict() | {"p_holm": j.p_holm} for j in judged if j.norm == a.norm]
+                 "masking": {a.norm: [j.masking.to_dict() | {"pair": j.pair, "p_gate": j.p_value, "p_holm": j.p_holm}
+                                     for j in judged if j.norm == a.norm]
                              for a in audits}}
         return arrays, facts
     return run

@@ -19,12 +19,16 @@ BPDA sweep             adaptive      PGD·BPDA at temperatures 0.03, 0.3, 1 and 
 smooth twin            adaptive      PGD on the model with sigmoid masks in the forward too, verified on the model
 transfer               transfer      PGD on the transfer source, verified on the model
 … (plain twin)         control       per gradient-changing member: its budget, plain gradients, random starts,
-                                     on the images every plain reference member left robust (the masking test)
+                                     on the images every plain reference member left robust (the masking test);
+                                     only the lead member's when that pair decides (``lead_decides``)
 SPSA (spsa)            zeroth-order  finite-difference gradient of the exact model's margin, 100 steps × 128
                                      directions: opt-in (``--include spsa``)
-more effort            adaptive      rounds of the strongest PGD (first 4× steps, 2× restarts, then doubling both),
-                                     all 9 targets, fresh seeds, until a round breaks nothing, at most 3 (Carlini
-                                     et al.; what one more round could find: ``convergence_bound``)
+more effort            adaptive      convergence rounds of PGD·BPDA from random starts (one
+                                     untargeted, 3 at the likeliest wrong classes), fresh seeds,
+                                     until one breaks nothing: short rounds (4× PGD's steps,
+                                     margin, at most 5), then on a thresholded model long ones
+                                     (8×, cross-entropy, at most 3); what one more round could
+                                     find: ``convergence_bound``
 Square (square)        black-box     Square Attack, logits only, 5,000 queries, one batched call, on what every
                                      gradient attack left (after the rounds)
 AutoAttack             standard      Croce & Hein's standard ensemble on every image: opt-in (``--include autoattack``)
@@ -72,7 +76,7 @@ from hahrobust.studies.audit_members import (
 )
 from hahrobust.studies.audit_result import ModelAudit
 from hahrobust.studies.audit_verdict import (
-    Judgement, convergence_bound, convergence_text, judge, judge_all, verdict,
+    Judgement, convergence_bound, convergence_text, judge, judge_all, lead_decides, verdict,
 )
 
 WORST = "worst case"
@@ -158,10 +162,16 @@ def audit_model(
         broken[:, where[outcome.index]] = ~outcome.robust & outcome.correct[None]
         return _monotone(broken, order) & correct[None]
 
+    gradient_changing = [m for m in members if m.changes_gradient and not m.effort]
     for member in members:
         where = np.flatnonzero(robust.any(axis=0)) if member.survivors else np.arange(len(data))
         if member.twin_of is not None:  # the control chain: what every plain reference member left, less its own
             reference = _union(broken_by, [m for m in members if m.plain and not m.effort], robust.shape)
+            lead = gradient_changing[0]
+            if member.twin_of != lead and lead_decides(
+                    correct, reference, broken_by[lead.name], broken_by[f"{lead.name} (plain twin)"],
+                    len(gradient_changing), family=len(eps) * len(AUDIT_NORMS), alpha=config.alpha):
+                continue  # the lead pair already decided "masked": the other twins cannot change it
             controls = _union(broken_by, [m for m in members if m.twin_of is not None and m.name in broken_by],
                               robust.shape)
             where = np.flatnonzero((correct[None] & ~reference & ~controls).any(axis=0))
@@ -209,34 +219,41 @@ def audit_model(
     # Both accuracies are over every image (n counts the images a member attacked): Wilson intervals of their counts
     attacks = accuracy_intervals(attacks.assign(clean_acc_n=len(data), robust_acc_n=len(data)),
                                  {"clean_acc": "clean_acc_n", "robust_acc": "robust_acc_n"})
+    ran = tuple(m for m in members if m.name in broken_by)  # less the twins the lead pair made unnecessary
     diagnostics = diagnose(
-        model, data, norm=norm, eps=eps[0], members=members, outcomes=outcomes, correct=correct,
+        model, data, norm=norm, eps=eps[0], members=ran, outcomes=outcomes, correct=correct,
         transfer_source=transfer_source, config=config, seed=seed, batch_size=batch_size, device=device,
         progress=progress, broken_by=broken_by, rounds=rounds,
     )
-    warnings = _bpda_warnings(model, members, bpda_types, diagnostics)
-    return ModelAudit(norm, list(eps), tuple(members), attacks, diagnostics, correct, broken_by, robust, plain,
+    warnings = _bpda_warnings(model, ran, bpda_types, diagnostics)
+    return ModelAudit(norm, list(eps), ran, attacks, diagnostics, correct, broken_by, robust, plain,
                       passes, rounds, warnings)
 
 
 def _effort_rounds(member: Member, config: AuditConfig, robust: np.ndarray, attack, rounds: list[tuple[int, int]],
                    seed: int) -> np.ndarray:
-    """Convergence: rounds of the strongest PGD on the survivors (:func:`effort_config`: steps and restarts doubling
-    per round), all nine targets, a fresh seed per round; stop at the first round that breaks nothing or after
-    ``config.effort_rounds``."""
+    """Convergence: short rounds of PGD·BPDA on the survivors (:func:`effort_config`: random starts, margin loss, the
+    top wrong classes), a fresh seed per round, until one breaks nothing or after ``config.effort_rounds``; then,
+    on a thresholded model (BPDA rounds), long rounds the same way (``config.long_rounds``). The last round decides
+    the label: it broke nothing, or the rounds did not converge."""
     broken = np.zeros_like(robust)
-    for r in range(1, config.effort_rounds + 1):
-        where = np.flatnonzero((robust & ~broken).any(axis=0))
-        if not len(where):
-            break
-        path = GradientPath(member.gradient, temperature=config.temperature,  # type: ignore[arg-type]
-                            eot_samples=config.eot_samples, eot_sigma=config.eot_sigma)
-        found = attack(member, f"{member.name} round {r}", where, effort_config(config, r), path, seed + 1_000_003 * r)
-        new = found & ~broken & robust
-        broken |= found
-        rounds.append((len(where), int(new.any(axis=0).sum())))
-        if not new.any():
-            break
+    path = GradientPath(member.gradient, temperature=config.temperature,  # type: ignore[arg-type]
+                        eot_samples=config.eot_samples, eot_sigma=config.eot_sigma)
+    sizes = [("round", False, config.effort_rounds)]
+    if "bpda" in member.gradient:
+        sizes.append(("long round", True, config.long_rounds))
+    for label, long, limit in sizes:
+        for r in range(1, limit + 1):
+            where = np.flatnonzero((robust & ~broken).any(axis=0))
+            if not len(where):
+                return broken
+            found = attack(member, f"{member.name} {label} {r}", where, effort_config(config, long), path,
+                           seed + 1_000_003 * r + 7_000_001 * long)
+            new = found & ~broken & robust
+            broken |= found
+            rounds.append((len(where), int(new.any(axis=0).sum())))
+            if not new.any():
+                break
     return broken
 
 

@@ -59,7 +59,8 @@ INDICATORS: dict[str, Indicator] = {i.key: i for i in (
     Indicator("unbounded", "unbounded ε reaches 100 %", "< 100 % success",
               "with an ε that allows any image, plain PGD must fool every image; if not, its gradients mislead it"),
     Indicator("more_effort", "more steps/restarts lower robust acc.", "> 0 images",
-              "rounds of doubled steps and restarts broke images the other members did not: they had not converged"),
+              "the convergence rounds (longer runs, fresh starts) broke images the other members did not: they had "
+              "not converged"),
     Indicator("white_vs_black", "white-box ≤ black-box", "> 0 images",
               "a gradient-free attack broke images every gradient-based member missed: gradients are masked"),
     Indicator("autoattack_flags", "AutoAttack's own checks", "> 0 flags",
