@@ -166,3 +166,15 @@ def test_sparse_code_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert record["ratio"] == pytest.approx(statistics.median(
         c / m for c, m in zip(record["seconds"]["conv"], record["seconds"]["matmul"])))
     assert "conv / matmul" in proc.stdout
+
+
+def test_hard_survivors_probe_runs_and_records_each_run(tmp_path: Path) -> None:
+    out = tmp_path / "hard.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "hard_survivors.py"), "linf", "1,3", "--plan", "smoke",
+         "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads(out.read_text())
+    assert recorded["pick"] == [1, 3] and len(recorded["labels"]) == 2
+    assert [r["kind"] for r in recorded["runs"]] == ["t1", "ce"]
+    assert all(len(r["broke_at"]) == 2 and all(-1 <= b <= 3 for b in r["broke_at"]) for r in recorded["runs"])

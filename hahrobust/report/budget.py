@@ -48,7 +48,7 @@ class Budget:
     aa_version: str  # AutoAttack ensemble of Table 1's AutoAttack columns
     pgd_steps: int  # the audit's PGD members (EOT: half)
     pgd_restarts: int
-    effort_rounds: int  # the audit's convergence rounds
+    effort_rounds: int  # the audit's short convergence rounds (its long ones: at most as many)
     square_queries: int  # the audit's Square member
     min_norm_steps: int  # FMN and DDN
     resamples: int  # paired bootstrap and permutation test
