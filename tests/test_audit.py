@@ -31,6 +31,7 @@ from hahrobust.studies.audit import (
     WORST, AuditConfig, Member, ModelAudit, all_members, audit_model, convergence_bound, convergence_text, effort_config,
     judge, verdict,
 )
+from hahrobust.studies.audit_verdict import LEAD_WEIGHT
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # conftest.single_thread explains why
 
@@ -457,3 +458,19 @@ def test_a_thresholded_model_gets_long_rounds_after_the_short_ones_and_a_smooth_
         assert f"{per_survivor:,.0f} passes per survivor" in convergence_bound(audited)
     smooth = audit_model(model, data, norm="linf", eps=[0.5 / 255], ensemble=ensemble, config=config)
     assert not any("long round" in k for k in smooth.passes)
+
+
+def test_the_other_twins_run_only_when_the_lead_pair_does_not_decide(plain_and_masked) -> None:
+    """On the quantised model the lead pair (PGD·BPDA and its twin) decides at a large ε, so the smooth twin's plain
+    twin does not run and the judgement names the lead pair; at an ε where the lead pair cannot decide, every twin
+    runs (lead_decides, the gate of audit_verdict)."""
+    _, masked, data = plain_and_masked
+    ensemble = (*GRADIENT_ONLY, Member("smooth twin", "adaptive", "pgd", twin=True))
+    decided = audit_model(masked, data, norm="linf", eps=[8 / 255], ensemble=ensemble, config=FAST)
+    names = [m.name for m in decided.members]
+    assert "PGD·BPDA (plain twin)" in names and "smooth twin (plain twin)" not in names
+    (judged,) = judge(decided)
+    assert judged.pair == "PGD·BPDA and its twin" and judged.significant
+    assert judged.p_value == pytest.approx(judged.masking.p_value / LEAD_WEIGHT)
+    undecided = audit_model(masked, data, norm="linf", eps=[0.25 / 255], ensemble=ensemble, config=FAST)
+    assert "smooth twin (plain twin)" in [m.name for m in undecided.members]

@@ -94,7 +94,10 @@ def _gated(rng: np.random.Generator, extra_runs: int, masked: int = 0) -> ModelA
     q_adaptive = q_plain.copy()
     q_adaptive[160:160 + masked] = 0.5
     reference = (rng.random((5, N_IMAGES)) < q_plain).any(axis=0)
-    draw = lambda p: (rng.random((extra_runs, N_IMAGES)) < p).any(axis=0) & ~reference  # noqa: E731
+
+    def draw(p: np.ndarray) -> np.ndarray:
+        return (rng.random((extra_runs, N_IMAGES)) < p).any(axis=0) & ~reference
+
     bpda, twin, eot, eot_twin = draw(q_adaptive), draw(q_plain), draw(q_adaptive), draw(q_plain)
     broken = {PGD.name: reference[None], BPDA.name: bpda[None], EOT.name: eot[None], TWIN.name: twin[None]}
     members = [PGD, BPDA, EOT, TWIN]

@@ -163,15 +163,13 @@ def audit_model(
         return _monotone(broken, order) & correct[None]
 
     gradient_changing = [m for m in members if m.changes_gradient and not m.effort]
+    lead_decided = False  # the lead pair alone made "masked" certain: the other twins cannot change it
     for member in members:
         where = np.flatnonzero(robust.any(axis=0)) if member.survivors else np.arange(len(data))
         if member.twin_of is not None:  # the control chain: what every plain reference member left, less its own
+            if lead_decided:
+                continue
             reference = _union(broken_by, [m for m in members if m.plain and not m.effort], robust.shape)
-            lead = gradient_changing[0]
-            if member.twin_of != lead and lead_decides(
-                    correct, reference, broken_by[lead.name], broken_by[f"{lead.name} (plain twin)"],
-                    len(gradient_changing), family=len(eps) * len(AUDIT_NORMS), alpha=config.alpha):
-                continue  # the lead pair already decided "masked": the other twins cannot change it
             controls = _union(broken_by, [m for m in members if m.twin_of is not None and m.name in broken_by],
                               robust.shape)
             where = np.flatnonzero((correct[None] & ~reference & ~controls).any(axis=0))
@@ -189,6 +187,9 @@ def audit_model(
                 broken |= attack(member, name, where, member_config(member, config), path, run_seed)
         broken_by[member.name] = broken
         robust &= ~broken
+        if member.twin_of is not None and member.twin_of == gradient_changing[0]:  # the lead pair has run
+            lead_decided = lead_decides(correct, reference, broken_by[member.twin_of.name], broken,
+                                        len(gradient_changing), family=len(eps) * len(AUDIT_NORMS), alpha=config.alpha)
         own = [k for k in passes if k == member.name or k.startswith(member.name + " ")]
         cost = sum((passes[k] for k in own), PassCount())
         for j, e in enumerate(eps):

@@ -119,18 +119,17 @@ def _judge_one(audit: ModelAudit, alpha: float) -> list[Judgement]:
     chain = len(gradient_changing) > 1 and len(twins) == len(gradient_changing)
     other = audit.broken([m for m in audit.members
                           if not m.plain and not m.changes_gradient and m.twin_of is None and not m.effort])
+    adaptive, control = audit.broken(gradient_changing), audit.broken(twins)
     tested = [(f"{lead[0].name} and its twin" if lead else "no pair", audit.broken(lead), audit.broken(lead_twin))]
     if chain:
-        tested.append(("every gradient-changing member and its twin", audit.broken(gradient_changing),
-                       audit.broken(twins)))
+        tested.append(("every gradient-changing member and its twin", adaptive, control))
     weights = _weights(len(gradient_changing))
     out = []
     for j, e in enumerate(audit.eps):
         base = audit.correct & ~reference[j]  # every plain reference member left these robust
         tests = [(pair, _test(a[j] & base, c[j] & base, len(base)), w) for (pair, a, c), w in zip(tested, weights)]
         pair, masking, weight = min(tests, key=lambda t: t[1].p_value / t[2])
-        either = audit.broken(gradient_changing)[j] | audit.broken(twins)[j]
-        weak = int((other[j] & base & ~either).sum())
+        weak = int((other[j] & base & ~adaptive[j] & ~control[j]).sum())
         out.append(Judgement(audit.norm, e, int(base.sum()), int(audit.worst[j].sum()), len(audit.correct),
                              masking, weak, bool(gradient_changing), min(1.0, masking.p_value / weight), pair,
                              alpha=alpha))
@@ -164,9 +163,9 @@ def lead_decides(correct: np.ndarray, reference: np.ndarray, lead: np.ndarray, l
     ``LEAD_WEIGHT`` = w of α) and the whole chain (1 − w): p = min(1, p_lead / w, p_chain / (1 − w)); a skipped
     chain counts as p_chain = 1, so p stays valid whatever decided the skip (P(p_lead ≤ w·t or p_chain ≤
     (1 − w)·t) ≤ t). The chain is skipped when p_lead / w ≤ α / ``family`` with b > c, where ``family`` is at
-    least the number of tests Holm will adjust over: such a p is rejected by Holm whatever the other p's. On small
-    HaH at ℓ2 the lead pair is PGD·BPDA's 14 images against 0 (p = 6·10⁻⁵), and the other five twins were ≈ 78 k
-    of the audit's 266 k passes, breaking nothing; at ℓ∞ it is 5 against 0 (3 broken by both), not decisive.
+    least the number of tests Holm will adjust over: such a p is rejected by Holm whatever the other p's. On
+    small HaH at ℓ2 the lead pair is PGD·BPDA's 14 images against 0 (p = 6·10⁻⁵), and the other five twins were
+    ≈ 78 k of the audit's 266 k passes, breaking nothing; at ℓ∞ it is 5 against 0 (3 broken by both), not decisive.
     ``correct`` [N], the rest [len(eps), N]."""
     weights = _weights(gradient_changing)
     if len(weights) == 1:

@@ -140,8 +140,8 @@ def calibration_rows(c: Case, audits: Sequence[ModelAudit], judgements: Sequence
             row.update({
                 "convergence": convergence_text(audit), "verdict": word, "expected": c.expected,
                 "agrees": word == c.expected, "b": m.adaptive_only, "c": m.plain_only, "p": m.p_value,
-                "pair": judged.pair, "p_gate": judged.p_value, "p_holm": judged.p_holm, "masked_share": m.share, "masked_share_low": m.low,
-                "masked_share_high": m.high,
+                "pair": judged.pair, "p_gate": judged.p_value, "p_holm": judged.p_holm, "masked_share": m.share,
+                "masked_share_low": m.low, "masked_share_high": m.high,
                 "self_test": rate.value if rate else np.nan, "self_test_low": rate.low if rate else np.nan,
                 "self_test_high": rate.high if rate else np.nan,
                 "self_test_passed": st.passed if st is not None else 0,
