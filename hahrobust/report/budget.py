@@ -11,8 +11,8 @@ quick      CI and a first look: the small pair took 5.4 minutes (220 s of CPU ti
 standard   what the README's tables use: 500 images for clean, sparsity, SNR and noise; 200 for the attacks;
            AutoAttack standard; the audit's own defaults; FMN and DDN 100 steps. The small pair took 39.8 minutes
            of wall time with ``--jobs 2`` on that machine (79 minutes of steps, AutoAttack's four runs 35 of them;
-           the second edition's audit: 92 minutes on one thread); the medium pair, with the second edition, 115
-           minutes of steps (its last 104 in 71 minutes of wall time with ``--jobs 2``).
+           the second edition's audit: 92 minutes on one thread); the medium pair 44.1 minutes of wall time with
+           ``--jobs 2`` (87 minutes of steps).
 full       the paper's protocol: all 10,000 test images, AutoAttack standard, the audit's defaults, FMN and DDN
            1,000 steps, and the corruption sweep (CIFAR-10-C's 15 corruptions × 5 severities, generated per
            image). GPU work.
